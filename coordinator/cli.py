@@ -1,0 +1,331 @@
+"""The ``hpsweep`` command line. Commands parse, call one library function, print.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad input (config, arguments, SQL).
+Data goes to stdout; progress, warnings and logs to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DB = "sqlite:///hpsweep.db"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+db_option = click.option(
+    "--db", "db_url", envvar="HPSWEEP_DB", show_envvar=True, default=DEFAULT_DB,
+    show_default=True, help="Results database URL (sqlite:///file.db or "
+    "postgresql+psycopg://user:pass@host/db).")
+redis_option = click.option(
+    "--redis", "redis_url", envvar="HPSWEEP_REDIS", show_envvar=True, default=DEFAULT_REDIS,
+    show_default=True, help="Redis URL that carries the jobs.")
+queue_option = click.option("--queue", default="hpsweep", show_default=True,
+                            help="RQ queue name.")
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _engine(db_url: str, readonly: bool = False):  # type: ignore[no-untyped-def]
+    from storage.db import StorageError, make_engine
+
+    try:
+        return make_engine(db_url, readonly=readonly)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _redis(url: str):  # type: ignore[no-untyped-def]
+    from worker.queue import QueueError, connect
+
+    try:
+        return connect(url)
+    except QueueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _load_config(path: str):  # type: ignore[no-untyped-def]
+    from coordinator.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"error: invalid sweep config\n{exc}", err=True)
+        sys.exit(2)
+
+
+def _sweep_id(engine, name: str | None) -> int:  # type: ignore[no-untyped-def]
+    from storage import sweeps as sweep_store
+    from storage.db import transact
+
+    def find(s):  # type: ignore[no-untyped-def]
+        return sweep_store.get_sweep(s, name) if name else sweep_store.latest_sweep(s)
+
+    sweep = transact(engine, find)
+    if sweep is None:
+        raise click.BadParameter(f"no sweep named {name!r}" if name else "no sweeps yet",
+                                 param_hint="SWEEP")
+    return sweep.id
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="hpsweep")
+def main() -> None:
+    """hpsweep: coarse-to-fine hyperparameter sweeps of a NumPy network.
+
+    A coordinator samples configurations, RQ workers on one or many machines
+    train them, and every result lands in SQL. Start with:
+
+        hpsweep run configs/digits.yaml --workers 2
+    """
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--workers", "-w", type=click.IntRange(1, 256), default=os.cpu_count() or 1,
+              show_default=True, help="Local worker processes to start.")
+@db_option
+@click.option("--redis", "redis_url", envvar="HPSWEEP_REDIS", show_envvar=True, default=None,
+              help="Redis URL; default: an embedded Redis for the run's lifetime.")
+@queue_option
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True,
+              help="Best trials to print at the end.")
+@click.option("--lease-seconds", type=click.FloatRange(0.5), default=30.0, show_default=True,
+              help="A trial whose worker is silent this long is retried elsewhere.")
+def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: str, top: int,
+        lease_seconds: float) -> None:
+    """Launch CONFIG, run N local workers with live progress, print the best trials."""
+    from coordinator import report
+    from coordinator.embedded import EmbeddedRedis, EmbeddedRedisError
+    from coordinator.launch import launch as do_launch
+    from coordinator.progress import ProgressPrinter
+    from coordinator.runner import WorkerPool, supervise
+
+    _setup_logging("WARNING")
+    cfg = _load_config(config)
+    engine = _engine(db_url)
+    with ExitStack() as stack:
+        if redis_url is None:
+            try:
+                redis_url = stack.enter_context(EmbeddedRedis())
+            except EmbeddedRedisError as exc:
+                raise click.ClickException(str(exc)) from None
+        conn = _redis(redis_url)
+        made = _call(lambda: do_launch(engine, conn, cfg, queue))
+        click.echo(f"sweep {made.name}: {len(made.trial_ids)} trials in stage 0 of "
+                   f"{len(cfg.stages)}; {workers} worker(s)", err=True)
+        pool = WorkerPool(workers, db_url, redis_url, queue,
+                          ["--lease-seconds", str(lease_seconds), "--reconcile-every", "3"])
+        stack.callback(pool.stop)
+        pool.start()
+        printer = ProgressPrinter()
+        try:
+            final = supervise(engine, conn, made.sweep_id, pool, printer.update)
+        except KeyboardInterrupt:
+            printer.close()
+            click.echo(f"interrupted: sweep {made.name} is saved; continue it with "
+                       f"`hpsweep resume {made.name}` and workers", err=True)
+            sys.exit(130)
+        printer.close()
+    click.echo(f"sweep {made.name}: {final.status}")
+    click.echo(report.best_text(engine, made.sweep_id, top))
+    warnings = report.warnings_text(engine, made.sweep_id)
+    if warnings:
+        click.echo(warnings, err=True)
+
+
+def _call(fn: Callable[[], Any]) -> Any:
+    """Run a library call, turning expected failures into clean CLI errors."""
+    from worker.data import DatasetError
+
+    try:
+        return fn()
+    except DatasetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@db_option
+@redis_option
+@queue_option
+def launch(config: str, db_url: str, redis_url: str, queue: str) -> None:
+    """Create and enqueue the sweep of CONFIG, print its name, return."""
+    from coordinator.launch import launch as do_launch
+    from worker.queue import QueueError, connect
+
+    _setup_logging("WARNING")
+    cfg = _load_config(config)
+    engine = _engine(db_url)
+    try:
+        conn = connect(redis_url)
+    except QueueError as exc:
+        click.echo(f"warning: {exc}; the sweep is saved and workers will enqueue it", err=True)
+        conn = None
+    made = _call(lambda: do_launch(engine, conn, cfg, queue))
+    click.echo(made.name)
+
+
+@main.command()
+@db_option
+@redis_option
+@queue_option
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option("--max-jobs", type=click.IntRange(1), default=None, help="Exit after N jobs.")
+@click.option("--processes", "-n", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes to run on this machine (supervised).")
+@click.option("--name", envvar="HPSWEEP_WORKER_NAME", default=None,
+              help="Worker name (default host-pid); recorded in trials.worker.")
+@click.option("--lease-seconds", type=click.FloatRange(0.5), default=30.0, show_default=True,
+              help="Lease length; heartbeats renew it every third of it.")
+@click.option("--reconcile-every", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds between reconciliation passes (lost jobs, expired leases).")
+@click.option("--blas-threads", type=click.IntRange(1), default=1, show_default=True,
+              help="BLAS threads per worker process.")
+@click.option("--fork", is_flag=True, help="Use RQ's forking Worker (one process per job).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), envvar="HPSWEEP_CACHE",
+              default=None, help="Dataset cache folder shared by this host's workers.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int | None,
+           processes: int, name: str | None, lease_seconds: float, reconcile_every: float,
+           blas_threads: int, fork: bool, cache_dir: str | None, log_level: str) -> None:
+    """Run a worker program: take trials from the queue and train them."""
+    _setup_logging(log_level)
+    cache = cache_dir or str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                             / "hpsweep" / "datasets")
+    os.environ.update(HPSWEEP_DB=db_url, HPSWEEP_LEASE_SECONDS=str(lease_seconds),
+                      HPSWEEP_CACHE=cache)
+    if name:
+        os.environ["HPSWEEP_WORKER_NAME"] = name
+    if processes > 1:
+        _serve_pool(processes, db_url, redis_url, queue, sys.argv)
+        return
+    from threadpoolctl import threadpool_limits
+
+    from storage.db import StorageError
+    from worker.process import WorkerOptions, serve
+    from worker.queue import QueueError
+
+    threadpool_limits(limits=blas_threads)
+    try:
+        serve(redis_url, WorkerOptions(queue=queue, burst=burst, max_jobs=max_jobs,
+                                       reconcile_every=reconcile_every, fork=fork))
+    except (StorageError, QueueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, argv: list[str]) -> None:
+    import signal
+    import time
+
+    from coordinator.runner import WorkerPool
+
+    args = [a for a in argv[2:] if not a.startswith(("--processes", "-n"))]
+    pool = WorkerPool(n, db_url, redis_url, queue, [a for a in args if a not in ("worker",)])
+    pool.start()
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping and any(p.poll() is None for p in pool.procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    pool.stop()
+
+
+@main.command()
+@click.argument("sweep", required=False)
+@db_option
+def status(sweep: str | None, db_url: str) -> None:
+    """Stages, ranges, trial counts by status, best trial, boundary flags (default: latest)."""
+    from coordinator.report import status_text
+
+    engine = _engine(db_url)
+    click.echo(status_text(engine, _sweep_id(engine, sweep)))
+
+
+@main.command()
+@click.argument("sweep", required=False)
+@db_option
+@click.option("--top", "-k", type=click.IntRange(1), default=5, show_default=True,
+              help="How many trials.")
+def best(sweep: str | None, db_url: str, top: int) -> None:
+    """The best trials of SWEEP (default: latest) with their parameters."""
+    from coordinator import report
+
+    engine = _engine(db_url)
+    sweep_id = _sweep_id(engine, sweep)
+    click.echo(report.best_text(engine, sweep_id, top))
+    warnings = report.warnings_text(engine, sweep_id)
+    if warnings:
+        click.echo(warnings, err=True)
+
+
+@main.command()
+@click.argument("sweep")
+@db_option
+@redis_option
+def resume(sweep: str, db_url: str, redis_url: str) -> None:
+    """Re-enqueue whatever the database says is unfinished in SWEEP (idempotent)."""
+    from worker.reconcile import reconcile
+
+    engine = _engine(db_url)
+    sweep_id = _sweep_id(engine, sweep)
+    done = reconcile(engine, _redis(redis_url), sweep_id)
+    click.echo(f"reaped {len(done.reaped)} stale, failed {len(done.exhausted)} exhausted, "
+               f"re-enqueued {len(done.requeued)} trial(s), re-advanced "
+               f"{len(done.advanced)} stage(s)")
+
+
+@main.command()
+@click.argument("sweep")
+@db_option
+@redis_option
+def cancel(sweep: str, db_url: str, redis_url: str) -> None:
+    """Stop SWEEP: no new stage, queued trials dropped, running ones stop at epoch end."""
+    from coordinator.control import cancel_sweep
+
+    engine = _engine(db_url)
+    sweep_id = _sweep_id(engine, sweep)
+    n = cancel_sweep(engine, _redis(redis_url), sweep_id)
+    click.echo(f"cancelled {sweep}: {n} queued trial(s) dropped; running trials stop at "
+               "their next epoch boundary")
+
+
+@main.command()
+@click.argument("sql")
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
+def query(sql: str, db_url: str, fmt: str) -> None:
+    """Run a read-only SQL statement (SELECT/WITH) over the results."""
+    from coordinator.query import FORMATTERS, QueryError, check_read_only, run_query
+
+    try:
+        check_read_only(sql)
+        rows = run_query(_engine(db_url, readonly=True), sql)
+    except QueryError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(FORMATTERS[fmt](rows).rstrip("\n"))
+
+
+if __name__ == "__main__":
+    main()

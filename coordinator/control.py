@@ -1,0 +1,32 @@
+"""Stopping a sweep: the database first, then the queue."""
+
+from __future__ import annotations
+
+from redis import Redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from storage import sweeps as sweep_store
+from storage import trials as trial_store
+from storage.db import transact
+from storage.models import SweepStatus
+from worker import queue as q
+
+
+def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:
+    """Cancel a sweep; returns how many queued trials were dropped.
+
+    The sweep's status changes first, so no worker claims another of its
+    trials (claims require a running sweep) and the reaper never revives one;
+    running trials see the status at their next epoch boundary.
+    """
+    def work(s: Session) -> tuple[list[int], str]:
+        sweep = sweep_store.get_sweep(s, sweep_id)
+        assert sweep is not None
+        sweep_store.finish_sweep(s, sweep_id, SweepStatus.CANCELLED.value)
+        return trial_store.cancel_unfinished(s, sweep_id), sweep.queue
+
+    ids, queue_name = transact(engine, work)
+    if conn is not None and ids:
+        q.remove_jobs(conn, q.make_queue(conn, queue_name), [q.trial_job_id(t) for t in ids])
+    return len(ids)

@@ -1,0 +1,35 @@
+"""RQ entry points of the coordinator side, run by any worker program.
+
+``advance_stage`` is enqueued (by its dotted path, so ``worker`` never imports
+``coordinator``) when a stage's last trial finishes, and by the reconciler.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rq import get_current_job
+
+from coordinator.stages import advance
+from worker import queue as q
+from worker.jobs import runtime
+
+log = logging.getLogger("hpsweep.worker")
+
+
+def advance_stage(stage_id: int) -> str:
+    """Close stage ``stage_id`` and enqueue the next one's trials (exactly once)."""
+    if isinstance(stage_id, bool) or not isinstance(stage_id, int):
+        raise TypeError(f"advance_stage takes an integer stage id, got {stage_id!r}")
+    done = advance(runtime().engine, stage_id)
+    if done is None:
+        return "noop"
+    if done.sweep_done:
+        log.info("stage %d finished the sweep", stage_id)
+        return "sweep done"
+    job = get_current_job()
+    if job is not None:
+        q.enqueue_trials(q.make_queue(job.connection, done.queue), list(done.trial_ids))
+    log.info("stage %d advanced: stage %s with %d trial(s)", stage_id, done.next_stage_id,
+             len(done.trial_ids))
+    return "advanced"

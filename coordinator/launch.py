@@ -1,0 +1,113 @@
+"""Create a sweep in the database, then hand its first stage to Redis.
+
+The database is written first, in one transaction (dataset blob, sweep,
+stage 0 with its ranges, trials and params); only then are the jobs
+enqueued. If Redis is down at that moment nothing is lost: the trials are
+``queued`` in the database and any worker's reconciler enqueues them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from redis import Redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from coordinator.config import SweepConfig
+from coordinator.space import sample_configs
+from storage import sweeps as sweep_store
+from storage.db import transact
+from worker import data
+from worker import queue as q
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Launched:
+    sweep_id: int
+    name: str
+    trial_ids: tuple[int, ...]
+    enqueued: bool
+
+
+def trial_seed(sweep_seed: int, stage_idx: int, trial_idx: int) -> int:
+    """A trial's initialisation seed: a pure function of its place in the sweep."""
+    return int(np.random.SeedSequence([sweep_seed, stage_idx, trial_idx]).generate_state(1)[0])
+
+
+def stage_rng(sweep_seed: int, stage_idx: int) -> np.random.Generator:
+    return np.random.default_rng([sweep_seed, stage_idx])
+
+
+def fixed_params(cfg: SweepConfig) -> dict[str, Any]:
+    """The config's fixed settings as params rows values (lists stay lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.train.items()}
+
+
+def plan_trials(cfg: SweepConfig, stage_idx: int, space: dict[str, Any], n: int,
+                first_idx: int = 0) -> list[sweep_store.TrialSpec]:
+    """``n`` new trials sampled from ``space`` with the stage's budget."""
+    epochs = cfg.stages[stage_idx].epochs
+    samples = sample_configs(space, n, stage_rng(cfg.seed, stage_idx))
+    fixed = fixed_params(cfg)
+    return [sweep_store.TrialSpec(idx=first_idx + i, seed=trial_seed(cfg.seed, stage_idx,
+                                                                       first_idx + i),
+                                  epochs=epochs, params={**fixed, **p})
+            for i, p in enumerate(samples)]
+
+
+def prepare_dataset(cfg: SweepConfig) -> tuple[bytes, str, tuple[int, int, int]]:
+    """Load and validate the dataset; its canonical bytes, sha256 and shape."""
+    X, y = data.load_source(cfg.dataset)
+    data.split(X, y, cfg.seed, cfg.val_fraction, cfg.test_fraction)  # fails early if too small
+    blob = data.encode(X, y)
+    return blob, data.sha256(blob), (X.shape[0], X.shape[1], int(y.max()) + 1)
+
+
+def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
+                 dataset: tuple[bytes, str, tuple[int, int, int]]) -> Launched:
+    """Write the sweep and its first stage in one transaction."""
+    blob, sha, shape = dataset
+    specs = plan_trials(cfg, 0, dict(cfg.space), cfg.stages[0].trials)
+
+    def work(s: Session) -> Launched:
+        dataset_id = sweep_store.store_dataset(s, sha, Path(cfg.dataset).name, blob, shape)
+        name = sweep_store.unique_sweep_name(s, cfg.name)
+        sweep_id = sweep_store.create_sweep(
+            s, name=name, config=cfg.to_dict(), dataset_id=dataset_id, seed=cfg.seed,
+            queue=queue_name, n_stages=len(cfg.stages), max_attempts=cfg.max_attempts)
+        stage_id = sweep_store.add_stage(s, sweep_id, 0, cfg.stages[0].epochs,
+                                         cfg.stages[0].trials,
+                                         {p: d.to_row() for p, d in cfg.space.items()})
+        ids = sweep_store.add_trials(s, sweep_id, stage_id, specs)
+        return Launched(sweep_id, name, tuple(ids), False)
+
+    return transact(engine, work)
+
+
+def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int]) -> bool:
+    """Enqueue; on a Redis failure leave the trials queued in the DB for the reconciler."""
+    if conn is None:
+        return False
+    try:
+        q.enqueue_trials(q.make_queue(conn, queue_name), trial_ids)
+    except Exception as exc:  # noqa: BLE001 - the DB holds the trials; reconcile later
+        log.warning("could not enqueue %d trial(s) (%s); workers will pick them up from the "
+                    "database when Redis is back", len(trial_ids), exc)
+        return False
+    return True
+
+
+def launch(engine: Engine, conn: Redis | None, cfg: SweepConfig,
+           queue_name: str = q.DEFAULT_QUEUE) -> Launched:
+    """Create the sweep (DB first), then enqueue its first stage."""
+    dataset = prepare_dataset(cfg)
+    made = create_sweep(engine, cfg, queue_name, dataset)
+    ok = enqueue_or_defer(conn, queue_name, list(made.trial_ids))
+    return Launched(made.sweep_id, made.name, made.trial_ids, ok)

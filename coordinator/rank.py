@@ -1,0 +1,63 @@
+"""Ranking a stage's trials, and which of them shape the next ranges. Pure, no I/O."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.config import StageConfig
+
+# after every scored `done` trial, in this order; any other status (or a trial
+# without a score) comes last of all
+_LAST = ("diverged", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What ranking needs of a trial: ``score`` is its validation accuracy (per ``select``)."""
+
+    trial_id: int
+    status: str
+    score: float | None
+    val_loss: float | None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def rank(outcomes: Iterable[TrialOutcome]) -> list[TrialOutcome]:
+    """Best first: scored ``done`` trials by score (ties: lower val_loss, then trial_id),
+    then ``diverged``, ``failed``, ``cancelled``, then anything else, each by trial_id."""
+    return sorted(outcomes, key=_rank_key)
+
+
+def kept_for_refinement(ranked: Sequence[TrialOutcome], stage: StageConfig) -> list[TrialOutcome]:
+    """The top ``stage.keep`` of the scored ``done`` trials of a ranked list.
+
+    A fraction keeps ``ceil(keep * n_done)`` (at least 1), a count keeps that many.
+    """
+    done = [t for t in ranked if is_scored(t)]
+    if isinstance(stage.keep, float) and stage.keep < 1:
+        n = max(1, math.ceil(stage.keep * len(done) - 1e-9))  # 0.14 * 50 is 7.000000000000001
+    else:
+        n = int(stage.keep)
+    return done[:n]
+
+
+def is_scored(outcome: TrialOutcome) -> bool:
+    """A ``done`` trial with a finite score: the only kind that ranks by score."""
+    return (_status(outcome) == "done" and outcome.score is not None
+            and math.isfinite(outcome.score))
+
+
+def _rank_key(t: TrialOutcome) -> tuple:
+    if is_scored(t):
+        loss = t.val_loss if t.val_loss is not None and math.isfinite(t.val_loss) else math.inf
+        return (0, -float(t.score), loss, t.trial_id)  # type: ignore[arg-type]
+    status = _status(t)
+    group = 1 + _LAST.index(status) if status in _LAST else 1 + len(_LAST)
+    return (group, 0.0, 0.0, t.trial_id)
+
+
+def _status(t: TrialOutcome) -> str:
+    return str(getattr(t.status, "value", t.status))  # a TrialStatus enum or its string

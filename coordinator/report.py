@@ -1,0 +1,147 @@
+"""Plain-text reports over the database: status, best trials, boundary warnings.
+
+Each function reads through the storage layer and returns text that fits an
+80-column terminal; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from coordinator.rank import rank
+from coordinator.refine import BoundaryFlag, flag_message
+from coordinator.stages import outcomes
+from storage import sweeps as sweep_store
+from storage import trials as trial_store
+from storage.db import transact
+
+STATUS_ORDER = ("queued", "running", "done", "diverged", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Progress:
+    sweep: str
+    status: str
+    stage_idx: int
+    n_stages: int
+    finished: int
+    total: int
+    best_val_acc: float | None
+
+
+def short(value: Any) -> str:
+    """Compact numbers: 3 significant digits, e-notation for tiny or huge ones."""
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ",".join(short(v) for v in value) + "]"
+    return str(value)
+
+
+def progress(engine: Engine, sweep_id: int) -> Progress:
+    def work(s: Session) -> Progress:
+        sweep = sweep_store.get_sweep(s, sweep_id)
+        assert sweep is not None
+        stages = sweep_store.stages_of(s, sweep_id)
+        counts = trial_store.status_counts(s, sweep_id)
+        total = sum(st.n_trials for st in stages)
+        total += sum(sweep.config["stages"][i]["trials"] for i in range(len(stages),
+                                                                          sweep.n_stages))
+        finished = sum(n for c in counts.values() for k, n in c.items()
+                       if trial_store.is_final(k))
+        best = [t.best_val_acc for t in trial_store.trials_of(s, sweep_id)
+                if t.status == "done" and t.best_val_acc is not None]
+        return Progress(sweep.name, sweep.status, len(stages) - 1, sweep.n_stages, finished,
+                        total, max(best) if best else None)
+
+    return transact(engine, work)
+
+
+def flag_lines(s: Session, sweep_id: int, last_stage_only: bool = False) -> list[str]:
+    flags = sweep_store.flags_of(s, sweep_id)
+    if last_stage_only and flags:
+        last = max(idx for idx, _ in flags)
+        flags = [(i, f) for i, f in flags if i == last]
+    return [f"stage {idx}: " + flag_message(BoundaryFlag(f.param, f.value, f.low, f.high,
+                                                          f.side, f.at_limit))
+            for idx, f in flags]
+
+
+def _range_text(row: dict[str, Any]) -> str:
+    if row["scale"] == "choice":
+        return "{" + row["choices"].strip("[]") + "}"
+    fmt = "{:.1e}" if row["scale"] == "log" else "{:.4g}"
+    return f"[{fmt.format(row['low'])}, {fmt.format(row['high'])}]" + (
+        " log" if row["scale"] == "log" else "")
+
+
+def status_text(engine: Engine, sweep_id: int) -> str:
+    def work(s: Session) -> str:
+        sweep = sweep_store.get_sweep(s, sweep_id)
+        assert sweep is not None
+        out = [f"sweep {sweep.name} (id {sweep.id}): {sweep.status}, "
+               f"{sweep.n_stages} stage(s), queue {sweep.queue}"]
+        counts = trial_store.status_counts(s, sweep_id)
+        for st in sweep_store.stages_of(s, sweep_id):
+            c = counts.get(st.id, {})
+            tally = ", ".join(f"{c[k]} {k}" for k in STATUS_ORDER if c.get(k))
+            out.append(f"  stage {st.idx}: {st.n_trials} trials x {st.epochs} epoch(s), "
+                       f"{st.status} — {tally or 'no trials'}")
+            for p, row in sweep_store.stage_ranges(s, st.id).items():
+                out.append(f"      {p:<16} {_range_text(row)}")
+            ranked = rank(outcomes(trial_store.trials_of(s, sweep_id, st.id)))
+            if ranked and ranked[0].status == "done" and ranked[0].score is not None:
+                out.append(f"      best: trial {ranked[0].trial_id}, val_acc "
+                           f"{ranked[0].score:.4f}")
+        flags = flag_lines(s, sweep_id)
+        if flags:
+            out.append("boundary warnings:")
+            out += [f"  ! {line}" for line in flags]
+        return "\n".join(out)
+
+    return transact(engine, work)
+
+
+def best_rows(engine: Engine, sweep_id: int, top: int) -> list[dict[str, Any]]:
+    """The ``top`` best finished trials of a sweep, any stage, with their params."""
+    def work(s: Session) -> list[dict[str, Any]]:
+        rows = {t.id: t for t in trial_store.trials_of(s, sweep_id)}
+        ranked = [o for o in rank(outcomes(list(rows.values()))) if o.status == "done"][:top]
+        return [{"trial": o.trial_id, "stage": rows[o.trial_id].stage_idx,
+                 "epochs": rows[o.trial_id].epochs, "val_acc": o.score,
+                 "val_loss": o.val_loss, **rows[o.trial_id].params} for o in ranked]
+
+    return transact(engine, work)
+
+
+def searched_params(engine: Engine, sweep_id: int) -> list[str]:
+    def work(s: Session) -> list[str]:
+        sweep = sweep_store.get_sweep(s, sweep_id)
+        assert sweep is not None
+        return sorted(sweep.config.get("space", {}))
+
+    return transact(engine, work)
+
+
+def best_text(engine: Engine, sweep_id: int, top: int) -> str:
+    rows = best_rows(engine, sweep_id, top)
+    if not rows:
+        return "no finished trials yet"
+    cols = ["trial", "stage", "epochs", "val_acc", *searched_params(engine, sweep_id)]
+    table = [[short(r.get(c, "")) if c != "val_acc" else f"{r[c]:.4f}" for c in cols]
+             for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)) for t in table]
+    return "\n".join(lines)
+
+
+def warnings_text(engine: Engine, sweep_id: int) -> str:
+    lines = transact(engine, lambda s: flag_lines(s, sweep_id, last_stage_only=False))
+    return "\n".join(f"warning: {line}" for line in lines)

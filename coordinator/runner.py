@@ -1,0 +1,92 @@
+"""``hpsweep run``: local worker processes, a supervisor loop and live progress.
+
+The supervisor restarts workers that die, reconciles (lost jobs, expired
+leases) every few seconds, and returns when the sweep leaves ``running``.
+Every process it started is stopped before it returns, Ctrl-C included;
+the sweep itself stays resumable in the database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from redis import Redis
+from sqlalchemy import Engine
+
+from coordinator.report import Progress, progress
+from worker.reconcile import reconcile
+
+BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass
+class WorkerPool:
+    """N ``hpsweep worker`` child processes sharing the given URLs."""
+
+    n: int
+    db_url: str
+    redis_url: str
+    queue: str
+    extra_args: list[str] = field(default_factory=list)
+    blas_threads: int = 1
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    restarts: int = 0
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, HPSWEEP_DB=self.db_url, HPSWEEP_REDIS=self.redis_url)
+        # Pin BLAS before NumPy starts in the child: N trainers x N threads thrash 2 cores.
+        env.update({v: str(self.blas_threads) for v in BLAS_VARS})
+        env.pop("HPSWEEP_WORKER_NAME", None)
+        cmd = [sys.executable, "-m", "coordinator.cli", "worker", "--queue", self.queue,
+               "--blas-threads", str(self.blas_threads), *self.extra_args]
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.n)]
+
+    def revive(self) -> int:
+        """Restart workers that exited; returns how many."""
+        n = 0
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                self.procs[i] = self._spawn()
+                n += 1
+        self.restarts += n
+        return n
+
+    def stop(self, grace: float = 10.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.procs = []
+
+
+def supervise(engine: Engine, conn: Redis, sweep_id: int, pool: WorkerPool,
+              on_progress: Callable[[Progress], None], *, poll: float = 0.5,
+              reconcile_every: float = 3.0) -> Progress:
+    """Watch the sweep until it leaves ``running``; returns the final progress."""
+    last_reconcile = time.monotonic()
+    while True:
+        state = progress(engine, sweep_id)
+        on_progress(state)
+        if state.status != "running":
+            return state
+        if time.monotonic() - last_reconcile > reconcile_every:
+            reconcile(engine, conn, sweep_id)
+            pool.revive()
+            last_reconcile = time.monotonic()
+        time.sleep(poll)

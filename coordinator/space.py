@@ -1,0 +1,220 @@
+"""Search-space distributions: a numeric ``Range`` and a categorical ``Choice``.
+
+The config spellings map onto two types (``DIST_NAMES``): ``uniform`` and
+``log_uniform`` are float ranges on a linear or log scale, ``int_uniform`` and
+``int_log_uniform`` the same with integer values, ``choice`` a list of values.
+Log ranges are sampled uniformly in log space (``10 ** uniform(-6, 1)``), as the
+CS231n notes recommend for scale parameters such as the learning rate.
+
+Samples are plain Python ``int``/``float``/``str`` (never NumPy scalars): they go
+to JSON and SQL unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+Value = float | int | str
+
+# config spelling -> (scale, integer); "choice" is the categorical one.
+DIST_NAMES: dict[str, tuple[str, bool]] = {
+    "uniform": ("linear", False),
+    "log_uniform": ("log", False),
+    "int_uniform": ("linear", True),
+    "int_log_uniform": ("log", True),
+}
+CHOICE = "choice"
+SCALES = ("linear", "log")
+
+
+def _number(value: Any, what: str) -> float:
+    """``value`` as a finite float; ValueError otherwise (bools are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, Real | Decimal):
+        raise ValueError(f"{what}: expected a number, got {value!r}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"{what}: expected a finite number, got {value!r}")
+    return x
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numeric range ``[low, high]`` on a ``linear`` or ``log`` scale, optionally integer.
+
+    ``min``/``max`` are optional hard limits declared by the user (config keys
+    ``min``/``max``): refinement never moves the range beyond them.
+    """
+
+    low: float
+    high: float
+    scale: str = "linear"
+    integer: bool = False
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {self.scale!r}")
+        cast = int if self.integer else float
+        for name in ("low", "high", "min", "max"):
+            raw = getattr(self, name)
+            if raw is None and name in ("min", "max"):
+                continue
+            x = _number(raw, name)
+            if self.integer and not x.is_integer():
+                raise ValueError(f"{name}: expected an integer, got {raw!r}")
+            object.__setattr__(self, name, cast(x))
+        object.__setattr__(self, "integer", bool(self.integer))
+        if self.low >= self.high:
+            raise ValueError(f"low must be < high, got low {self.low!r} >= high {self.high!r}")
+        if self.scale == "log" and self.low <= 0:
+            raise ValueError(f"low: must be > 0 for a log scale, got {self.low!r}")
+        if self.min is not None and self.low < self.min:
+            raise ValueError(f"low: must be >= min {self.min!r}, got {self.low!r}")
+        if self.max is not None and self.high > self.max:
+            raise ValueError(f"high: must be <= max {self.max!r}, got {self.high!r}")
+
+    @property
+    def dist(self) -> str:
+        """The config spelling of this range (``log_uniform``, ``int_uniform``, ...)."""
+        return ("int_" if self.integer else "") + ("log_uniform" if self.scale == "log" else
+                                                   "uniform")
+
+    def sample(self, rng: np.random.Generator) -> float | int:
+        """One value; log ranges uniformly in log10 space, integers inclusive of both ends."""
+        if self.integer and self.scale == "linear":
+            return int(rng.integers(self.low, self.high + 1))
+        if self.integer:
+            # log-uniform over [low - 0.5, high + 0.5] then round: every integer gets its
+            # share of log space, the ends included (low >= 1 so low - 0.5 > 0)
+            x = 10 ** rng.uniform(math.log10(self.low - 0.5), math.log10(self.high + 0.5))
+            return int(min(max(round(x), self.low), self.high))
+        if self.scale == "log":
+            x = 10 ** rng.uniform(math.log10(self.low), math.log10(self.high))
+        else:
+            x = rng.uniform(self.low, self.high)
+        return float(min(max(x, self.low), self.high))
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a number in ``[low, high]`` (an integer for integer ranges)."""
+        if isinstance(value, bool) or not isinstance(value, Real):
+            return False
+        x = float(value)
+        if self.integer and not x.is_integer():
+            return False
+        return self.low <= x <= self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config form, e.g. ``{"dist": "log_uniform", "low": 1e-06, "high": 0.1}``."""
+        d: dict[str, Any] = {"dist": self.dist, "low": self.low, "high": self.high}
+        if self.min is not None:
+            d["min"] = self.min
+        if self.max is not None:
+            d["max"] = self.max
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Range:
+        scale, integer = DIST_NAMES[d["dist"]]
+        return cls(d["low"], d["high"], scale, integer, d.get("min"), d.get("max"))
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat row for the ``stage_ranges`` table (user ``min``/``max`` are not in it)."""
+        return {"low": float(self.low), "high": float(self.high), "scale": self.scale,
+                "integer": self.integer, "choices": None}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical parameter: one of ``values`` (strings or numbers), sampled uniformly."""
+
+    values: tuple[Value, ...]
+
+    def __post_init__(self) -> None:
+        values = tuple(self.values)
+        if not values:
+            raise ValueError("values: expected at least one value, got none")
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
+                raise ValueError(f"values[{i}]: expected a string or a number, got {v!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"values[{i}]: expected a finite number, got {v!r}")
+            if v in values[:i]:
+                raise ValueError(f"values[{i}]: duplicate value {v!r}")
+        object.__setattr__(self, "values", values)
+
+    dist = CHOICE
+
+    def sample(self, rng: np.random.Generator) -> Value:
+        return self.values[int(rng.integers(len(self.values)))]
+
+    def contains(self, value: Any) -> bool:
+        return not isinstance(value, bool) and value in self.values
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dist": CHOICE, "values": list(self.values)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Choice:
+        return cls(tuple(d["values"]))
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat row for ``stage_ranges``: the values as JSON text in ``choices``."""
+        return {"low": None, "high": None, "scale": CHOICE, "integer": False,
+                "choices": json.dumps(list(self.values))}
+
+
+Dist = Range | Choice
+
+
+def dist_from_dict(d: Mapping[str, Any]) -> Dist:
+    """Inverse of ``to_dict`` for either type; ValueError for an unknown ``dist``."""
+    name = d.get("dist")
+    if name == CHOICE:
+        return Choice.from_dict(d)
+    if name in DIST_NAMES:
+        return Range.from_dict(d)
+    raise ValueError(f"dist: unknown distribution {name!r}")
+
+
+def dist_from_row(row: Mapping[str, Any], base: Dist | None = None) -> Dist:
+    """Inverse of ``to_row``. Extra keys (``stage_id``, ``param``) are ignored.
+
+    ``base`` is the sweep config's distribution for the same parameter: its
+    user-declared ``min``/``max`` carry over (rows do not store them).
+    """
+    if row["scale"] == CHOICE:
+        return Choice(tuple(json.loads(row["choices"])))
+    limits = (base.min, base.max) if isinstance(base, Range) else (None, None)
+    return Range(row["low"], row["high"], row["scale"], bool(row.get("integer") or False),
+                 *limits)
+
+
+def space_from_rows(rows: Iterable[Mapping[str, Any]],
+                    base: Mapping[str, Dist] | None = None) -> dict[str, Dist]:
+    """A space from ``stage_ranges`` rows (each with a ``param`` key), limits from ``base``."""
+    base = base or {}
+    return {row["param"]: dist_from_row(row, base.get(row["param"])) for row in rows}
+
+
+def sample_configs(space: Mapping[str, Dist], n: int,
+                   rng: np.random.Generator) -> list[dict[str, Value]]:
+    """``n`` configurations drawn from ``space``: same generator state, same samples.
+
+    Parameters are drawn in sorted name order, trial after trial, so the result
+    does not depend on the mapping's order and the first k of n equal those of k.
+    """
+    names = sorted(space)
+    out = []
+    for _ in range(n):
+        drawn = {name: space[name].sample(rng) for name in names}
+        out.append({name: drawn[name] for name in space})
+    return out

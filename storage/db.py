@@ -1,0 +1,224 @@
+"""Engines, units of work and the few dialect differences, in one place.
+
+SQLite gets WAL, a 30 s busy timeout, foreign keys and ``BEGIN IMMEDIATE``
+write transactions so that many local worker processes share one file; any
+connection is dropped after ``fork()``. PostgreSQL gets pre-ping and a retry
+when the server drops connections. Nothing else in the code base knows which
+dialect it talks to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import Engine, create_engine, event, literal_column, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from storage.models import Base
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 30_000
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smbfs", "smb3", "fuse.sshfs", "9p", "afs")
+
+
+class StorageError(RuntimeError):
+    """A database problem worth a clear message (bad URL, unreachable server...)."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe for logs and output."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL we cannot parse is shown without its userinfo
+        return url.split("@")[-1]
+
+
+def is_sqlite(engine_or_url: Engine | str) -> bool:
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
+    return url.get_backend_name() == "sqlite"
+
+
+def _filesystem_type(path: Path) -> str | None:
+    """The mount type holding ``path`` (longest matching mount point), or None."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    target = str(path.resolve())
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3 or len(parts[1]) <= len(best):
+            continue
+        if target == parts[1] or target.startswith(parts[1].rstrip("/") + "/"):
+            best, kind = parts[1], parts[2]
+    return kind
+
+
+def check_sqlite_path(url: str) -> None:
+    """Refuse a SQLite file on a network filesystem: its locks are not reliable."""
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return
+    folder = Path(database).expanduser().absolute().parent
+    kind = _filesystem_type(folder)
+    if kind in NETWORK_FILESYSTEMS:
+        raise StorageError(
+            f"SQLite database {database} is on a network filesystem ({kind}); SQLite locking "
+            "is not safe there. Use PostgreSQL for workers on several machines: "
+            "--db postgresql+psycopg://user@host/dbname"
+        )
+    if not folder.is_dir():
+        raise StorageError(f"SQLite database folder {folder} does not exist")
+
+
+def _setup_sqlite(engine: Engine, readonly: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite quirk)
+        cur = dbapi_conn.cursor()
+        if not readonly:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        if readonly:
+            cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        # A deferred transaction that reads then writes gets SQLITE_BUSY at once,
+        # skipping the busy timeout; IMMEDIATE takes the write lock up front.
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def _dispose_after_fork(engine: Engine) -> None:
+    ref = weakref.ref(engine)
+
+    def _after_fork() -> None:
+        eng = ref()
+        if eng is not None:
+            eng.dispose(close=False)  # never carry a connection across fork()
+
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Engine:
+    """An engine for ``url`` with the schema created (unless ``create`` is False).
+
+    ``readonly`` engines refuse writes at the connection level (SQLite
+    ``query_only``, PostgreSQL read-only transactions).
+    """
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises ArgumentError or ValueError
+        raise StorageError(f"not a database URL: {mask_url(url)!r} ({exc})") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        check_sqlite_path(url)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        _setup_sqlite(engine, readonly)
+    elif backend == "postgresql":
+        args: dict = {"connect_timeout": 5}
+        if readonly:
+            args["options"] = "-c default_transaction_read_only=on"
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_size=2, max_overflow=4, pool_recycle=1800,
+            connect_args=args,
+        )
+    else:
+        raise StorageError(f"unsupported database {mask_url(url)!r}: use sqlite:/// or "
+                           "postgresql+psycopg://")
+    _dispose_after_fork(engine)
+    if create and not readonly:
+        create_schema(engine)
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables; safe when several processes race to do it."""
+    for attempt in range(5):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except DBAPIError as exc:
+            if attempt == 4:
+                raise StorageError(
+                    f"cannot reach or prepare database {mask_url(str(engine.url))}: "
+                    f"{_first_line(exc)}"
+                ) from None
+            time.sleep(0.2 + random.random() * 0.3)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return isinstance(exc, OperationalError) and any(
+        s in text for s in ("database is locked", "server closed", "terminating connection",
+                            "connection", "could not receive", "deadlock", "serialize")
+    )
+
+
+def transact(engine: Engine, work: Callable[[Session], T], *, retries: int = 5) -> T:
+    """Run ``work(session)`` as one transaction, retrying transient failures.
+
+    Transient means "database is locked" on SQLite past its busy timeout, or a
+    dropped PostgreSQL connection. ``work`` must be safe to re-run (it is: the
+    failed attempt rolled back).
+    """
+    for attempt in range(retries + 1):
+        try:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                return work(session)
+        except DBAPIError as exc:
+            if attempt == retries or not _is_transient(exc):
+                raise
+            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            log.warning("database busy or disconnected (%s); retry %d in %.2fs",
+                        _first_line(exc), attempt + 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def now_seconds(engine: Engine) -> ColumnElement[float]:
+    """The database server's clock in epoch seconds, as an SQL expression.
+
+    Leases are judged by this clock so a worker with a wrong clock cannot
+    reap, or be reaped, early.
+    """
+    if is_sqlite(engine):
+        return literal_column("((julianday('now') - 2440587.5) * 86400.0)")
+    return literal_column("extract(epoch from clock_timestamp())::float8")
+
+
+def insert_ignore(engine: Engine, table, rows: list[dict]):  # type: ignore[no-untyped-def]
+    """INSERT … ON CONFLICT DO NOTHING for either dialect."""
+    dialect = sqlite if is_sqlite(engine) else postgresql
+    return dialect.insert(table).values(rows).on_conflict_do_nothing()
+
+
+def upsert(engine: Engine, table, rows: list[dict], keys: list[str]):  # type: ignore[no-untyped-def]
+    """INSERT … ON CONFLICT (keys) DO UPDATE SET every other column."""
+    dialect = sqlite if is_sqlite(engine) else postgresql
+    stmt = dialect.insert(table).values(rows)
+    cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+    return stmt.on_conflict_do_update(index_elements=keys, set_=cols)

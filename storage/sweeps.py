@@ -1,0 +1,247 @@
+"""Sweeps, stages, their ranges and boundary flags, and datasets.
+
+Helpers take a ``Session`` first and never commit: callers frame the unit of
+work (``storage.db.transact``). Callers get frozen dataclasses, not ORM rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    FINAL_TRIAL_STATUSES,
+    BoundaryFlag,
+    Dataset,
+    Param,
+    Stage,
+    StageRange,
+    StageStatus,
+    Sweep,
+    SweepStatus,
+    Trial,
+)
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    id: int
+    name: str
+    status: str
+    config: dict[str, Any]
+    dataset_sha: str
+    seed: int
+    queue: str
+    n_stages: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    id: int
+    sweep_id: int
+    idx: int
+    epochs: int
+    n_trials: int
+    status: str
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """A trial to create: its place in the stage, seed, budget and parameters."""
+
+    idx: int
+    seed: int
+    epochs: int
+    params: dict[str, Any]
+    parent_id: int | None = None
+
+
+@dataclass(frozen=True)
+class FlagRow:
+    param: str
+    value: float
+    low: float
+    high: float
+    side: str
+    at_limit: bool
+
+
+def store_dataset(s: Session, sha: str, name: str, data: bytes, shape: tuple[int, int, int]) -> int:
+    """The id of the dataset with this content hash, storing it once."""
+    existing = s.scalar(select(Dataset.id).where(Dataset.sha256 == sha))
+    if existing is not None:
+        return existing
+    n_rows, n_features, n_classes = shape
+    row = Dataset(sha256=sha, name=name, data=data, n_rows=n_rows, n_features=n_features,
+                  n_classes=n_classes)
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def dataset_bytes(s: Session, sha: str) -> bytes | None:
+    return s.scalar(select(Dataset.data).where(Dataset.sha256 == sha))
+
+
+def unique_sweep_name(s: Session, name: str) -> str:
+    """``name`` if free, else ``name-2``, ``name-3``, …"""
+    taken = set(s.scalars(select(Sweep.name).where(Sweep.name.like(f"{name}%"))))
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def create_sweep(s: Session, *, name: str, config: dict[str, Any], dataset_id: int, seed: int,
+                 queue: str, n_stages: int, max_attempts: int) -> int:
+    row = Sweep(name=name, config=json.dumps(config, sort_keys=True), dataset_id=dataset_id,
+                seed=seed, queue=queue, n_stages=n_stages, max_attempts=max_attempts,
+                status=SweepStatus.RUNNING.value)
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def add_stage(s: Session, sweep_id: int, idx: int, epochs: int, n_trials: int,
+              ranges: dict[str, dict[str, Any]]) -> int:
+    """A new running stage with its ranges (``param -> to_row()`` dicts)."""
+    stage = Stage(sweep_id=sweep_id, idx=idx, epochs=epochs, n_trials=n_trials,
+                  status=StageStatus.RUNNING.value)
+    s.add(stage)
+    s.flush()
+    s.add_all(StageRange(stage_id=stage.id, param=p, **row) for p, row in ranges.items())
+    return stage.id
+
+
+def add_trials(s: Session, sweep_id: int, stage_id: int, specs: list[TrialSpec]) -> list[int]:
+    """Create queued trials with their ``params`` rows; returns their ids in order."""
+    rows = [Trial(sweep_id=sweep_id, stage_id=stage_id, idx=t.idx, seed=t.seed, epochs=t.epochs,
+                  parent_id=t.parent_id) for t in specs]
+    s.add_all(rows)
+    s.flush()
+    s.add_all(_param_row(row.id, k, v) for row, t in zip(rows, specs, strict=True)
+              for k, v in t.params.items())
+    return [row.id for row in rows]
+
+
+def _param_row(trial_id: int, name: str, value: Any) -> Param:
+    if isinstance(value, str):
+        return Param(trial_id=trial_id, name=name, value=None, value_text=value)
+    if isinstance(value, list | tuple):
+        return Param(trial_id=trial_id, name=name, value=None, value_text=json.dumps(value))
+    return Param(trial_id=trial_id, name=name, value=float(value), value_text=None)
+
+
+def param_value(value: float | None, value_text: str | None) -> Any:
+    """Inverse of the params row encoding (ints come back as floats; callers cast)."""
+    if value_text is None:
+        return value
+    if value_text.startswith("["):
+        return json.loads(value_text)
+    return value_text
+
+
+def _sweep_info(row: Sweep, sha: str) -> SweepInfo:
+    return SweepInfo(id=row.id, name=row.name, status=row.status, config=json.loads(row.config),
+                     dataset_sha=sha, seed=row.seed, queue=row.queue, n_stages=row.n_stages,
+                     max_attempts=row.max_attempts)
+
+
+def get_sweep(s: Session, name_or_id: str | int) -> SweepInfo | None:
+    q = select(Sweep, Dataset.sha256).join(Dataset, Dataset.id == Sweep.dataset_id)
+    if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+        hit = s.execute(q.where(Sweep.id == int(name_or_id))).first()
+        if hit is not None:
+            return _sweep_info(*hit)
+    hit = s.execute(q.where(Sweep.name == str(name_or_id))).first()
+    return _sweep_info(*hit) if hit else None
+
+
+def latest_sweep(s: Session) -> SweepInfo | None:
+    sweep_id = s.scalar(select(func.max(Sweep.id)))
+    return get_sweep(s, sweep_id) if sweep_id is not None else None
+
+
+def list_sweeps(s: Session, status: str | None = None) -> list[SweepInfo]:
+    q = select(Sweep, Dataset.sha256).join(Dataset, Dataset.id == Sweep.dataset_id)
+    if status:
+        q = q.where(Sweep.status == status)
+    return [_sweep_info(*r) for r in s.execute(q.order_by(Sweep.id))]
+
+
+def stages_of(s: Session, sweep_id: int) -> list[StageInfo]:
+    rows = s.scalars(select(Stage).where(Stage.sweep_id == sweep_id).order_by(Stage.idx))
+    return [StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status) for r in rows]
+
+
+def get_stage(s: Session, stage_id: int) -> StageInfo | None:
+    r = s.get(Stage, stage_id)
+    return StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status) if r else None
+
+
+def stage_ranges(s: Session, stage_id: int) -> dict[str, dict[str, Any]]:
+    rows = s.scalars(select(StageRange).where(StageRange.stage_id == stage_id)
+                     .order_by(StageRange.param))
+    return {r.param: {"low": r.low, "high": r.high, "scale": r.scale, "integer": r.integer,
+                      "choices": r.choices} for r in rows}
+
+
+def unfinished_trial_count(s: Session, stage_id: int) -> int:
+    return s.scalar(select(func.count()).select_from(Trial).where(
+        Trial.stage_id == stage_id, Trial.status.not_in(FINAL_TRIAL_STATUSES))) or 0
+
+
+def claim_stage_advance(s: Session, stage_id: int) -> bool:
+    """Compare-and-set a finished stage from running to done: True for exactly one caller.
+
+    Succeeds only while every trial of the stage has a final status.
+    """
+    unfinished = (select(func.count()).select_from(Trial)
+                  .where(Trial.stage_id == stage_id, Trial.status.not_in(FINAL_TRIAL_STATUSES))
+                  .scalar_subquery())
+    res = s.execute(update(Stage).where(Stage.id == stage_id,
+                                        Stage.status == StageStatus.RUNNING.value,
+                                        unfinished == 0)
+                    .values(status=StageStatus.DONE.value, finished_at=func.now()))
+    return res.rowcount == 1
+
+
+def stages_ready_to_advance(s: Session, sweep_id: int | None = None) -> list[tuple[int, str]]:
+    """(stage id, queue) of running stages of running sweeps whose trials all finished."""
+    unfinished = (select(Trial.id).where(Trial.stage_id == Stage.id,
+                                         Trial.status.not_in(FINAL_TRIAL_STATUSES)).exists())
+    q = (select(Stage.id, Sweep.queue).join(Sweep, Sweep.id == Stage.sweep_id)
+         .where(Stage.status == StageStatus.RUNNING.value,
+                Sweep.status == SweepStatus.RUNNING.value, ~unfinished))
+    if sweep_id is not None:
+        q = q.where(Sweep.id == sweep_id)
+    return [(sid, qn) for sid, qn in s.execute(q)]
+
+
+def add_flags(s: Session, sweep_id: int, stage_id: int, flags: list[FlagRow]) -> None:
+    s.add_all(BoundaryFlag(sweep_id=sweep_id, stage_id=stage_id, param=f.param, value=f.value,
+                           low=f.low, high=f.high, side=f.side, at_limit=f.at_limit)
+              for f in flags)
+
+
+def flags_of(s: Session, sweep_id: int) -> list[tuple[int, FlagRow]]:
+    """(stage idx, flag) for every flag of the sweep, in stage order."""
+    rows = s.execute(select(Stage.idx, BoundaryFlag).join(Stage, Stage.id == BoundaryFlag.stage_id)
+                     .where(BoundaryFlag.sweep_id == sweep_id)
+                     .order_by(Stage.idx, BoundaryFlag.param))
+    return [(idx, FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit))
+            for idx, f in rows]
+
+
+def finish_sweep(s: Session, sweep_id: int, status: str = SweepStatus.DONE.value) -> bool:
+    res = s.execute(update(Sweep).where(Sweep.id == sweep_id,
+                                        Sweep.status == SweepStatus.RUNNING.value)
+                    .values(status=status, finished_at=func.now()))
+    return res.rowcount == 1

@@ -1,0 +1,1 @@
+"""hpsweep package."""

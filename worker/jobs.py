@@ -1,0 +1,98 @@
+"""RQ entry points of the worker program: ids in, a status string out.
+
+Jobs carry only a trial id. The database URL, the worker's name and lease
+length come from the worker process's environment (set by ``hpsweep worker``),
+read here and in the CLI only. Engines and the dataset cache live for the
+whole worker process, so a trial costs no reconnect and no dataset decode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rq import get_current_job
+from sqlalchemy import Engine
+
+from storage import sweeps as sweep_store
+from storage import trials as trial_store
+from storage.db import make_engine, transact
+from worker import queue as q
+from worker.data import DatasetCache
+from worker.trainer import TrialContext, run_attempt
+
+log = logging.getLogger("hpsweep.worker")
+
+DEFAULT_DB = "sqlite:///hpsweep.db"
+DEFAULT_LEASE_SECONDS = 30.0
+
+
+@dataclass
+class Runtime:
+    """Per-process state shared by every job this worker process runs."""
+
+    db_url: str
+    worker: str
+    lease_seconds: float
+    datasets: DatasetCache
+    stop_requested: bool = False
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.db_url)
+        return self._engine
+
+
+_runtime: Runtime | None = None
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def runtime() -> Runtime:
+    """The process's runtime, built once from the environment."""
+    global _runtime
+    if _runtime is None or _runtime.db_url != os.environ.get("HPSWEEP_DB", DEFAULT_DB):
+        cache_dir = os.environ.get("HPSWEEP_CACHE")
+        _runtime = Runtime(
+            db_url=os.environ.get("HPSWEEP_DB", DEFAULT_DB),
+            worker=os.environ.get("HPSWEEP_WORKER_NAME") or default_worker_name(),
+            lease_seconds=float(os.environ.get("HPSWEEP_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)),
+            datasets=DatasetCache(Path(cache_dir) if cache_dir else None),
+        )
+    return _runtime
+
+
+def run_trial(trial_id: int) -> str:
+    """Train one trial to a final status; advance its stage if it was the last."""
+    if isinstance(trial_id, bool) or not isinstance(trial_id, int):
+        raise TypeError(f"run_trial takes an integer trial id, got {trial_id!r}")
+    rt = runtime()
+    engine = rt.engine
+    if not transact(engine, lambda s: trial_store.trial_exists(s, trial_id)):
+        raise LookupError(f"unknown trial {trial_id}: nothing to run")
+    ctx = TrialContext(engine=engine, worker=rt.worker, lease_seconds=rt.lease_seconds,
+                       datasets=rt.datasets, stop_requested=lambda: rt.stop_requested)
+    log.info("trial %d: start", trial_id)
+    outcome = run_attempt(ctx, trial_id)
+    log.info("trial %d: %s after %d epoch(s) in this attempt", trial_id, outcome.status,
+             outcome.epochs_run)
+    if outcome.stage_id is not None and outcome.status not in ("noop", "released"):
+        request_advance_if_finished(engine, outcome.stage_id)
+    return outcome.status
+
+
+def request_advance_if_finished(engine: Engine, stage_id: int) -> None:
+    """Enqueue the stage's advancement once its trials have all finished."""
+    if transact(engine, lambda s: sweep_store.unfinished_trial_count(s, stage_id)) > 0:
+        return
+    job = get_current_job()
+    if job is None:
+        return
+    q.enqueue_advance(q.make_queue(job.connection, job.origin), stage_id)

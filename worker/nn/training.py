@@ -1,0 +1,249 @@
+"""One trial's training state: weights, optimizer, averages, RNG, and exact resume.
+
+``TrainState`` runs one epoch at a time and serialises everything the next
+epoch depends on, so ``from_checkpoint(...).train_epoch(...)`` is bit-identical
+to an uninterrupted run: the generator's full state, optimizer slots, running
+averages, step count and validation history all travel in the checkpoint.
+All randomness (initial weights, epoch permutations, dropout masks) comes from
+one ``np.random.Generator(np.random.PCG64(seed))`` owned by the state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.nn import checkpoint, layers, model, optim, schedules
+from worker.nn.checkpoint import CheckpointError
+from worker.nn.hyper import Hyper
+
+FORMAT_VERSION = 1
+DTYPE = np.float32
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Metrics of one finished (or diverged) epoch.
+
+    ``train_acc`` is the accuracy on the training minibatches as they were
+    trained on (dropout on, weights changing during the epoch), at no extra cost.
+    """
+
+    epoch: int  # 1-based number of the epoch just finished
+    train_loss: float  # mean minibatch loss (data + reg) over the epoch
+    train_acc: float  # accuracy on the training minibatches seen, before each step
+    val_loss: float  # data loss on the validation split, raw weights
+    val_acc: float
+    lr: float  # the rate used for the epoch's last step
+    ema_val_loss: float | None  # same metrics for the running-average weights
+    ema_val_acc: float | None  # (None when ema_decay == 0)
+    diverged: bool  # loss NaN/inf or > diverge_factor * initial loss: the epoch stopped
+
+
+class TrainState:
+    """Everything a trial needs between epochs; build with ``create`` or ``from_checkpoint``."""
+
+    def __init__(
+        self,
+        hyper: Hyper,
+        params: dict[str, np.ndarray],
+        opt: optim.Optimizer,
+        rng: np.random.Generator,
+        ema_params: dict[str, np.ndarray] | None = None,
+        epoch: int = 0,
+        iteration: int = 0,
+        initial_loss: float | None = None,
+        val_history: list[float] | None = None,
+    ) -> None:
+        self.hyper = hyper
+        self.params = params
+        self.opt = opt
+        self.rng = rng
+        self.ema_params = ema_params
+        self.epoch = epoch  # epochs completed
+        self.iteration = iteration  # optimizer steps taken
+        self.initial_loss = initial_loss  # loss of the very first minibatch
+        self.val_history = [] if val_history is None else val_history
+        self.net = model.Net(model.dims_of(params), DTYPE)
+
+    @classmethod
+    def create(cls, hyper: Hyper, n_features: int, n_classes: int, seed: int) -> TrainState:
+        """A fresh state: weights drawn from the trial's generator, EMA = the weights."""
+        rng = np.random.Generator(np.random.PCG64(seed))
+        dims = (n_features, *hyper.hidden, n_classes)
+        params = model.init_params(dims, rng, hyper.weight_scale, DTYPE)
+        ema = {k: p.copy() for k, p in params.items()} if hyper.ema_decay > 0 else None
+        return cls(hyper, params, optim.from_hyper(hyper), rng, ema_params=ema)
+
+    @classmethod
+    def from_checkpoint(cls, hyper: Hyper, data: bytes) -> TrainState:
+        """The state saved by ``to_checkpoint``; raises ``CheckpointError`` if it
+        is corrupt or does not fit ``hyper`` (architecture, update rule, EMA)."""
+        arrays = checkpoint.decode(data)
+        try:
+            return cls._from_arrays(hyper, arrays)
+        except CheckpointError:
+            raise
+        except (KeyError, ValueError, TypeError) as e:  # missing or malformed entries
+            raise CheckpointError(f"checkpoint does not fit this trial: {e!r}") from e
+
+    @classmethod
+    def _from_arrays(cls, hyper: Hyper, arrays: dict[str, np.ndarray]) -> TrainState:
+        if int(arrays["format"]) != FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint format {int(arrays['format'])} is not supported")
+        params = _weights(arrays, "param.")
+        dims = model.dims_of(params)
+        if dims[1:-1] != tuple(hyper.hidden) or str(arrays["update_rule"]) != hyper.update_rule:
+            raise CheckpointError(
+                f"checkpoint is for hidden={dims[1:-1]} rule={arrays['update_rule']}, "
+                f"not hidden={tuple(hyper.hidden)} rule={hyper.update_rule}"
+            )
+        _check_shapes(params, dims)
+        ema = _weights(arrays, "ema.") or None
+        if (ema is None) != (hyper.ema_decay == 0):
+            raise CheckpointError("checkpoint and trial disagree on ema_decay being on")
+        if ema is not None:
+            _check_shapes(ema, dims)
+        opt = optim.from_hyper(hyper)
+        opt.load_state_dict(_with_prefix(arrays, "optim."))
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = json.loads(arrays["rng"].tobytes().decode("utf-8"))
+        return cls(
+            hyper,
+            params,
+            opt,
+            rng,
+            ema_params=ema,
+            epoch=int(arrays["epoch"]),
+            iteration=int(arrays["iteration"]),
+            initial_loss=float(arrays["initial_loss"]) if "initial_loss" in arrays else None,
+            val_history=[float(v) for v in arrays["val_history"]],
+        )
+
+    def to_checkpoint(self) -> bytes:
+        """Checkpoint bytes of the whole state (see ``from_checkpoint``)."""
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FORMAT_VERSION, dtype=np.int64),
+            "update_rule": np.array(self.hyper.update_rule),
+            "epoch": np.array(self.epoch, dtype=np.int64),
+            "iteration": np.array(self.iteration, dtype=np.int64),
+            "val_history": np.array(self.val_history, dtype=np.float64),
+            # PCG64's 128-bit state and increment overflow int64: keep them as JSON text
+            "rng": np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(), np.uint8),
+        }
+        if self.initial_loss is not None:
+            arrays["initial_loss"] = np.array(self.initial_loss, dtype=np.float64)
+        arrays.update({f"param.{k}": p for k, p in self.params.items()})
+        if self.ema_params is not None:
+            arrays.update({f"ema.{k}": p for k, p in self.ema_params.items()})
+        arrays.update({f"optim.{k}": a for k, a in self.opt.state_dict().items()})
+        return checkpoint.encode(arrays)
+
+    def train_epoch(
+        self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray
+    ) -> EpochResult:
+        """Train one epoch over X (N, D) float32, y (N,), then evaluate on the val split.
+
+        A diverged epoch stops at the offending minibatch (its update is not
+        applied) and reports NaN validation metrics; the state is then spent.
+        """
+        train_loss, train_acc, lr, diverged = self._run_minibatches(X, y)
+        self.epoch += 1
+        if diverged:
+            nan = float("nan")
+            ema_nan = None if self.ema_params is None else nan
+            self.val_history.append(nan)
+            return EpochResult(
+                self.epoch, train_loss, train_acc, nan, nan, lr, ema_nan, ema_nan, diverged=True
+            )
+        val_loss, val_acc = model.evaluate(self.params, X_val, y_val)
+        ema_loss = ema_acc = None
+        if self.ema_params is not None:
+            ema_loss, ema_acc = model.evaluate(self.ema_params, X_val, y_val)
+        self.val_history.append(val_acc)
+        return EpochResult(
+            self.epoch, train_loss, train_acc, val_loss, val_acc, lr, ema_loss, ema_acc, False
+        )
+
+    def _run_minibatches(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float, float, bool]:
+        """One pass over a random permutation: ``(mean loss, accuracy, last lr, diverged)``."""
+        if X.dtype != DTYPE:
+            raise TypeError(f"training data must be {np.dtype(DTYPE)}, got {X.dtype}")
+        if X.shape[0] == 0:
+            raise ValueError("no training examples")
+        h, params, net, opt, rng = self.hyper, self.params, self.net, self.opt, self.rng
+        if "mu" in opt.hyper:
+            opt.set_hyper(mu=schedules.momentum_at(h, self.epoch))
+        n = X.shape[0]
+        perm = rng.permutation(n)
+        losses: list[float] = []
+        n_correct = 0
+        lr = math.nan
+        for start in range(0, n, h.batch_size):
+            idx = perm[start : start + h.batch_size]
+            lr = schedules.lr_at(h, self.epoch, self.iteration, self.val_history)
+            loss, grads = net.loss_and_grads(params, X[idx], y[idx], h.reg, h.dropout, rng)
+            losses.append(loss)
+            n_correct += net.n_correct
+            if self.initial_loss is None:
+                self.initial_loss = loss
+            if not math.isfinite(loss) or loss > h.diverge_factor * self.initial_loss:
+                return float(np.mean(losses)), n_correct / (start + len(idx)), lr, True
+            opt.step(params, grads, lr)
+            self.iteration += 1
+            if self.ema_params is not None:
+                _update_average(self.ema_params, params, h.ema_decay)
+        return float(np.mean(losses)), n_correct / n, lr, False
+
+
+def _update_average(
+    ema: dict[str, np.ndarray], params: dict[str, np.ndarray], decay: float
+) -> None:
+    """``ema = decay * ema + (1 - decay) * params``, in place with no temporaries.
+
+    Written as ``params + decay * (ema - params)`` (the same value, three in-place
+    passes) over cache-sized runs, so each array is read from memory once.
+    """
+    for k, p in params.items():
+        for e_run, p_run in layers.cache_runs(ema[k], p):
+            e_run -= p_run
+            e_run *= decay
+            e_run += p_run
+
+
+def _with_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays whose key starts with ``prefix``, keyed without it."""
+    return {k[len(prefix) :]: a for k, a in arrays.items() if k.startswith(prefix)}
+
+
+def _weights(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """Float32 copies of the arrays whose key starts with ``prefix``, prefix removed."""
+    return {k: np.array(a, dtype=DTYPE, order="C") for k, a in _with_prefix(arrays, prefix).items()}
+
+
+def _check_shapes(params: dict[str, np.ndarray], dims: tuple[int, ...]) -> None:
+    for i in range(1, len(dims)):
+        if params[f"W{i}"].shape != dims[i - 1 : i + 1] or params[f"b{i}"].shape != (dims[i],):
+            raise CheckpointError(f"layer {i} has inconsistent shapes")
+
+
+def predict_proba(params: dict[str, np.ndarray], X: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """Class probabilities (N, C) float32 of X under ``params`` (evaluation mode)."""
+    return model.predict_proba(params, X, batch)
+
+
+def params_from_checkpoint(data: bytes, which: str = "raw") -> dict[str, np.ndarray]:
+    """The raw (``"raw"``) or running-average (``"ema"``) weights stored in a checkpoint."""
+    if which not in ("raw", "ema"):
+        raise ValueError(f"which must be 'raw' or 'ema', got {which!r}")
+    params = _weights(checkpoint.decode(data), "param." if which == "raw" else "ema.")
+    if not params:
+        raise CheckpointError(f"checkpoint holds no {which} weights")
+    try:
+        _check_shapes(params, model.dims_of(params))
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint weights incomplete: missing {e}") from e
+    return params

@@ -1,0 +1,253 @@
+"""One attempt at one trial: claim, resume or start, train epoch by epoch, finish.
+
+Each epoch's curve row, checkpoints and lease renewal commit in one short
+transaction fenced by the attempt's lease token; a heartbeat thread keeps the
+lease alive during long epochs. Divergence and cancellation are statuses, not
+errors. Nothing here talks to Redis: ``worker.jobs`` does that.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from storage import sweeps as sweep_store
+from storage import trials as trial_store
+from storage.db import transact
+from storage.models import SweepStatus, TrialStatus
+from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
+from worker.data import DatasetCache, Splits
+from worker.nn.checkpoint import CheckpointError
+from worker.nn.hyper import Hyper
+from worker.nn.training import EpochResult, TrainState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What the attempt needs besides the trial itself."""
+
+    engine: Engine
+    worker: str
+    lease_seconds: float
+    datasets: DatasetCache
+    stop_requested: Callable[[], bool] = lambda: False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    trial_id: int
+    status: str  # a TrialStatus value, or "noop" when the trial was not ours to run
+    stage_id: int | None = None
+    epochs_run: int = 0
+
+
+def score_of(res: EpochResult, select: str) -> tuple[float, float]:
+    """(validation accuracy, validation loss) that rank this epoch, per ``select``."""
+    raw = (res.val_acc, res.val_loss)
+    if res.ema_val_acc is None or select == "raw":
+        return raw
+    ema = (res.ema_val_acc, res.ema_val_loss if res.ema_val_loss is not None else res.val_loss)
+    if select == "ema":
+        return ema
+    return ema if (ema[0], -ema[1]) > (raw[0], -raw[1]) else raw
+
+
+def _finite(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def curve_row(res: EpochResult, seconds: float) -> dict[str, Any]:
+    return {"train_loss": _finite(res.train_loss), "train_acc": _finite(res.train_acc),
+            "val_loss": _finite(res.val_loss), "val_acc": _finite(res.val_acc),
+            "ema_val_loss": _finite(res.ema_val_loss), "ema_val_acc": _finite(res.ema_val_acc),
+            "lr": float(res.lr), "seconds": float(seconds)}
+
+
+class Heartbeat:
+    """Renews the lease every ``lease/3`` seconds while an attempt runs."""
+
+    def __init__(self, ctx: TrialContext, trial_id: int, token: str) -> None:
+        self._ctx, self._trial_id, self._token = ctx, trial_id, token
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}",
+                                        daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        ctx = self._ctx
+        while not self._stop.wait(ctx.lease_seconds / 3):
+            try:
+                transact(ctx.engine, lambda s: trial_store.renew_lease(
+                    s, ctx.engine, self._trial_id, self._token, ctx.lease_seconds))
+            except LeaseLost:
+                self.lost.set()
+                return
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried next period
+                log.warning("trial %d: heartbeat failed: %s", self._trial_id, exc)
+
+
+def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> ClaimedTrial | None:
+    return transact(ctx.engine, lambda s: trial_store.claim(
+        s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds))
+
+
+def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
+    cfg = sweep.config
+
+    def fetch(sha: str) -> bytes:
+        data = transact(ctx.engine, lambda s: sweep_store.dataset_bytes(s, sha))
+        if data is None:
+            raise LookupError(f"dataset {sha[:12]} is not in the database")
+        return data
+
+    return ctx.datasets.get(sweep.dataset_sha, sweep.seed, cfg.get("val_fraction", 0.14),
+                            cfg.get("test_fraction", 0.14), fetch)
+
+
+def resume_or_init(ctx: TrialContext, trial: ClaimedTrial, hyper: Hyper,
+                   splits: Splits) -> TrainState:
+    """The newest checkpoint that decodes, else a fresh network from the trial's seed."""
+    saved = transact(ctx.engine, lambda s: trial_store.checkpoints(s, trial.id))
+    for kind, epoch, data in saved:
+        try:
+            state = TrainState.from_checkpoint(hyper, data)
+        except CheckpointError as exc:
+            log.warning("trial %d: %s checkpoint of epoch %d is corrupt (%s); trying an older one",
+                        trial.id, kind, epoch, exc)
+            continue
+        log.info("trial %d: resuming after epoch %d", trial.id, state.epoch)
+        return state
+    if saved:
+        log.warning("trial %d: no usable checkpoint; restarting from scratch", trial.id)
+    return TrainState.create(hyper, splits.n_features, splits.n_classes, trial.seed)
+
+
+@dataclass
+class _Best:
+    acc: float | None = None
+    loss: float | None = None
+    epoch: int | None = None
+
+    def update(self, acc: float, loss: float, epoch: int) -> bool:
+        if self.acc is None or (acc, -loss) > (self.acc, -(self.loss or 0.0)):
+            self.acc, self.loss, self.epoch = acc, loss, epoch
+            return True
+        return False
+
+
+def _initial_best(ctx: TrialContext, trial_id: int) -> _Best:
+    return _Best(*transact(ctx.engine, lambda s: trial_store.trial_best(s, trial_id)))
+
+
+def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: TrainState,
+                 res: EpochResult, seconds: float, best: _Best, cfg: dict[str, Any]) -> bool:
+    """Commit one epoch; returns False when the sweep was cancelled meanwhile."""
+    acc, loss = score_of(res, cfg.get("select", "best"))
+    improved = best.update(acc, loss, res.epoch)
+    blob = state.to_checkpoint()
+    rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
+                      best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
+                      best_checkpoint=blob if improved else None, score=acc,
+                      snapshot_keep=int(cfg.get("keep_snapshots", 0)))
+
+    def work(s) -> bool:  # type: ignore[no-untyped-def]
+        trial_store.record_epoch(s, ctx.engine, trial.id, token, ctx.lease_seconds, rec)
+        state_now = trial_store.trial_state(s, trial.id)
+        return state_now is not None and state_now[1] == SweepStatus.RUNNING.value
+
+    return transact(ctx.engine, work)
+
+
+def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: EpochResult,
+                      seconds: float) -> None:
+    """The diverged epoch's row (non-finite metrics as NULL) and the final status."""
+    row = curve_row(res, seconds)
+
+    def work(s) -> None:  # type: ignore[no-untyped-def]
+        trial_store.record_curve(s, ctx.engine, trial.id, token, ctx.lease_seconds, res.epoch,
+                                 row)
+        trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
+                           f"loss diverged in epoch {res.epoch}")
+
+    transact(ctx.engine, work)
+
+
+def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
+           error: str | None = None) -> None:
+    transact(ctx.engine, lambda s: trial_store.finish(s, ctx.engine, trial_id, token, status,
+                                                        error))
+
+
+def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
+    """Run one attempt of ``trial_id`` to a final status (or hand it back)."""
+    token = uuid.uuid4().hex
+    trial = claim_trial(ctx, trial_id, token)
+    if trial is None:
+        return Outcome(trial_id, "noop")
+    sweep = transact(ctx.engine, lambda s: sweep_store.get_sweep(s, trial.sweep_id))
+    assert sweep is not None
+    try:
+        with Heartbeat(ctx, trial.id, token) as beat:
+            status, ran = train(ctx, trial, token, sweep, beat)
+    except LeaseLost as exc:
+        log.warning("%s", exc)
+        return Outcome(trial.id, "noop", trial.stage_id)
+    except Exception as exc:
+        log.exception("trial %d failed", trial.id)
+        _fail_quietly(ctx, trial.id, token, exc)
+        raise
+    return Outcome(trial.id, status, trial.stage_id, ran)
+
+
+def _fail_quietly(ctx: TrialContext, trial_id: int, token: str, exc: BaseException) -> None:
+    try:
+        finish(ctx, trial_id, token, TrialStatus.FAILED.value, f"{type(exc).__name__}: {exc}")
+    except Exception as inner:  # noqa: BLE001 - the original error matters more
+        log.warning("trial %d: could not record the failure: %s", trial_id, inner)
+
+
+def train(ctx: TrialContext, trial: ClaimedTrial, token: str, sweep: sweep_store.SweepInfo,
+          beat: Heartbeat) -> tuple[str, int]:
+    """The epoch loop. Returns (final status, epochs trained in this attempt)."""
+    hyper = Hyper.from_params(trial.params)
+    splits = load_splits(ctx, sweep)
+    state = resume_or_init(ctx, trial, hyper, splits)
+    best = _initial_best(ctx, trial.id)
+    ran = 0
+    while state.epoch < trial.epochs:
+        if beat.lost.is_set():
+            raise LeaseLost(f"trial {trial.id}: lease lost")
+        if ctx.stop_requested():
+            transact(ctx.engine, lambda s: trial_store.release(
+                s, ctx.engine, trial.id, token, "worker stopped; resumable"))
+            return "released", ran
+        started = time.perf_counter()
+        res = state.train_epoch(splits.X_train, splits.y_train, splits.X_val, splits.y_val)
+        seconds = time.perf_counter() - started
+        ran += 1
+        if res.diverged:
+            record_divergence(ctx, trial, token, res, seconds)
+            return TrialStatus.DIVERGED.value, ran
+        if not record_epoch(ctx, trial, token, state, res, seconds, best, sweep.config):
+            finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled")
+            return TrialStatus.CANCELLED.value, ran
+    finish(ctx, trial.id, token, TrialStatus.DONE.value)
+    return TrialStatus.DONE.value, ran
