@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -126,10 +127,12 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
         click.echo(f"sweep {made.name}: {len(made.trial_ids)} trials in stage 0 of "
                    f"{len(cfg.stages)}; {workers} worker(s)", err=True)
         pool = WorkerPool(workers, db_url, redis_url, queue,
-                          ["--lease-seconds", str(lease_seconds), "--reconcile-every", "3"])
+                          ["--lease-seconds", str(lease_seconds), "--reconcile-every", "3",
+                           "--log-level", "warning"])
         stack.callback(pool.stop)
         pool.start()
         printer = ProgressPrinter()
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             final = supervise(engine, conn, made.sweep_id, pool, printer.update)
         except KeyboardInterrupt:
@@ -143,6 +146,10 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
     warnings = report.warnings_text(engine, made.sweep_id)
     if warnings:
         click.echo(warnings, err=True)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _call(fn: Callable[[], Any]) -> Any:
@@ -254,12 +261,23 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, argv: list[str]
 @main.command()
 @click.argument("sweep", required=False)
 @db_option
-def status(sweep: str | None, db_url: str) -> None:
+@click.option("--watch", is_flag=True, help="Redraw live until the sweep ends (Ctrl-C stops).")
+@click.option("--interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
+              help="Seconds between redraws with --watch.")
+def status(sweep: str | None, db_url: str, watch: bool, interval: float) -> None:
     """Stages, ranges, trial counts by status, best trial, boundary flags (default: latest)."""
+    from coordinator.live import watch_status
     from coordinator.report import status_text
 
     engine = _engine(db_url)
-    click.echo(status_text(engine, _sweep_id(engine, sweep)))
+    sweep_id = _sweep_id(engine, sweep)
+    if not watch:
+        click.echo(status_text(engine, sweep_id))
+        return
+    try:
+        watch_status(engine, sweep_id, interval)
+    except KeyboardInterrupt:
+        click.echo("", err=True)
 
 
 @main.command()
@@ -325,6 +343,96 @@ def query(sql: str, db_url: str, fmt: str) -> None:
     except QueryError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(FORMATTERS[fmt](rows).rstrip("\n"))
+
+
+ENSEMBLE_METHODS = ("top-k", "seeds", "snapshots", "average")  # coordinator.ensemble.METHODS
+
+
+@main.command()
+@click.argument("sweep", required=False)
+@click.option("--method", "-m", type=click.Choice(ENSEMBLE_METHODS), default="top-k",
+              show_default=True, help="top-k: best K configurations; seeds: the best one "
+              "retrained with K seeds; snapshots: last K checkpoints of the best trial; "
+              "average: its running-average (EMA) weights.")
+@click.option("--k", "-k", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Members of the ensemble (ignored by average).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="seeds: wait for workers to train the seed trials, then combine them.")
+@click.option("--workers", "-w", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="seeds: local worker processes to start while waiting (0: use running "
+              "workers).")
+@db_option
+@redis_option
+def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, db_url: str,
+             redis_url: str) -> None:
+    """Evaluate an ensemble of SWEEP's models on validation and test; record it."""
+    from coordinator import ensemble as ens
+    from coordinator.live import StepBar
+    from coordinator.progress import use_color
+    from coordinator.runner import WorkerPool
+
+    engine = _engine(db_url)
+    sweep_id = _sweep_id(engine, sweep)
+    conn = _redis(redis_url) if method == "seeds" else None
+    with ExitStack() as stack:
+        steps = StepBar()
+        stack.callback(steps.close)
+
+        def start_workers(queue: str) -> Callable[[], object]:
+            pool = WorkerPool(workers, db_url, redis_url, queue,
+                              ["--reconcile-every", "3", "--log-level", "warning"])
+            stack.callback(pool.stop)
+            pool.start()
+            return pool.revive
+
+        try:
+            out = ens.run_ensemble(engine, sweep_id, method, k, conn=conn, wait=wait,
+                                   on_progress=steps,
+                                   start_workers=start_workers if workers else None)
+        except ens.EnsembleError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            steps.close()
+            click.echo("interrupted: the seed trials stay queued; run the same command again "
+                       "to wait for them and combine", err=True)
+            sys.exit(130)
+    if isinstance(out, ens.SeedsPlan):
+        click.echo(ens.plan_text(out))
+        return
+    click.echo(ens.result_text(out, color=use_color(sys.stdout)))
+
+
+@main.command()
+@click.argument("sweep", required=False)
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default="plots",
+              show_default=True, help="Folder for the PNG files (created if needed).")
+@db_option
+def plot(sweep: str | None, out_dir: str, db_url: str) -> None:
+    """Write PNG plots of SWEEP (default: latest) into --out; print their paths."""
+    from coordinator.plots import PlotError, write_plots
+
+    engine = _engine(db_url)
+    try:
+        paths = write_plots(engine, _sweep_id(engine, sweep), out_dir)
+    except PlotError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in paths:
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("sweep", required=False)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.File("w"), default="-",
+              help="File to write (default: stdout).")
+@db_option
+def export(sweep: str | None, fmt: str, output: Any, db_url: str) -> None:
+    """One row per trial of SWEEP (default: latest), its parameters as columns."""
+    from coordinator.export import export_text
+
+    engine = _engine(db_url)
+    click.echo(export_text(engine, _sweep_id(engine, sweep), fmt).rstrip("\n"), file=output)
 
 
 if __name__ == "__main__":

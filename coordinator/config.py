@@ -29,6 +29,7 @@ from worker.nn.hyper import SPEC, Hyper, ParamSpec
 DATASET_NAMES = ("digits", "spiral")
 DATASET_SUFFIXES = (".npz", ".csv")
 SELECT_MODES = ("raw", "ema", "best")
+INIT_MODES = ("shared", "per_trial")
 # train.schedule as a mapping: sub-key -> the flat SPEC name it stands for
 SCHEDULE_KEYS = {"kind": "schedule", "every": "schedule_every", "factor": "schedule_factor",
                  "patience": "schedule_patience", "k": "schedule_k", "unit": "schedule_unit"}
@@ -86,6 +87,9 @@ class SweepConfig:
     - ``select`` ("best"): a trial's score is its best validation accuracy of the
       ``raw`` weights, of their ``ema`` (needs ``ema_decay`` > 0), or the ``best`` of both.
     - ``keep_snapshots`` (0): extra per-epoch checkpoints kept for snapshot ensembles.
+    - ``init`` ("shared"): every trial of a stage starts from the same initial weights
+      and minibatch order (common random numbers: differences between trials then come
+      from their hyperparameters, not from luck); ``per_trial`` seeds each trial apart.
     - ``val_fraction`` / ``test_fraction`` (0.14 each): the fixed split.
     - ``description`` (""): free text.
     """
@@ -99,6 +103,7 @@ class SweepConfig:
     max_attempts: int = 3
     select: str = "best"
     keep_snapshots: int = 0
+    init: str = "shared"
     val_fraction: float = 0.14
     test_fraction: float = 0.14
     description: str = ""
@@ -535,12 +540,18 @@ def _name(chk: _Problems, path: str, raw: Any) -> Any:
     return _BAD
 
 
-def _select(chk: _Problems, path: str, raw: Any) -> Any:
-    if raw in SELECT_MODES:
-        return raw
-    chk.add(path, f"expected one of {', '.join(SELECT_MODES)}, got {_show(raw)}"
-                  f"{_suggest(raw, SELECT_MODES)}")
-    return _BAD
+def _one_of(modes: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    def read(chk: _Problems, path: str, raw: Any) -> Any:
+        if raw in modes:
+            return raw
+        chk.add(path, f"expected one of {', '.join(modes)}, got {_show(raw)}"
+                      f"{_suggest(raw, modes)}")
+        return _BAD
+
+    return read
+
+
+_select = _one_of(SELECT_MODES)
 
 
 def _description(chk: _Problems, path: str, raw: Any) -> Any:
@@ -561,6 +572,7 @@ _TOP_READERS = {
     "max_attempts": _positive_int,
     "select": _select,
     "keep_snapshots": _count,
+    "init": _one_of(INIT_MODES),
     "val_fraction": lambda c, p, v: _bounded(c, p, v, 0.0, 1.0, low_open=True, high_open=True,
                                              what="a fraction in (0, 1)"),
     "test_fraction": lambda c, p, v: _bounded(c, p, v, 0.0, 1.0, high_open=True,

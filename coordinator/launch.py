@@ -36,9 +36,19 @@ class Launched:
     enqueued: bool
 
 
-def trial_seed(sweep_seed: int, stage_idx: int, trial_idx: int) -> int:
-    """A trial's initialisation seed: a pure function of its place in the sweep."""
-    return int(np.random.SeedSequence([sweep_seed, stage_idx, trial_idx]).generate_state(1)[0])
+def trial_seed(cfg: SweepConfig, stage_idx: int, trial_idx: int) -> int:
+    """A trial's initialisation seed: a pure function of its place in the sweep.
+
+    With ``init: shared`` (the default) every trial of a stage gets the same seed.
+    """
+    if cfg.init == "per_trial":
+        return distinct_seed(cfg.seed, stage_idx, trial_idx)
+    return distinct_seed(cfg.seed, stage_idx)
+
+
+def distinct_seed(*key: int) -> int:
+    """A 31-bit seed derived from ``key`` (fits a signed 32-bit column everywhere)."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1)[0]) & 0x7FFFFFFF
 
 
 def stage_rng(sweep_seed: int, stage_idx: int) -> np.random.Generator:
@@ -56,8 +66,8 @@ def plan_trials(cfg: SweepConfig, stage_idx: int, space: dict[str, Any], n: int,
     epochs = cfg.stages[stage_idx].epochs
     samples = sample_configs(space, n, stage_rng(cfg.seed, stage_idx))
     fixed = fixed_params(cfg)
-    return [sweep_store.TrialSpec(idx=first_idx + i, seed=trial_seed(cfg.seed, stage_idx,
-                                                                       first_idx + i),
+    return [sweep_store.TrialSpec(idx=first_idx + i,
+                                  seed=trial_seed(cfg, stage_idx, first_idx + i),
                                   epochs=epochs, params={**fixed, **p})
             for i, p in enumerate(samples)]
 

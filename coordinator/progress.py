@@ -34,6 +34,7 @@ class ProgressPrinter:
         self.tty = self.stream.isatty()
         self.every = every
         self._last = ""
+        self._printed = ""
         self._last_time = 0.0
         self._last_stage = -1
 
@@ -46,6 +47,7 @@ class ProgressPrinter:
         elif p.stage_idx != self._last_stage or time.monotonic() - self._last_time > self.every:
             self.stream.write(line + "\n")
             self.stream.flush()
+            self._printed = line
             self._last_time = time.monotonic()
             self._last_stage = p.stage_idx
         self._last = line
@@ -53,6 +55,6 @@ class ProgressPrinter:
     def close(self) -> None:
         if self.tty and self._last:
             self.stream.write("\n")
-        elif not self.tty and self._last:
+        elif not self.tty and self._last and self._last != self._printed:
             self.stream.write(self._last + "\n")
         self.stream.flush()

@@ -22,6 +22,7 @@ from coordinator.space import dist_from_row
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
+from storage.models import StageKind
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def carried_specs(ranked: list[TrialOutcome], stage: StageConfig, next_stage: St
                   cfg: SweepConfig, next_idx: int) -> list[sweep_store.TrialSpec]:
     """The best ``carry`` done trials, re-run at the next budget from their checkpoints."""
     done = [t for t in ranked if t.status == "done"][: min(stage.carry, next_stage.trials)]
-    return [sweep_store.TrialSpec(idx=i, seed=trial_seed(cfg.seed, next_idx, i),
+    return [sweep_store.TrialSpec(idx=i, seed=trial_seed(cfg, next_idx, i),
                                   epochs=next_stage.epochs, params=dict(t.params),
                                   parent_id=t.trial_id) for i, t in enumerate(done)]
 
@@ -54,6 +55,8 @@ def _advance(s: Session, engine: Engine, stage_id: int) -> Advanced | None:
     assert stage is not None
     sweep = sweep_store.get_sweep(s, stage.sweep_id)
     assert sweep is not None
+    if stage.kind == StageKind.SEEDS.value:  # retraining for an ensemble: closed, no successor
+        return Advanced(stage_id, queue=sweep.queue)
     cfg = SweepConfig.from_dict(sweep.config)
     space = {p: dist_from_row(r) for p, r in sweep_store.stage_ranges(s, stage_id).items()}
     ranked = rank(outcomes(trial_store.trials_of(s, sweep.id, stage_id)))

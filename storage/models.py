@@ -55,6 +55,11 @@ class StageStatus(str, Enum):
     CANCELLED = "cancelled"
 
 
+class StageKind(str, Enum):
+    SEARCH = "search"  # a stage of the coarse-to-fine search
+    SEEDS = "seeds"  # the best configuration retrained with new seeds (ensembles)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -95,6 +100,9 @@ class Stage(Base):
     epochs: Mapped[int]
     n_trials: Mapped[int]
     status: Mapped[str] = mapped_column(String(16), default=StageStatus.RUNNING.value)
+    # 'seeds' stages run after the search, even on a finished sweep, and never advance it
+    kind: Mapped[str] = mapped_column(String(16), default=StageKind.SEARCH.value,
+                                      server_default=StageKind.SEARCH.value)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 

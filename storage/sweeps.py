@@ -19,6 +19,7 @@ from storage.models import (
     Dataset,
     Param,
     Stage,
+    StageKind,
     StageRange,
     StageStatus,
     Sweep,
@@ -48,6 +49,7 @@ class StageInfo:
     epochs: int
     n_trials: int
     status: str
+    kind: str = StageKind.SEARCH.value
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,10 @@ def create_sweep(s: Session, *, name: str, config: dict[str, Any], dataset_id: i
 
 
 def add_stage(s: Session, sweep_id: int, idx: int, epochs: int, n_trials: int,
-              ranges: dict[str, dict[str, Any]]) -> int:
+              ranges: dict[str, dict[str, Any]], kind: str = StageKind.SEARCH.value) -> int:
     """A new running stage with its ranges (``param -> to_row()`` dicts)."""
     stage = Stage(sweep_id=sweep_id, idx=idx, epochs=epochs, n_trials=n_trials,
-                  status=StageStatus.RUNNING.value)
+                  status=StageStatus.RUNNING.value, kind=kind)
     s.add(stage)
     s.flush()
     s.add_all(StageRange(stage_id=stage.id, param=p, **row) for p, row in ranges.items())
@@ -178,12 +180,14 @@ def list_sweeps(s: Session, status: str | None = None) -> list[SweepInfo]:
 
 def stages_of(s: Session, sweep_id: int) -> list[StageInfo]:
     rows = s.scalars(select(Stage).where(Stage.sweep_id == sweep_id).order_by(Stage.idx))
-    return [StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status) for r in rows]
+    return [StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status, r.kind)
+            for r in rows]
 
 
 def get_stage(s: Session, stage_id: int) -> StageInfo | None:
     r = s.get(Stage, stage_id)
-    return StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status) if r else None
+    return (StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status, r.kind)
+            if r else None)
 
 
 def stage_ranges(s: Session, stage_id: int) -> dict[str, dict[str, Any]]:

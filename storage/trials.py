@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import now_seconds, upsert
@@ -21,6 +21,7 @@ from storage.models import (
     Curve,
     Param,
     Stage,
+    StageKind,
     StageStatus,
     Sweep,
     SweepStatus,
@@ -90,16 +91,24 @@ def trial_params(s: Session, trial_ids: list[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _live() -> ColumnElement[bool]:
+    """SQL: the trial's work goes on: its sweep runs, or its stage is a running 'seeds'
+    stage (the best configuration retrained for an ensemble, after the search ended)."""
+    seeds = select(Stage.id).where(Stage.kind == StageKind.SEEDS.value,
+                                   Stage.status == StageStatus.RUNNING.value)
+    return or_(Sweep.status == SweepStatus.RUNNING.value, Trial.stage_id.in_(seeds))
+
+
 def claim(s: Session, engine: Engine, trial_id: int, token: str, worker: str,
           lease_seconds: float) -> ClaimedTrial | None:
     """Take the trial for this attempt, or None if it is not ours to run.
 
     Claimable: ``queued``, or ``running`` with an expired lease, while its sweep
-    runs and attempts remain. One conditional UPDATE: exactly one claimer wins.
+    (or its 'seeds' stage) runs and attempts remain. One conditional UPDATE: exactly
+    one claimer wins.
     """
     now = now_seconds(engine)
-    sweep_running = (select(Sweep.id).where(Sweep.id == Trial.sweep_id,
-                                            Sweep.status == SweepStatus.RUNNING.value,
+    sweep_running = (select(Sweep.id).where(Sweep.id == Trial.sweep_id, _live(),
                                             Trial.attempts < Sweep.max_attempts).exists())
     res = s.execute(
         update(Trial)
@@ -216,12 +225,12 @@ def reap_expired(s: Session, engine: Engine) -> tuple[list[int], list[int]]:
     its stage; the others go back to ``queued`` for a new attempt.
     """
     now = now_seconds(engine)
-    expired = (select(Trial.id, Trial.attempts, Sweep.max_attempts, Sweep.status)
+    expired = (select(Trial.id, Trial.attempts, Sweep.max_attempts, _live())
                .join(Sweep, Sweep.id == Trial.sweep_id)
                .where(Trial.status == TrialStatus.RUNNING.value, Trial.lease_expires < now))
     requeue, fail, cancel = [], [], []
-    for tid, attempts, max_attempts, sweep_status in s.execute(expired):
-        if sweep_status != SweepStatus.RUNNING.value:
+    for tid, attempts, max_attempts, live in s.execute(expired):
+        if not live:
             cancel.append(tid)
         else:
             (fail if attempts >= max_attempts else requeue).append(tid)
@@ -240,20 +249,23 @@ def reap_expired(s: Session, engine: Engine) -> tuple[list[int], list[int]]:
 
 
 def queued_trials(s: Session, sweep_id: int | None = None) -> list[tuple[int, str]]:
-    """(trial id, queue name) of queued trials in running sweeps."""
+    """(trial id, queue name) of queued trials in running sweeps or 'seeds' stages."""
     q = (select(Trial.id, Sweep.queue).join(Sweep, Sweep.id == Trial.sweep_id)
          .where(Trial.status == TrialStatus.QUEUED.value,
-                Sweep.status == SweepStatus.RUNNING.value))
+                _live()))
     if sweep_id is not None:
         q = q.where(Sweep.id == sweep_id)
     return [(t, qn) for t, qn in s.execute(q.order_by(Trial.id))]
 
 
 def trial_state(s: Session, trial_id: int) -> tuple[str, str] | None:
-    """(trial status, sweep status), or None for an unknown trial."""
-    row = s.execute(select(Trial.status, Sweep.status).join(Sweep, Sweep.id == Trial.sweep_id)
-                    .where(Trial.id == trial_id)).first()
-    return (row[0], row[1]) if row else None
+    """(trial status, sweep status), or None for an unknown trial; a trial of a running
+    'seeds' stage reads its sweep as 'running' (its work goes on after the search)."""
+    row = s.execute(select(Trial.status, Sweep.status, _live())
+                    .join(Sweep, Sweep.id == Trial.sweep_id).where(Trial.id == trial_id)).first()
+    if row is None:
+        return None
+    return (row[0], SweepStatus.RUNNING.value if row[2] else row[1])
 
 
 def cancel_unfinished(s: Session, sweep_id: int) -> list[int]:

@@ -52,15 +52,28 @@ def _redis_url(base: str, db: int) -> str:
 
 @pytest.fixture
 def redis_url(redis_base: str) -> Iterator[str]:
-    """A Redis database of this test's own: empty at start, flushed after."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    db = REDIS_DBS[int(worker.lstrip("gw") or 0) % len(REDIS_DBS)]
+    """A Redis database of this test's own: empty at start, flushed after.
+
+    Database numbers are leased through a key in database 0 so that several
+    test processes on one server (CI, a developer's second terminal) never
+    share one.
+    """
+    lock = Redis.from_url(_redis_url(redis_base, 0))
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
+    for db in REDIS_DBS:
+        if lock.set(f"hpsweep-test-db:{db}", token, nx=True, ex=900):
+            break
+    else:
+        pytest.fail("no free Redis test database (3..15) on the test server")
     url = _redis_url(redis_base, db)
     conn = Redis.from_url(url)
     conn.flushdb()
     yield url
     conn.flushdb()
     conn.close()
+    if lock.get(f"hpsweep-test-db:{db}") == token.encode():
+        lock.delete(f"hpsweep-test-db:{db}")
+    lock.close()
 
 
 def _pg_admin():  # type: ignore[no-untyped-def]

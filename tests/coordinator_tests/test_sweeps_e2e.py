@@ -1,0 +1,193 @@
+"""Whole sweeps through real worker processes, Redis and databases."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import subprocess
+import sys
+import uuid
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+
+from coordinator.cli import main
+from coordinator.config import load_config
+from coordinator.launch import create_sweep, prepare_dataset
+from coordinator.stages import advance
+from storage.db import make_engine
+from tests.helpers import ROOT, assert_curves_complete, rows, scalar, start_worker, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def drain(db_url: str, redis_url: str, n: int = 2, timeout: float = 120) -> str:
+    """Run ``n`` burst workers to the end; returns their combined stderr."""
+    procs = [start_worker(db_url, redis_url, "--burst") for _ in range(n)]
+    logs = []
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        logs.append(err.decode())
+        assert p.returncode == 0, err.decode()[-2000:]
+    return "\n".join(logs)
+
+
+def trial_params(engine) -> list[tuple]:  # type: ignore[no-untyped-def]
+    return rows(engine, """SELECT st.idx, t.idx, t.seed, t.status, p.name, p.value, p.value_text
+                           FROM trials t JOIN stages st ON st.id = t.stage_id
+                           JOIN params p ON p.trial_id = t.id
+                           ORDER BY st.idx, t.idx, p.name""")
+
+
+def test_launch_and_burst_workers_finish_every_stage(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 6, "epochs": 1},
+                                                    {"trials": 4, "epochs": 2},
+                                                    {"trials": 2, "epochs": 4}])
+    res = invoke("launch", str(cfg), "--db", db_url, "--redis", redis_url)
+    assert res.exit_code == 0, res.output
+    logs = drain(db_url, redis_url, n=3)
+    engine = make_engine(db_url)
+    assert scalar(engine, "SELECT status FROM sweeps") == "done", logs
+    assert rows(engine, "SELECT idx, n_trials, epochs FROM stages ORDER BY idx") == [
+        (0, 6, 1), (1, 4, 2), (2, 2, 4)]
+    per_stage = rows(engine, """SELECT st.idx, COUNT(*) FROM trials t
+                                JOIN stages st ON st.id = t.stage_id GROUP BY st.idx
+                                ORDER BY st.idx""")
+    assert per_stage == [(0, 6), (1, 4), (2, 2)]
+    assert scalar(engine, "SELECT COUNT(*) FROM trials WHERE status NOT IN "
+                          "('done', 'diverged')") == 0
+    assert_curves_complete(engine)
+
+
+def test_run_matches_launch_plus_workers_and_leaves_no_process(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yaml")
+    launched_db = f"sqlite:///{tmp_path}/launched.db"
+    assert invoke("launch", str(cfg), "--db", launched_db, "--redis", redis_url).exit_code == 0
+    drain(launched_db, redis_url)
+
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    ran_db = f"sqlite:///{tmp_path}/ran.db"
+    before = _embedded_redis_pids()
+    proc = subprocess.run([sys.executable, "-m", "coordinator.cli", "run", str(cfg), "--workers",
+                           "2", "--db", ran_db, "--queue", queue], cwd=ROOT, capture_output=True,
+                          timeout=180, env=_env_without_redis())
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert "val_acc" in proc.stdout.decode()
+    assert subprocess.run(["pgrep", "-f", f"--queue {queue}"], capture_output=True).stdout == b""
+    assert _embedded_redis_pids() <= before
+
+    a, b = make_engine(launched_db), make_engine(ran_db)
+    assert trial_params(a) == trial_params(b)
+    assert scalar(b, "SELECT status FROM sweeps") == "done"
+    assert_curves_complete(b)
+
+
+def _env_without_redis() -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HPSWEEP_REDIS", "HPSWEEP_DB")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _embedded_redis_pids() -> set[str]:
+    out = subprocess.run(["pgrep", "-f", "hpsweep-redis-"], capture_output=True).stdout
+    return set(out.decode().split())
+
+
+def test_too_low_learning_rate_is_flagged_and_the_next_range_moves_up(tmp_path, sqlite_url,
+                                                                      redis_url) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yaml", dataset="digits",
+                       space={"learning_rate": {"dist": "log_uniform", "low": 1e-9,
+                                                "high": 1e-6}},
+                       stages=[{"trials": 30, "epochs": 1}, {"trials": 4, "epochs": 1}])
+    invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url)
+    drain(sqlite_url, redis_url)
+    engine = make_engine(sqlite_url)
+    flags = rows(engine, "SELECT param, side FROM boundary_flags f JOIN stages s "
+                         "ON s.id = f.stage_id WHERE s.idx = 0")
+    assert ("learning_rate", "high") in flags
+    high = scalar(engine, "SELECT r.high FROM stage_ranges r JOIN stages s ON s.id = r.stage_id "
+                          "WHERE s.idx = 1 AND r.param = 'learning_rate'")
+    assert high > 1e-6
+    res = invoke("status", "--db", sqlite_url)
+    assert "learning_rate" in res.output and "high edge" in res.output
+
+
+def test_wide_learning_rate_range_narrows_stage_by_stage(tmp_path, sqlite_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+    import math
+
+    cfg = write_config(tmp_path / "c.yaml", dataset="digits",
+                       space={"learning_rate": {"dist": "log_uniform", "low": 1e-4, "high": 1.0},
+                              "reg": {"dist": "log_uniform", "low": 1e-6, "high": 10.0}},
+                       stages=[{"trials": 16, "epochs": 1}, {"trials": 6, "epochs": 2},
+                               {"trials": 3, "epochs": 3}])
+    invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url)
+    drain(sqlite_url, redis_url)
+    engine = make_engine(sqlite_url)
+    spans = rows(engine, "SELECT s.idx, r.low, r.high FROM stage_ranges r JOIN stages s "
+                         "ON s.id = r.stage_id WHERE r.param = 'learning_rate' ORDER BY s.idx")
+    widths = [math.log10(hi) - math.log10(lo) for _, lo, hi in spans]
+    assert len(widths) == 3 and widths[-1] < widths[0]
+
+
+def _advance_in_child(db_url: str, stage_id: int, barrier, results) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(db_url)
+    barrier.wait()
+    done = advance(engine, stage_id)
+    results.put(None if done is None else done.next_stage_id)
+
+
+def test_concurrent_stage_advancement_happens_exactly_once(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+    cfg = load_config(write_config(tmp_path / "c.yaml", stages=[{"trials": 8, "epochs": 1},
+                                                                {"trials": 4, "epochs": 2}]))
+    engine = make_engine(db_url)
+    dataset = prepare_dataset(cfg)
+    ctx = mp.get_context("fork")
+    for _ in range(6):
+        made = create_sweep(engine, cfg, "q", dataset)
+        with engine.begin() as conn:
+            from sqlalchemy import text
+
+            conn.execute(text("UPDATE trials SET status = 'done', best_val_acc = 0.5 + id * 0.001,"
+                              " best_val_loss = 1.0 WHERE sweep_id = :s"), {"s": made.sweep_id})
+        stage0 = scalar(engine, "SELECT id FROM stages WHERE sweep_id = :s", s=made.sweep_id)
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_advance_in_child, args=(db_url, stage0, barrier, results))
+                 for _ in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        outcomes = [results.get(timeout=5) for _ in procs]
+        assert sum(o is not None for o in outcomes) == 1
+        assert rows(engine, "SELECT idx FROM stages WHERE sweep_id = :s ORDER BY idx",
+                    s=made.sweep_id) == [(0,), (1,)]
+        assert scalar(engine, "SELECT COUNT(*) FROM trials t JOIN stages s ON s.id = t.stage_id "
+                              "WHERE s.sweep_id = :s AND s.idx = 1", s=made.sweep_id) == 4
+
+
+def test_lost_advancement_is_completed_by_resume_and_resume_is_idempotent(
+        tmp_path, sqlite_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yaml")
+    invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url)
+    p = start_worker(sqlite_url, redis_url, "--burst", "--max-jobs", "6")
+    assert p.wait(60) == 0
+    conn = Redis.from_url(redis_url)
+    conn.flushdb()  # the advancement job (and anything else) is lost
+    engine = make_engine(sqlite_url)
+    assert scalar(engine, "SELECT COUNT(*) FROM stages") == 1
+    res = invoke("resume", "t", "--db", sqlite_url, "--redis", redis_url)
+    assert "re-advanced 1 stage" in res.output
+    drain(sqlite_url, redis_url, n=1)
+    assert scalar(engine, "SELECT status FROM sweeps") == "done"
+    before = rows(engine, "SELECT id, status, attempts FROM trials ORDER BY id")
+    res = invoke("resume", "t", "--db", sqlite_url, "--redis", redis_url)
+    assert "re-enqueued 0 trial(s), re-advanced 0 stage(s)" in res.output
+    assert rows(engine, "SELECT id, status, attempts FROM trials ORDER BY id") == before
+    assert conn.llen("rq:queue:hpsweep") == 0
