@@ -62,6 +62,11 @@ class StageConfig:
       configurations re-run (resumed from their checkpoints) at the next budget.
     - ``edge``: the edge zone, the outer fraction of a range (in its scale) where a
       best value raises a boundary flag and widens the next range past that edge.
+    - ``quorum``: the next stage is planned as soon as this stage's first
+      ``ceil(quorum * trials)`` trials (by index) have finished, from their ranking;
+      the rest keep running beside the next stage, so no worker idles at a stage
+      boundary. Deterministic for a seed: the quorum set is fixed by index, not by
+      finishing order. 1 = a strict barrier.
     """
 
     trials: int
@@ -70,6 +75,12 @@ class StageConfig:
     margin: float = 0.1
     carry: int = 1
     edge: float = 0.1
+    quorum: float = 0.8
+
+    @property
+    def quorum_trials(self) -> int:
+        """How many leading trials must finish before the next stage is planned."""
+        return max(1, min(self.trials, math.ceil(self.quorum * self.trials - 1e-9)))
 
 
 @dataclass(frozen=True)
@@ -474,6 +485,8 @@ def _stage(chk: _Problems, path: str, entry: Any) -> Any:
         "carry": _count,
         "edge": lambda c, p, v: _bounded(c, p, v, 0.0, 0.5, high_open=True,
                                          what="a fraction in [0, 0.5)"),
+        "quorum": lambda c, p, v: _bounded(c, p, v, 0.0, 1.0, low_open=True,
+                                           what="a fraction in (0, 1]"),
     }
     values = {k: readers[k](chk, f"{path}.{k}", entry[k]) for k in keys if k in entry}
     if _BAD in values.values() or "trials" not in values or "epochs" not in values:

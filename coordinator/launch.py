@@ -72,6 +72,10 @@ def plan_trials(cfg: SweepConfig, stage_idx: int, space: dict[str, Any], n: int,
             for i, p in enumerate(samples)]
 
 
+def first_quorum(cfg: SweepConfig) -> int:
+    return cfg.stages[0].trials if len(cfg.stages) == 1 else cfg.stages[0].quorum_trials
+
+
 def prepare_dataset(cfg: SweepConfig) -> tuple[bytes, str, tuple[int, int, int]]:
     """Load and validate the dataset; its canonical bytes, sha256 and shape."""
     X, y = data.load_source(cfg.dataset)
@@ -94,7 +98,8 @@ def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
             queue=queue_name, n_stages=len(cfg.stages), max_attempts=cfg.max_attempts)
         stage_id = sweep_store.add_stage(s, sweep_id, 0, cfg.stages[0].epochs,
                                          cfg.stages[0].trials,
-                                         {p: d.to_row() for p, d in cfg.space.items()})
+                                         {p: d.to_row() for p, d in cfg.space.items()},
+                                         quorum=first_quorum(cfg))
         ids = sweep_store.add_trials(s, sweep_id, stage_id, specs)
         return Launched(sweep_id, name, tuple(ids), False)
 

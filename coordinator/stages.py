@@ -8,7 +8,7 @@ or concurrent advancement jobs create nothing twice and skip nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine
@@ -48,29 +48,31 @@ def carried_specs(ranked: list[TrialOutcome], stage: StageConfig, next_stage: St
                                   parent_id=t.trial_id) for i, t in enumerate(done)]
 
 
-def _advance(s: Session, engine: Engine, stage_id: int) -> Advanced | None:
-    if not sweep_store.claim_stage_advance(s, stage_id):
-        return None
-    stage = sweep_store.get_stage(s, stage_id)
-    assert stage is not None
-    sweep = sweep_store.get_sweep(s, stage.sweep_id)
-    assert sweep is not None
-    if stage.kind == StageKind.SEEDS.value:  # retraining for an ensemble: closed, no successor
-        return Advanced(stage_id, queue=sweep.queue)
+def stage_quorum(cfg: SweepConfig, idx: int) -> int:
+    """Trials of stage ``idx`` that must finish before the next is planned (all on the last)."""
+    stage = cfg.stages[idx]
+    return stage.trials if idx == len(cfg.stages) - 1 else stage.quorum_trials
+
+
+def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
+               sweep: sweep_store.SweepInfo) -> Advanced:
+    """Rank the stage's quorum, flag edges, refine, create the next stage (if any)."""
     cfg = SweepConfig.from_dict(sweep.config)
-    space = {p: dist_from_row(r) for p, r in sweep_store.stage_ranges(s, stage_id).items()}
-    ranked = rank(outcomes(trial_store.trials_of(s, sweep.id, stage_id)))
+    rows = sweep_store.stage_ranges(s, stage.id)
+    space = {p: dist_from_row(r, cfg.space.get(p)) for p, r in rows.items()}
+    quorum = [t for t in trial_store.trials_of(s, sweep.id, stage.id) if t.idx < stage.quorum]
+    ranked = rank(outcomes(quorum))
     best = ranked[0] if ranked and ranked[0].status == "done" else None
+    this_cfg = cfg.stages[stage.idx]
     if best is not None:
-        flags = boundary_flags(space, best.params)
-        sweep_store.add_flags(s, sweep.id, stage_id, [
+        flags = boundary_flags(space, best.params, this_cfg.edge)
+        sweep_store.add_flags(s, sweep.id, stage.id, [
             sweep_store.FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit)
             for f in flags])
     next_idx = stage.idx + 1
     if next_idx >= len(cfg.stages):
-        sweep_store.finish_sweep(s, sweep.id)
-        return Advanced(stage_id, sweep_done=True, queue=sweep.queue)
-    this_cfg, next_cfg = cfg.stages[stage.idx], cfg.stages[next_idx]
+        return Advanced(stage.id, queue=sweep.queue)
+    next_cfg = cfg.stages[next_idx]
     next_space: dict[str, Any] = dict(space)
     if best is not None:
         kept = kept_for_refinement(ranked, this_cfg)
@@ -79,14 +81,35 @@ def _advance(s: Session, engine: Engine, stage_id: int) -> Advanced | None:
     fresh = plan_trials(cfg, next_idx, next_space, next_cfg.trials - len(carried),
                         first_idx=len(carried))
     new_stage = sweep_store.add_stage(s, sweep.id, next_idx, next_cfg.epochs, next_cfg.trials,
-                                      {p: d.to_row() for p, d in next_space.items()})
+                                      {p: d.to_row() for p, d in next_space.items()},
+                                      quorum=stage_quorum(cfg, next_idx))
     ids = sweep_store.add_trials(s, sweep.id, new_stage, carried + fresh)
     for spec, child in zip(carried, ids, strict=False):
         assert spec.parent_id is not None
         trial_store.copy_progress(s, engine, spec.parent_id, child)
-    return Advanced(stage_id, new_stage, tuple(ids), queue=sweep.queue)
+    return Advanced(stage.id, new_stage, tuple(ids), queue=sweep.queue)
+
+
+def _advance(s: Session, engine: Engine, stage_id: int) -> Advanced | None:
+    stage = sweep_store.get_stage(s, stage_id)
+    if stage is None:
+        return None
+    sweep = sweep_store.get_sweep(s, stage.sweep_id)
+    assert sweep is not None
+    search = stage.kind != StageKind.SEEDS.value  # seeds stages retrain for an ensemble
+    result = None
+    if sweep_store.claim_stage_advance(s, stage_id):
+        result = _plan_next(s, engine, stage, sweep) if search else Advanced(stage_id,
+                                                                             queue=sweep.queue)
+    if sweep_store.close_stage(s, stage_id) and search and sweep_store.all_stages_done(
+            s, sweep.id, sweep.n_stages) and sweep_store.finish_sweep(s, sweep.id):
+        result = replace(result or Advanced(stage_id, queue=sweep.queue), sweep_done=True)
+    return result
 
 
 def advance(engine: Engine, stage_id: int) -> Advanced | None:
-    """Close a finished stage and open the next one; None if not (or no longer) due."""
+    """Plan the next stage once this one's quorum finished; close it once all did.
+
+    Returns None when nothing was due (another worker did it, or not yet).
+    """
     return transact(engine, lambda s: _advance(s, engine, stage_id))

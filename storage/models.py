@@ -50,7 +50,7 @@ class SweepStatus(str, Enum):
 
 class StageStatus(str, Enum):
     RUNNING = "running"
-    ADVANCING = "advancing"
+    ADVANCED = "advanced"  # next stage planned from the quorum; stragglers still running
     DONE = "done"
     CANCELLED = "cancelled"
 
@@ -99,6 +99,8 @@ class Stage(Base):
     idx: Mapped[int]
     epochs: Mapped[int]
     n_trials: Mapped[int]
+    # The next stage is planned once trials with idx < quorum have all finished.
+    quorum: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default=StageStatus.RUNNING.value)
     # 'seeds' stages run after the search, even on a finished sweep, and never advance it
     kind: Mapped[str] = mapped_column(String(16), default=StageKind.SEARCH.value,

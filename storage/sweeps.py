@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -50,6 +50,7 @@ class StageInfo:
     n_trials: int
     status: str
     kind: str = StageKind.SEARCH.value
+    quorum: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,16 @@ def create_sweep(s: Session, *, name: str, config: dict[str, Any], dataset_id: i
 
 
 def add_stage(s: Session, sweep_id: int, idx: int, epochs: int, n_trials: int,
-              ranges: dict[str, dict[str, Any]], kind: str = StageKind.SEARCH.value) -> int:
-    """A new running stage with its ranges (``param -> to_row()`` dicts)."""
+              ranges: dict[str, dict[str, Any]], kind: str = StageKind.SEARCH.value,
+              quorum: int | None = None) -> int:
+    """A new running stage with its ranges (``param -> to_row()`` dicts).
+
+    ``quorum``: how many leading trials must finish before the next stage is
+    planned (default: all of them).
+    """
     stage = Stage(sweep_id=sweep_id, idx=idx, epochs=epochs, n_trials=n_trials,
-                  status=StageStatus.RUNNING.value, kind=kind)
+                  status=StageStatus.RUNNING.value, kind=kind,
+                  quorum=n_trials if quorum is None else quorum)
     s.add(stage)
     s.flush()
     s.add_all(StageRange(stage_id=stage.id, param=p, **row) for p, row in ranges.items())
@@ -180,13 +187,15 @@ def list_sweeps(s: Session, status: str | None = None) -> list[SweepInfo]:
 
 def stages_of(s: Session, sweep_id: int) -> list[StageInfo]:
     rows = s.scalars(select(Stage).where(Stage.sweep_id == sweep_id).order_by(Stage.idx))
-    return [StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status, r.kind)
+    return [StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status, r.kind,
+                      r.quorum)
             for r in rows]
 
 
 def get_stage(s: Session, stage_id: int) -> StageInfo | None:
     r = s.get(Stage, stage_id)
-    return (StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status, r.kind)
+    return (StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status, r.kind,
+                      r.quorum)
             if r else None)
 
 
@@ -202,28 +211,58 @@ def unfinished_trial_count(s: Session, stage_id: int) -> int:
         Trial.stage_id == stage_id, Trial.status.not_in(FINAL_TRIAL_STATUSES))) or 0
 
 
-def claim_stage_advance(s: Session, stage_id: int) -> bool:
-    """Compare-and-set a finished stage from running to done: True for exactly one caller.
+def _open_trials(stage_id: Any, below: Any = None):  # type: ignore[no-untyped-def]
+    """EXISTS a non-final trial of the stage (with ``idx < below`` when given)."""
+    cond = [Trial.stage_id == stage_id, Trial.status.not_in(FINAL_TRIAL_STATUSES)]
+    if below is not None:
+        cond.append(Trial.idx < below)
+    return select(Trial.id).where(*cond).exists()
 
-    Succeeds only while every trial of the stage has a final status.
+
+def claim_stage_advance(s: Session, stage_id: int) -> bool:
+    """Compare-and-set running -> advanced once the stage's quorum has finished.
+
+    True for exactly one caller: that caller plans the next stage (or, on the
+    last stage, whose quorum is all its trials, records the final flags).
     """
-    unfinished = (select(func.count()).select_from(Trial)
-                  .where(Trial.stage_id == stage_id, Trial.status.not_in(FINAL_TRIAL_STATUSES))
-                  .scalar_subquery())
     res = s.execute(update(Stage).where(Stage.id == stage_id,
                                         Stage.status == StageStatus.RUNNING.value,
-                                        unfinished == 0)
+                                        ~_open_trials(Stage.id, Stage.quorum))
+                    .values(status=StageStatus.ADVANCED.value))
+    return res.rowcount == 1
+
+
+def close_stage(s: Session, stage_id: int) -> bool:
+    """Compare-and-set advanced -> done once every trial of the stage has finished."""
+    res = s.execute(update(Stage).where(Stage.id == stage_id,
+                                        Stage.status == StageStatus.ADVANCED.value,
+                                        ~_open_trials(Stage.id))
                     .values(status=StageStatus.DONE.value, finished_at=func.now()))
     return res.rowcount == 1
 
 
+def all_stages_done(s: Session, sweep_id: int, n_stages: int) -> bool:
+    done = s.scalar(select(func.count()).select_from(Stage).where(
+        Stage.sweep_id == sweep_id, Stage.kind == StageKind.SEARCH.value,
+        Stage.status == StageStatus.DONE.value)) or 0
+    return done >= n_stages
+
+
+def _ready():  # type: ignore[no-untyped-def]
+    """A stage whose quorum finished (to advance) or whose trials all did (to close)."""
+    return and_(or_(
+        and_(Stage.status == StageStatus.RUNNING.value, ~_open_trials(Stage.id, Stage.quorum)),
+        and_(Stage.status == StageStatus.ADVANCED.value, ~_open_trials(Stage.id))))
+
+
+def stage_is_ready(s: Session, stage_id: int) -> bool:
+    return s.scalar(select(Stage.id).where(Stage.id == stage_id, _ready())) is not None
+
+
 def stages_ready_to_advance(s: Session, sweep_id: int | None = None) -> list[tuple[int, str]]:
-    """(stage id, queue) of running stages of running sweeps whose trials all finished."""
-    unfinished = (select(Trial.id).where(Trial.stage_id == Stage.id,
-                                         Trial.status.not_in(FINAL_TRIAL_STATUSES)).exists())
+    """(stage id, queue) of stages of running sweeps with an advancement or closing due."""
     q = (select(Stage.id, Sweep.queue).join(Sweep, Sweep.id == Stage.sweep_id)
-         .where(Stage.status == StageStatus.RUNNING.value,
-                Sweep.status == SweepStatus.RUNNING.value, ~unfinished))
+         .where(Sweep.status == SweepStatus.RUNNING.value, _ready()))
     if sweep_id is not None:
         q = q.where(Sweep.id == sweep_id)
     return [(sid, qn) for sid, qn in s.execute(q)]

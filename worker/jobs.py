@@ -89,8 +89,8 @@ def run_trial(trial_id: int) -> str:
 
 
 def request_advance_if_finished(engine: Engine, stage_id: int) -> None:
-    """Enqueue the stage's advancement once its trials have all finished."""
-    if transact(engine, lambda s: sweep_store.unfinished_trial_count(s, stage_id)) > 0:
+    """Enqueue the stage's advancement once its quorum (or all its trials) finished."""
+    if not transact(engine, lambda s: sweep_store.stage_is_ready(s, stage_id)):
         return
     job = get_current_job()
     if job is None:

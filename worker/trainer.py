@@ -211,17 +211,34 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
         log.warning("%s", exc)
         return Outcome(trial.id, "noop", trial.stage_id)
     except Exception as exc:
-        log.exception("trial %d failed", trial.id)
-        _fail_quietly(ctx, trial.id, token, exc)
+        log.exception("trial %d: attempt %d failed", trial.id, trial.attempts)
+        final = _retry_or_fail(ctx, trial, token, sweep.max_attempts, exc)
+        if final:
+            return Outcome(trial.id, TrialStatus.FAILED.value, trial.stage_id)
         raise
     return Outcome(trial.id, status, trial.stage_id, ran)
 
 
-def _fail_quietly(ctx: TrialContext, trial_id: int, token: str, exc: BaseException) -> None:
+def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attempts: int,
+                   exc: BaseException) -> bool:
+    """Hand the trial back for another attempt, or fail it for good; True if final.
+
+    A crash may be transient (a lost connection, a killed process): the trial
+    goes back to ``queued`` and resumes from its checkpoint, until its attempts
+    run out.
+    """
+    error = f"{type(exc).__name__}: {exc}"
+    final = trial.attempts >= max_attempts
     try:
-        finish(ctx, trial_id, token, TrialStatus.FAILED.value, f"{type(exc).__name__}: {exc}")
-    except Exception as inner:  # noqa: BLE001 - the original error matters more
-        log.warning("trial %d: could not record the failure: %s", trial_id, inner)
+        if final:
+            finish(ctx, trial.id, token, TrialStatus.FAILED.value,
+                   f"attempts exhausted; last error: {error}")
+        else:
+            transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token,
+                                                               f"attempt failed: {error}"))
+    except Exception as inner:  # noqa: BLE001 - the lease reaper recovers the trial
+        log.warning("trial %d: could not record the failure: %s", trial.id, inner)
+    return final
 
 
 def train(ctx: TrialContext, trial: ClaimedTrial, token: str, sweep: sweep_store.SweepInfo,

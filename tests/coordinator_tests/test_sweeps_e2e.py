@@ -174,7 +174,8 @@ def test_concurrent_stage_advancement_happens_exactly_once(tmp_path, db_url) -> 
 
 def test_lost_advancement_is_completed_by_resume_and_resume_is_idempotent(
         tmp_path, sqlite_url, redis_url) -> None:  # type: ignore[no-untyped-def]
-    cfg = write_config(tmp_path / "c.yaml")
+    cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 6, "epochs": 1, "quorum": 1},
+                                                    {"trials": 3, "epochs": 3}])
     invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url)
     p = start_worker(sqlite_url, redis_url, "--burst", "--max-jobs", "6")
     assert p.wait(60) == 0
