@@ -69,7 +69,7 @@ def flag_lines(s: Session, sweep_id: int, last_stage_only: bool = False) -> list
         last = max(idx for idx, _ in flags)
         flags = [(i, f) for i, f in flags if i == last]
     return [f"stage {idx}: " + flag_message(BoundaryFlag(f.param, f.value, f.low, f.high,
-                                                          f.side, f.at_limit))
+                                                          f.side, f.at_limit, f.scale, f.limit))
             for idx, f in flags]
 
 

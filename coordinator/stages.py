@@ -67,7 +67,8 @@ def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
     if best is not None:
         flags = boundary_flags(space, best.params, this_cfg.edge)
         sweep_store.add_flags(s, sweep.id, stage.id, [
-            sweep_store.FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit)
+            sweep_store.FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
+                                f.limit)
             for f in flags])
     next_idx = stage.idx + 1
     if next_idx >= len(cfg.stages):

@@ -194,6 +194,8 @@ class BoundaryFlag(Base):
     high: Mapped[float] = mapped_column(Float)
     side: Mapped[str] = mapped_column(String(8))  # low | high
     at_limit: Mapped[bool] = mapped_column(Boolean, default=False)
+    scale: Mapped[str] = mapped_column(String(16), default="linear")  # linear | log
+    hard_limit: Mapped[str] = mapped_column(Text, default="")  # described, when at_limit
 
 
 class Ensemble(Base):

@@ -72,6 +72,8 @@ class FlagRow:
     high: float
     side: str
     at_limit: bool
+    scale: str = "linear"
+    limit: str = ""
 
 
 def store_dataset(s: Session, sha: str, name: str, data: bytes, shape: tuple[int, int, int]) -> int:
@@ -270,7 +272,8 @@ def stages_ready_to_advance(s: Session, sweep_id: int | None = None) -> list[tup
 
 def add_flags(s: Session, sweep_id: int, stage_id: int, flags: list[FlagRow]) -> None:
     s.add_all(BoundaryFlag(sweep_id=sweep_id, stage_id=stage_id, param=f.param, value=f.value,
-                           low=f.low, high=f.high, side=f.side, at_limit=f.at_limit)
+                           low=f.low, high=f.high, side=f.side, at_limit=f.at_limit,
+                           scale=f.scale, hard_limit=f.limit)
               for f in flags)
 
 
@@ -279,7 +282,8 @@ def flags_of(s: Session, sweep_id: int) -> list[tuple[int, FlagRow]]:
     rows = s.execute(select(Stage.idx, BoundaryFlag).join(Stage, Stage.id == BoundaryFlag.stage_id)
                      .where(BoundaryFlag.sweep_id == sweep_id)
                      .order_by(Stage.idx, BoundaryFlag.param))
-    return [(idx, FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit))
+    return [(idx, FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
+                          f.hard_limit or ""))
             for idx, f in rows]
 
 
