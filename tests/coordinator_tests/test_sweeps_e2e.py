@@ -192,3 +192,20 @@ def test_lost_advancement_is_completed_by_resume_and_resume_is_idempotent(
     assert "re-enqueued 0 trial(s), re-advanced 0 stage(s)" in res.output
     assert rows(engine, "SELECT id, status, attempts FROM trials ORDER BY id") == before
     assert conn.llen("rq:queue:hpsweep") == 0
+
+
+def test_readme_example_queries_answer_on_both_databases(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    cfg = write_config(tmp_path / "c.yaml", name="digits-mlp")
+    invoke("launch", str(cfg), "--db", db_url, "--redis", redis_url)
+    drain(db_url, redis_url, n=1)
+    engine = make_engine(db_url)
+    trial = scalar(engine, "SELECT MAX(id) FROM trials WHERE status = 'done'")
+    queries = re.findall(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(queries) >= 3
+    answers = [rows(engine, q.replace("trial_id = 42", f"trial_id = {trial}"))
+               for q in queries[:3]]
+    assert all(answers), answers
+    res = invoke("query", queries[0], "--db", db_url)
+    assert res.exit_code == 0 and "learning_rate" in res.output
