@@ -71,14 +71,13 @@ def test_run_matches_launch_plus_workers_and_leaves_no_process(tmp_path, redis_u
 
     queue = f"q{uuid.uuid4().hex[:8]}"
     ran_db = f"sqlite:///{tmp_path}/ran.db"
-    before = _embedded_redis_pids()
     proc = subprocess.run([sys.executable, "-m", "coordinator.cli", "run", str(cfg), "--workers",
                            "2", "--db", ran_db, "--queue", queue], cwd=ROOT, capture_output=True,
-                          timeout=180, env=_env_without_redis())
+                          timeout=180, env=_env_without_redis(tmp_path))
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert "val_acc" in proc.stdout.decode()
     assert subprocess.run(["pgrep", "-f", f"--queue {queue}"], capture_output=True).stdout == b""
-    assert _embedded_redis_pids() <= before
+    assert not _embedded_redis_left(tmp_path)
 
     a, b = make_engine(launched_db), make_engine(ran_db)
     assert trial_params(a) == trial_params(b)
@@ -86,17 +85,19 @@ def test_run_matches_launch_plus_workers_and_leaves_no_process(tmp_path, redis_u
     assert_curves_complete(b)
 
 
-def _env_without_redis() -> dict[str, str]:
+def _env_without_redis(tmp_dir) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The run's environment: no Redis URL (so it embeds one), its temp files in tmp_dir."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("HPSWEEP_REDIS", "HPSWEEP_DB")}
-    env["PYTHONPATH"] = str(ROOT)
+    env.update(PYTHONPATH=str(ROOT), TMPDIR=str(tmp_dir))
     return env
 
 
-def _embedded_redis_pids() -> set[str]:
-    out = subprocess.run(["pgrep", "-f", "hpsweep-redis-"], capture_output=True).stdout
-    return set(out.decode().split())
+def _embedded_redis_left(tmp_dir) -> bool:  # type: ignore[no-untyped-def]
+    """Is an embedded Redis whose socket lives under tmp_dir still running?"""
+    out = subprocess.run(["pgrep", "-f", f"{tmp_dir}/hpsweep-redis-"], capture_output=True)
+    return bool(out.stdout.strip())
 
 
 def test_too_low_learning_rate_is_flagged_and_the_next_range_moves_up(tmp_path, sqlite_url,
@@ -209,3 +210,32 @@ def test_readme_example_queries_answer_on_both_databases(tmp_path, db_url, redis
     assert all(answers), answers
     res = invoke("query", queries[0], "--db", db_url)
     assert res.exit_code == 0 and "learning_rate" in res.output
+
+
+def test_ctrl_c_stops_everything_run_started(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 400, "epochs": 3},
+                                                    {"trials": 4, "epochs": 3}])
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "run", str(cfg),
+                             "--workers", "2", "--db", f"sqlite:///{tmp_path}/r.db", "--queue",
+                             queue], cwd=ROOT, env=_env_without_redis(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    engine = make_engine(f"sqlite:///{tmp_path}/r.db")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if scalar(engine, "SELECT COUNT(*) FROM curves"):
+                break
+        except Exception:  # noqa: BLE001 - the schema may not exist yet
+            pass
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "hpsweep resume" in err.decode()
+    assert subprocess.run(["pgrep", "-f", f"--queue {queue}"], capture_output=True).stdout == b""
+    assert not _embedded_redis_left(tmp_path)
+    assert scalar(engine, "SELECT status FROM sweeps") == "running"  # resumable, not lost

@@ -136,3 +136,17 @@ def test_sqlite_connections_use_wal_and_busy_timeout(sqlite_url) -> None:  # typ
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 30000
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_sqlite_on_a_network_filesystem_is_refused(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from storage import db
+
+    mounts = f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n"
+    assert db.filesystem_type(tmp_path / "sub", mounts) == "nfs4"
+    assert db.filesystem_type(Path("/usr"), mounts) == "ext4"
+    monkeypatch.setattr(db, "filesystem_type", lambda path: "nfs4")
+    with pytest.raises(db.StorageError, match="PostgreSQL"):
+        make_engine(f"sqlite:///{tmp_path}/x.db")
+    assert not (tmp_path / "x.db").exists()
