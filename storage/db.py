@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
+RETRY_PATIENCE = 60.0  # seconds a unit of work keeps retrying a lost database (server restart)
+PERMANENT_ERRORS = ("password authentication failed", "no pg_hba.conf entry", "does not exist",
+                    "permission denied")
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smbfs", "smb3", "fuse.sshfs", "9p", "afs")
 
 
@@ -50,15 +53,19 @@ def is_sqlite(engine_or_url: Engine | str) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def _filesystem_type(path: Path) -> str | None:
-    """The mount type holding ``path`` (longest matching mount point), or None."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return None
+def filesystem_type(path: Path, mounts: str | None = None) -> str | None:
+    """The mount type holding ``path`` (longest matching mount point), or None.
+
+    ``mounts`` is the text of /proc/mounts (read when not given).
+    """
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
     best, kind = "", None
     target = str(path.resolve())
-    for line in mounts:
+    for line in mounts.splitlines():
         parts = line.split()
         if len(parts) < 3 or len(parts[1]) <= len(best):
             continue
@@ -73,7 +80,7 @@ def check_sqlite_path(url: str) -> None:
     if not database or database == ":memory:":
         return
     folder = Path(database).expanduser().absolute().parent
-    kind = _filesystem_type(folder)
+    kind = filesystem_type(folder)
     if kind in NETWORK_FILESYSTEMS:
         raise StorageError(
             f"SQLite database {database} is on a network filesystem ({kind}); SQLite locking "
@@ -136,7 +143,9 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Eng
         if readonly:
             args["options"] = "-c default_transaction_read_only=on"
         engine = create_engine(
-            url, pool_pre_ping=True, pool_size=2, max_overflow=4, pool_recycle=1800,
+            # A worker uses at most three connections at once (trial, heartbeat,
+            # reconciler): keep the server's connection count proportional to workers.
+            url, pool_pre_ping=True, pool_size=3, max_overflow=1, pool_recycle=1800,
             connect_args=args,
         )
     else:
@@ -172,31 +181,40 @@ def _is_transient(exc: DBAPIError) -> bool:
     if exc.connection_invalidated:
         return True
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    if any(s in text for s in PERMANENT_ERRORS):  # "connection ... failed: FATAL: password ..."
+        return False
     return isinstance(exc, OperationalError) and any(
         s in text for s in ("database is locked", "server closed", "terminating connection",
-                            "connection", "could not receive", "deadlock", "serialize")
+                            "connection", "could not receive", "deadlock", "serialize",
+                            "the database system is")  # starting up / shutting down
     )
 
 
-def transact(engine: Engine, work: Callable[[Session], T], *, retries: int = 5) -> T:
+def transact(engine: Engine, work: Callable[[Session], T], *, retries: int = 5,
+             patience: float = RETRY_PATIENCE) -> T:
     """Run ``work(session)`` as one transaction, retrying transient failures.
 
     Transient means "database is locked" on SQLite past its busy timeout, or a
-    dropped PostgreSQL connection. ``work`` must be safe to re-run (it is: the
-    failed attempt rolled back).
+    dropped or refused PostgreSQL connection. Retries go on for at least
+    ``retries`` attempts and until ``patience`` seconds have passed, so a
+    worker waits out a database server restart instead of failing its trial.
+    ``work`` must be safe to re-run (it is: the failed attempt rolled back).
     """
-    for attempt in range(retries + 1):
+    started = time.monotonic()
+    attempt = 0
+    while True:
         try:
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 return work(session)
         except DBAPIError as exc:
-            if attempt == retries or not _is_transient(exc):
+            out_of_time = time.monotonic() - started >= patience
+            if (attempt >= retries and out_of_time) or not _is_transient(exc):
                 raise
             delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            attempt += 1
             log.warning("database busy or disconnected (%s); retry %d in %.2fs",
-                        _first_line(exc), attempt + 1, delay)
+                        _first_line(exc), attempt, delay)
             time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def now_seconds(engine: Engine) -> ColumnElement[float]:
