@@ -175,11 +175,12 @@ def step_breakdown(hyper: Hyper, data: Data, steps: int = 60) -> str:
     idx_all = state.rng.permutation(X.shape[0])
     parts = dict.fromkeys(["gather", "layer-1 matmuls", "optimizer step", "whole step"], 0.0)
     h1 = np.empty((hyper.batch_size, CIFAR_DIMS[1]), np.float32)
+    buf = np.empty((hyper.batch_size, CIFAR_DIMS[0]), np.float32)
     with threadpool_limits(1):
         for i in range(steps + 1):
             idx = idx_all[i * hyper.batch_size : (i + 1) * hyper.batch_size]
             t0 = time.perf_counter()
-            xb, yb = X[idx], y[idx]
+            xb, yb = np.take(X, idx, axis=0, out=buf, mode="clip"), y[idx]  # as train_epoch
             t1 = time.perf_counter()
             lr = schedules.lr_at(hyper, 0, i, [])
             _, grads = net.loss_and_grads(params, xb, yb, hyper.reg, hyper.dropout, state.rng)
@@ -273,9 +274,15 @@ def bench_digits(rates: dict[int, float]) -> list[str]:
     return out
 
 
+def load_line(when: str) -> str:
+    """The 1-minute load average: other processes on these cores slow every number."""
+    return f"load average at {when}: {os.getloadavg()[0]:.2f} on {ALL_THREADS} cores"
+
+
 def main() -> None:
     for line in describe_blas():
         print(line)
+    print(load_line("start"))
     rates = {t: matmul_rate(t, reps=5) for t in (1, ALL_THREADS)}
     print(
         "2048x2048 float32 matmul at start: "
@@ -286,6 +293,7 @@ def main() -> None:
         print(line, flush=True)
     for line in bench_digits(rates):
         print(line, flush=True)
+    print(load_line("end"))
 
 
 if __name__ == "__main__":

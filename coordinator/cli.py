@@ -21,6 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_DB = "sqlite:///hpsweep.db"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+STOP_GRACE = 60.0  # seconds a stopped worker pool waits for its epochs in flight
 
 db_option = click.option(
     "--db", "db_url", envvar="HPSWEEP_DB", show_envvar=True, default=DEFAULT_DB,
@@ -110,11 +111,13 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
     from coordinator import report
     from coordinator.embedded import EmbeddedRedis, EmbeddedRedisError
     from coordinator.launch import launch as do_launch
+    from coordinator.launch import prepare_dataset
     from coordinator.progress import ProgressPrinter
     from coordinator.runner import WorkerPool, supervise
 
     _setup_logging("WARNING")
     cfg = _load_config(config)
+    dataset = _call(lambda: prepare_dataset(cfg))  # a bad dataset exits 2 before any write
     engine = _engine(db_url)
     with ExitStack() as stack:
         if redis_url is None:
@@ -123,7 +126,7 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
             except EmbeddedRedisError as exc:
                 raise click.ClickException(str(exc)) from None
         conn = _redis(redis_url)
-        made = _call(lambda: do_launch(engine, conn, cfg, queue))
+        made = do_launch(engine, conn, cfg, queue, dataset)
         click.echo(f"sweep {made.name}: {len(made.trial_ids)} trials in stage 0 of "
                    f"{len(cfg.stages)}; {workers} worker(s)", err=True)
         pool = WorkerPool(workers, db_url, redis_url, queue,
@@ -171,17 +174,19 @@ def _call(fn: Callable[[], Any]) -> Any:
 def launch(config: str, db_url: str, redis_url: str, queue: str) -> None:
     """Create and enqueue the sweep of CONFIG, print its name, return."""
     from coordinator.launch import launch as do_launch
+    from coordinator.launch import prepare_dataset
     from worker.queue import QueueError, connect
 
     _setup_logging("WARNING")
     cfg = _load_config(config)
+    dataset = _call(lambda: prepare_dataset(cfg))  # a bad dataset exits 2 before any write
     engine = _engine(db_url)
     try:
         conn = connect(redis_url)
     except QueueError as exc:
         click.echo(f"warning: {exc}; the sweep is saved and workers will enqueue it", err=True)
         conn = None
-    made = _call(lambda: do_launch(engine, conn, cfg, queue))
+    made = do_launch(engine, conn, cfg, queue, dataset)
     click.echo(made.name)
 
 
@@ -218,7 +223,14 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
     if name:
         os.environ["HPSWEEP_WORKER_NAME"] = name
     if processes > 1:
-        _serve_pool(processes, db_url, redis_url, queue, sys.argv)
+        if name:
+            raise click.UsageError("--name names one process; with --processes N each worker "
+                                   "process is named host-pid")
+        # URLs travel to the children in their environment, never in argv (ps shows argv)
+        args = ["--lease-seconds", str(lease_seconds), "--reconcile-every", str(reconcile_every),
+                "--cache-dir", cache, "--log-level", log_level, *(["--burst"] if burst else []),
+                *(["--max-jobs", str(max_jobs)] if max_jobs else []), *(["--fork"] if fork else [])]
+        _serve_pool(processes, db_url, redis_url, queue, args, blas_threads)
         return
     from threadpoolctl import threadpool_limits
 
@@ -234,15 +246,16 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
         raise click.ClickException(str(exc)) from None
 
 
-def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, argv: list[str]) -> None:
-    import signal
+def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str],
+                blas_threads: int) -> None:
+    """Run ``n`` worker processes until they all exit (or SIGTERM / Ctrl-C stops them)."""
     import time
 
     from coordinator.runner import WorkerPool
 
-    args = [a for a in argv[2:] if not a.startswith(("--processes", "-n"))]
-    pool = WorkerPool(n, db_url, redis_url, queue, [a for a in args if a not in ("worker",)])
-    pool.start()
+    _engine(db_url)  # a bad URL fails once here, not in n children
+    _redis(redis_url).close()
+    pool = WorkerPool(n, db_url, redis_url, queue, args, blas_threads=blas_threads)
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -250,12 +263,18 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, argv: list[str]
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
+    pool.start()
     try:
         while not stopping and any(p.poll() is None for p in pool.procs):
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
-    pool.stop()
+        stopping = True
+    codes = [p.poll() for p in pool.procs]
+    pool.stop(grace=STOP_GRACE)
+    failed = [c for c in codes if c not in (0, None)]
+    if failed and not stopping:
+        raise click.ClickException(f"{len(failed)} of {n} worker processes failed "
+                                   f"(exit codes {failed})")
 
 
 @main.command()

@@ -120,9 +120,13 @@ def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int]) 
 
 
 def launch(engine: Engine, conn: Redis | None, cfg: SweepConfig,
-           queue_name: str = q.DEFAULT_QUEUE) -> Launched:
-    """Create the sweep (DB first), then enqueue its first stage."""
-    dataset = prepare_dataset(cfg)
+           queue_name: str = q.DEFAULT_QUEUE,
+           dataset: tuple[bytes, str, tuple[int, int, int]] | None = None) -> Launched:
+    """Create the sweep (DB first), then enqueue its first stage.
+
+    ``dataset`` is ``prepare_dataset(cfg)`` when the caller already checked it.
+    """
+    dataset = dataset or prepare_dataset(cfg)
     made = create_sweep(engine, cfg, queue_name, dataset)
     ok = enqueue_or_defer(conn, queue_name, list(made.trial_ids))
     return Launched(made.sweep_id, made.name, made.trial_ids, ok)

@@ -12,9 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from coordinator.rank import rank
 from coordinator.refine import BoundaryFlag, flag_message
-from coordinator.stages import outcomes
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
@@ -48,17 +46,16 @@ def progress(engine: Engine, sweep_id: int) -> Progress:
     def work(s: Session) -> Progress:
         sweep = sweep_store.get_sweep(s, sweep_id)
         assert sweep is not None
-        stages = sweep_store.stages_of(s, sweep_id)
+        stages = [st for st in sweep_store.stages_of(s, sweep_id) if st.kind == "search"]
         counts = trial_store.status_counts(s, sweep_id)
         total = sum(st.n_trials for st in stages)
         total += sum(sweep.config["stages"][i]["trials"] for i in range(len(stages),
                                                                           sweep.n_stages))
-        finished = sum(n for c in counts.values() for k, n in c.items()
-                       if trial_store.is_final(k))
-        best = [t.best_val_acc for t in trial_store.trials_of(s, sweep_id)
-                if t.status == "done" and t.best_val_acc is not None]
+        search_ids = {st.id for st in stages}
+        finished = sum(n for sid, c in counts.items() if sid in search_ids
+                       for k, n in c.items() if trial_store.is_final(k))
         return Progress(sweep.name, sweep.status, len(stages) - 1, sweep.n_stages, finished,
-                        total, max(best) if best else None)
+                        total, trial_store.best_score(s, sweep_id))
 
     return transact(engine, work)
 
@@ -91,14 +88,14 @@ def status_text(engine: Engine, sweep_id: int) -> str:
         for st in sweep_store.stages_of(s, sweep_id):
             c = counts.get(st.id, {})
             tally = ", ".join(f"{c[k]} {k}" for k in STATUS_ORDER if c.get(k))
-            out.append(f"  stage {st.idx}: {st.n_trials} trials x {st.epochs} epoch(s), "
+            label = f"stage {st.idx}" if st.kind == "search" else f"{st.kind} (ensemble)"
+            out.append(f"  {label}: {st.n_trials} trials x {st.epochs} epoch(s), "
                        f"{st.status} — {tally or 'no trials'}")
             for p, row in sweep_store.stage_ranges(s, st.id).items():
                 out.append(f"      {p:<16} {_range_text(row)}")
-            ranked = rank(outcomes(trial_store.trials_of(s, sweep_id, st.id)))
-            if ranked and ranked[0].status == "done" and ranked[0].score is not None:
-                out.append(f"      best: trial {ranked[0].trial_id}, val_acc "
-                           f"{ranked[0].score:.4f}")
+            for top in trial_store.best_trials(s, sweep_id, st.id, limit=1):
+                assert top.best_val_acc is not None
+                out.append(f"      best: trial {top.id}, val_acc {top.best_val_acc:.4f}")
         flags = flag_lines(s, sweep_id)
         if flags:
             out.append("boundary warnings:")
@@ -111,11 +108,10 @@ def status_text(engine: Engine, sweep_id: int) -> str:
 def best_rows(engine: Engine, sweep_id: int, top: int) -> list[dict[str, Any]]:
     """The ``top`` best finished trials of a sweep, any stage, with their params."""
     def work(s: Session) -> list[dict[str, Any]]:
-        rows = {t.id: t for t in trial_store.trials_of(s, sweep_id)}
-        ranked = [o for o in rank(outcomes(list(rows.values()))) if o.status == "done"][:top]
-        return [{"trial": o.trial_id, "stage": rows[o.trial_id].stage_idx,
-                 "epochs": rows[o.trial_id].epochs, "val_acc": o.score,
-                 "val_loss": o.val_loss, **rows[o.trial_id].params} for o in ranked]
+        # ranked by the database in coordinator.rank's order: no sweep is loaded whole
+        return [{"trial": t.id, "stage": t.stage_idx, "epochs": t.epochs,
+                 "val_acc": t.best_val_acc, "val_loss": t.best_val_loss, **t.params}
+                for t in trial_store.best_trials(s, sweep_id, limit=top)]
 
     return transact(engine, work)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, literal_column, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, literal_column, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -109,7 +110,34 @@ def _setup_sqlite(engine: Engine, readonly: bool) -> None:
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         # A deferred transaction that reads then writes gets SQLITE_BUSY at once,
         # skipping the busy timeout; IMMEDIATE takes the write lock up front.
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        if readonly:
+            conn.exec_driver_sql("BEGIN")
+        elif not _begin_immediate(conn.connection.driver_connection):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # raises the (wrapped) error, or wins
+
+
+def _begin_immediate(raw: sqlite3.Connection) -> bool:
+    """``BEGIN IMMEDIATE``, retried every 50 to 250 us while another process holds the
+    write lock, for up to ``BUSY_TIMEOUT_MS``; False on any other error or past that.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, ... ms between tries, so two workers
+    whose transactions hold the lock for 0.3 ms would wait over 1 ms for each other. The
+    connection's busy timeout is off only for these tries; every other statement keeps it.
+    """
+    delay, deadline = 5e-5, time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    return False
+            time.sleep(delay)
+            delay = min(delay * 2, 2.5e-4)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _dispose_after_fork(engine: Engine) -> None:
@@ -162,6 +190,7 @@ def create_schema(engine: Engine) -> None:
     for attempt in range(5):
         try:
             Base.metadata.create_all(engine)
+            _create_missing_indexes(engine)
             return
         except DBAPIError as exc:
             if attempt == 4:
@@ -170,6 +199,19 @@ def create_schema(engine: Engine) -> None:
                     f"{_first_line(exc)}"
                 ) from None
             time.sleep(0.2 + random.random() * 0.3)
+
+
+def _create_missing_indexes(engine: Engine) -> None:
+    """Indexes added to existing tables in later versions (``create_all`` only creates
+    the indexes of tables it creates)."""
+    existing: dict[str, set[str]] = {}
+    insp = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        for index in table.indexes:
+            if table.name not in existing:
+                existing[table.name] = {ix["name"] for ix in insp.get_indexes(table.name)}
+            if index.name not in existing[table.name]:
+                index.create(engine, checkfirst=True)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -240,3 +282,32 @@ def upsert(engine: Engine, table, rows: list[dict], keys: list[str]):  # type: i
     stmt = dialect.insert(table).values(rows)
     cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
     return stmt.on_conflict_do_update(index_elements=keys, set_=cols)
+
+
+_STATEMENTS: dict[tuple[str, Any], Any] = {}
+
+
+def cached_statement(engine: Engine, key: Any, build: Callable[[], Any]) -> Any:
+    """The statement ``build()`` makes, built once per dialect and ``key``.
+
+    Hot paths (a trial's claim, each epoch's writes) execute prebuilt statements with
+    bound parameters: building and coercing a statement costs far more than running it.
+    """
+    full = (engine.dialect.name, key)
+    stmt = _STATEMENTS.get(full)
+    if stmt is None:
+        stmt = _STATEMENTS[full] = build()
+    return stmt
+
+
+def upsert_statement(engine: Engine, table, keys: tuple[str, ...],  # type: ignore[no-untyped-def]
+                     columns: tuple[str, ...]):
+    """``upsert`` for rows given at execution (``session.execute(stmt, row)``), cached."""
+    def build():  # type: ignore[no-untyped-def]
+        dialect = sqlite if is_sqlite(engine) else postgresql
+        stmt = dialect.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: stmt.excluded[c] for c in columns if c not in keys})
+
+    return cached_statement(engine, ("upsert", table.name, keys, columns), build)

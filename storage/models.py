@@ -124,8 +124,10 @@ class Trial(Base):
     __tablename__ = "trials"
     __table_args__ = (
         UniqueConstraint("stage_id", "idx"),
-        Index("ix_trials_sweep_status", "sweep_id", "status"),
-        Index("ix_trials_stage_status", "stage_id", "status"),
+        # status counts, and the best trials of a sweep or a stage read in index order
+        # (reports on a sweep of 50,000 trials touch a handful of rows)
+        Index("ix_trials_sweep_status_acc", "sweep_id", "status", "best_val_acc"),
+        Index("ix_trials_stage_status_acc", "stage_id", "status", "best_val_acc"),
         Index("ix_trials_status_lease", "status", "lease_expires"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

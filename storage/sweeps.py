@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.db import cached_statement
 from storage.models import (
     FINAL_TRIAL_STATUSES,
     BoundaryFlag,
@@ -214,11 +215,14 @@ def unfinished_trial_count(s: Session, stage_id: int) -> int:
 
 
 def _open_trials(stage_id: Any, below: Any = None):  # type: ignore[no-untyped-def]
-    """EXISTS a non-final trial of the stage (with ``idx < below`` when given)."""
-    cond = [Trial.stage_id == stage_id, Trial.status.not_in(FINAL_TRIAL_STATUSES)]
+    """EXISTS a non-final trial of the stage (with ``idx < below`` when given).
+
+    Core columns, so that ``stage_is_ready`` stays a cheap Core query after every trial."""
+    t = Trial.__table__.c
+    cond = [t.stage_id == stage_id, t.status.not_in(FINAL_TRIAL_STATUSES)]
     if below is not None:
-        cond.append(Trial.idx < below)
-    return select(Trial.id).where(*cond).exists()
+        cond.append(t.idx < below)
+    return select(t.id).where(*cond).exists()
 
 
 def claim_stage_advance(s: Session, stage_id: int) -> bool:
@@ -252,13 +256,27 @@ def all_stages_done(s: Session, sweep_id: int, n_stages: int) -> bool:
 
 def _ready():  # type: ignore[no-untyped-def]
     """A stage whose quorum finished (to advance) or whose trials all did (to close)."""
+    st = Stage.__table__.c
     return and_(or_(
-        and_(Stage.status == StageStatus.RUNNING.value, ~_open_trials(Stage.id, Stage.quorum)),
-        and_(Stage.status == StageStatus.ADVANCED.value, ~_open_trials(Stage.id))))
+        and_(st.status == StageStatus.RUNNING.value, ~_open_trials(st.id, st.quorum)),
+        and_(st.status == StageStatus.ADVANCED.value, ~_open_trials(st.id))))
 
 
-def stage_is_ready(s: Session, stage_id: int) -> bool:
-    return s.scalar(select(Stage.id).where(Stage.id == stage_id, _ready())) is not None
+def stage_is_ready(s: Session, stage_id: int, *, lock: bool = False) -> bool:
+    """Whether the stage's advancement (or closing) is due.
+
+    ``lock``: called in the transaction that just finished one of its trials. The stage
+    row is locked first (PostgreSQL; SQLite writers are serialised anyway), so of two
+    trials finishing at once the later one sees the earlier one's final status and no
+    due advancement goes unnoticed.
+    """
+    st, bind = Stage.__table__.c, s.get_bind()
+    if lock:
+        s.execute(cached_statement(bind, "stage-lock", lambda: select(st.id).where(
+            st.id == bindparam("p_stage")).with_for_update()), {"p_stage": stage_id})
+    stmt = cached_statement(bind, "stage-ready", lambda: select(st.id).where(
+        st.id == bindparam("p_stage"), _ready()))
+    return s.execute(stmt, {"p_stage": stage_id}).first() is not None
 
 
 def stages_ready_to_advance(s: Session, sweep_id: int | None = None) -> list[tuple[int, str]]:

@@ -22,7 +22,7 @@ from storage import trials as trial_store
 from storage.db import make_engine, transact
 from worker import queue as q
 from worker.data import DatasetCache
-from worker.trainer import TrialContext, run_attempt
+from worker.trainer import LeaseKeeper, TrialContext, run_attempt
 
 log = logging.getLogger("hpsweep.worker")
 
@@ -39,7 +39,10 @@ class Runtime:
     lease_seconds: float
     datasets: DatasetCache
     stop_requested: bool = False
+    sweeps: dict[int, sweep_store.SweepInfo] = field(default_factory=dict)  # see TrialContext
     _engine: Engine | None = field(default=None, repr=False)
+
+    _keeper: LeaseKeeper | None = field(default=None, repr=False)
 
     @property
     def engine(self) -> Engine:
@@ -47,12 +50,23 @@ class Runtime:
             self._engine = make_engine(self.db_url)
         return self._engine
 
+    @property
+    def keeper(self) -> LeaseKeeper:
+        if self._keeper is None:
+            self._keeper = LeaseKeeper(self.engine, self.lease_seconds)
+        return self._keeper
+
 
 _runtime: Runtime | None = None
 
 
 def default_worker_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """host-pid-xxxx: unique even when a restarted container reuses host and pid.
+
+    RQ refuses a name whose registration is still alive (up to minutes after a
+    SIGKILL), so the suffix keeps a restarted worker from being turned away.
+    """
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
 def runtime() -> Runtime:
@@ -75,22 +89,30 @@ def run_trial(trial_id: int) -> str:
         raise TypeError(f"run_trial takes an integer trial id, got {trial_id!r}")
     rt = runtime()
     engine = rt.engine
-    if not transact(engine, lambda s: trial_store.trial_exists(s, trial_id)):
-        raise LookupError(f"unknown trial {trial_id}: nothing to run")
     ctx = TrialContext(engine=engine, worker=rt.worker, lease_seconds=rt.lease_seconds,
-                       datasets=rt.datasets, stop_requested=lambda: rt.stop_requested)
+                       datasets=rt.datasets, stop_requested=lambda: rt.stop_requested,
+                       sweeps=rt.sweeps, keeper=rt.keeper)
     log.info("trial %d: start", trial_id)
     outcome = run_attempt(ctx, trial_id)
+    if outcome.status == "noop" and not transact(
+            engine, lambda s: trial_store.trial_exists(s, trial_id)):
+        raise LookupError(f"unknown trial {trial_id}: nothing to run")
     log.info("trial %d: %s after %d epoch(s) in this attempt", trial_id, outcome.status,
              outcome.epochs_run)
     if outcome.stage_id is not None and outcome.status not in ("noop", "released"):
-        request_advance_if_finished(engine, outcome.stage_id)
+        request_advance_if_finished(engine, outcome.stage_id, outcome.stage_ready)
     return outcome.status
 
 
-def request_advance_if_finished(engine: Engine, stage_id: int) -> None:
-    """Enqueue the stage's advancement once its quorum (or all its trials) finished."""
-    if not transact(engine, lambda s: sweep_store.stage_is_ready(s, stage_id)):
+def request_advance_if_finished(engine: Engine, stage_id: int,
+                                ready: bool | None = None) -> None:
+    """Enqueue the stage's advancement once its quorum (or all its trials) finished.
+
+    ``ready``: already checked as the trial finished (None: ask the database now).
+    """
+    if ready is None:
+        ready = transact(engine, lambda s: sweep_store.stage_is_ready(s, stage_id))
+    if not ready:
         return
     job = get_current_job()
     if job is None:

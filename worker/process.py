@@ -12,11 +12,15 @@ up by another worker; a second SIGTERM stops at once.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import signal
 import threading
+import time
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
@@ -30,12 +34,43 @@ log = logging.getLogger("hpsweep.worker")
 class _StopAware:
     """Mixin: the first stop request also tells the running trial to hand back."""
 
+    max_connection_wait_time = 5.0  # RQ's reconnect backoff cap (60 s): serve soon after an outage
+
     def request_stop(self, signum, frame):  # type: ignore[no-untyped-def]
         runtime().stop_requested = True
         return super().request_stop(signum, frame)  # type: ignore[misc]
 
 
-class HpsweepWorker(_StopAware, SimpleWorker):
+class _FewerRoundTrips:
+    """Mixin: RQ refreshes the worker's own key (3 commands, 3 round trips) up to three
+    times per job and sets its state to 'idle' twice; with trials of a few milliseconds
+    those ~11 round trips cost as much as the trial's own bookkeeping. Here a refresh sends
+    its commands in one pipeline and is skipped within ``HEARTBEAT_EVERY`` seconds of the
+    last one (the key lives ``worker_ttl`` + 60 s), and an unchanged state is not resent.
+    Refreshes RQ makes with an explicit timeout or pipeline (around a job) are untouched.
+    """
+
+    HEARTBEAT_EVERY = 1.0
+    _beat_at = -float("inf")
+
+    def heartbeat(self, timeout=None, pipeline=None):  # type: ignore[no-untyped-def]
+        if timeout is not None or pipeline is not None:
+            return super().heartbeat(timeout, pipeline)  # type: ignore[misc]
+        if time.monotonic() - self._beat_at < self.HEARTBEAT_EVERY:
+            return None
+        with self.connection.pipeline() as pipe:  # type: ignore[attr-defined]
+            super().heartbeat(None, pipeline=pipe)  # type: ignore[misc]
+            pipe.execute()
+        self._beat_at = time.monotonic()
+        return None
+
+    def set_state(self, state, pipeline=None):  # type: ignore[no-untyped-def]
+        if pipeline is None and state == self.get_state():  # type: ignore[attr-defined]
+            return None
+        return super().set_state(state, pipeline)  # type: ignore[misc]
+
+
+class HpsweepWorker(_StopAware, _FewerRoundTrips, SimpleWorker):
     pass
 
 
@@ -80,20 +115,64 @@ class Reconciler:
 
 
 def serve(redis_url: str, opts: WorkerOptions) -> None:
-    """Run the worker program until stopped (or the queue is empty with ``burst``)."""
+    """Run the worker program until stopped (or the queue is empty with ``burst``).
+
+    RQ's loop quits on a Redis error it does not retry (Redis restarted while a
+    job ran, say); the worker program then waits for Redis and serves again, so
+    a Redis outage needs no one to restart workers.
+    """
     rt = runtime()
     _ = rt.engine  # fail fast on a bad database before taking jobs
     conn = q.connect(redis_url)
-    cls = HpsweepForkWorker if opts.fork else HpsweepWorker
-    worker = cls([q.make_queue(conn, opts.queue)], connection=conn, name=rt.worker,
-                 serializer=JSONSerializer, job_class=q.AllowlistJob)
     reconciler = None if opts.burst else Reconciler(redis_url, opts.reconcile_every).start()
     if opts.burst:
         reconcile(rt.engine, conn)
     log.info("worker %s serving queue %r", rt.worker, opts.queue)
     try:
-        worker.work(burst=opts.burst, max_jobs=opts.max_jobs, logging_level="WARNING",
-                    with_scheduler=False)
+        for restart in itertools.count():
+            # a new RQ name after a restart: the old one may still look alive in Redis
+            name = rt.worker if restart == 0 else f"{rt.worker}-r{restart}"
+            _work(_rq_worker(conn, opts, name), opts)
+            if opts.burst or opts.max_jobs is not None or rt.stop_requested:
+                return
+            log.warning("worker %s: RQ's loop quit on an error; serving again once Redis "
+                        "answers", rt.worker)
+            if not _wait_for_redis(conn):
+                return
     finally:
         if reconciler:
             reconciler.stop()
+
+
+def _rq_worker(conn: Redis, opts: WorkerOptions, name: str) -> Worker:
+    cls = HpsweepForkWorker if opts.fork else HpsweepWorker
+    return cls([q.make_queue(conn, opts.queue)], connection=conn, name=name,
+               serializer=JSONSerializer, job_class=q.AllowlistJob)
+
+
+def _work(worker: Worker, opts: WorkerOptions) -> None:
+    try:
+        worker.work(burst=opts.burst, max_jobs=opts.max_jobs, logging_level="WARNING",
+                    with_scheduler=False)
+    except RedisError as exc:  # RQ's teardown talks to Redis too
+        log.warning("worker %s: %s", worker.name, exc)
+
+
+def _wait_for_redis(conn: Redis) -> bool:
+    """Wait until Redis answers (True) or a stop signal comes (False)."""
+    rt = runtime()
+
+    def stop(*_: object) -> None:
+        rt.stop_requested = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the dead loop
+        signal.signal(sig, stop)
+    delay = 0.5
+    while not rt.stop_requested:
+        time.sleep(delay)
+        try:
+            conn.ping()
+            return True
+        except (RedisError, OSError):
+            delay = min(2 * delay, 5.0)
+    return False

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import utcparse
 
 RUN_TRIAL = "worker.jobs.run_trial"
 ADVANCE_STAGE = "coordinator.jobs.advance_stage"
@@ -22,6 +23,7 @@ ALLOWED_FUNCTIONS = frozenset({RUN_TRIAL, ADVANCE_STAGE})
 DEFAULT_QUEUE = "hpsweep"
 TRIAL_TIMEOUT = 24 * 3600  # leases, not RQ timeouts, detect lost trials
 RESULT_TTL = 60
+STARTED_GRACE = 2.0  # a live job claims its trial this soon after RQ marks it started
 
 
 class QueueError(RuntimeError):
@@ -120,15 +122,31 @@ def enqueue_advance(queue: Queue, stage_id: int) -> None:
 
 
 def live_job_ids(conn: Redis, job_ids: list[str]) -> set[str]:
-    """Which of ``job_ids`` are queued or running in RQ right now."""
+    """Which of ``job_ids`` RQ still holds for a worker: waiting, or started just now.
+
+    Callers ask about work the database says nobody runs (a ``queued`` trial, a
+    finished stage). A job RQ shows ``started`` for longer than ``STARTED_GRACE``
+    is then a dead execution (a SIGKILLed or frozen worker leaves it ``started``
+    for good), not a live one; only the moment between dequeue and claim counts.
+    """
     if not job_ids:
         return set()
     with conn.pipeline() as pipe:
         for jid in job_ids:
-            pipe.hget(Job.key_for(jid), "status")
-        statuses = pipe.execute()
-    live = {b"queued", b"started", b"scheduled", b"deferred"}
-    return {jid for jid, st in zip(job_ids, statuses, strict=True) if st in live}
+            pipe.hmget(Job.key_for(jid), "status", "started_at")
+        found = pipe.execute()
+    now = float(conn.time()[0])
+    waiting = {b"queued", b"scheduled", b"deferred"}
+    return {jid for jid, (status, started) in zip(job_ids, found, strict=True)
+            if status in waiting or (status == b"started" and _is_recent(started, now))}
+
+
+def _is_recent(started_at: bytes | None, now: float) -> bool:
+    try:
+        started = utcparse(started_at.decode()).timestamp() if started_at else None
+    except ValueError:
+        return False
+    return started is not None and abs(now - started) < STARTED_GRACE
 
 
 def remove_jobs(conn: Redis, queue: Queue, job_ids: list[str]) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
@@ -41,6 +41,9 @@ class TrialContext:
     lease_seconds: float
     datasets: DatasetCache
     stop_requested: Callable[[], bool] = lambda: False
+    # sweep id -> its (immutable) config, dataset and limits: read once per process
+    sweeps: dict[int, sweep_store.SweepInfo] = field(default_factory=dict)
+    keeper: LeaseKeeper | None = None  # the process's lease renewer (else a thread per trial)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,21 @@ class Outcome:
     status: str  # a TrialStatus value, or "noop" when the trial was not ours to run
     stage_id: int | None = None
     epochs_run: int = 0
+    # whether the stage's advancement became due, checked as the trial finished (None: not
+    # checked; the caller asks the database)
+    stage_ready: bool | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed trial with what its attempt needs, read in the claim's transaction."""
+
+    trial: ClaimedTrial
+    sweep: sweep_store.SweepInfo
+    saved: list[tuple[str, int, bytes]]  # resumable checkpoints, newest first
+
+
+SWEEP_CACHE_SIZE = 64
 
 
 def score_of(res: EpochResult, select: str) -> tuple[float, float]:
@@ -73,40 +91,108 @@ def curve_row(res: EpochResult, seconds: float) -> dict[str, Any]:
             "lr": float(res.lr), "seconds": float(seconds)}
 
 
+def renew(engine: Engine, trial_id: int, token: str, lease_seconds: float) -> bool:
+    """Push the attempt's lease forward; False once it is lost (a failed beat is retried
+    next period)."""
+    try:
+        transact(engine, lambda s: trial_store.renew_lease(s, engine, trial_id, token,
+                                                           lease_seconds))
+    except LeaseLost:
+        return False
+    except Exception as exc:  # noqa: BLE001 - a missed beat is retried next period
+        log.warning("trial %d: heartbeat failed: %s", trial_id, exc)
+    return True
+
+
+class LeaseKeeper:
+    """One thread per worker process renewing the leases of the attempts it runs, every
+    ``lease/3`` seconds. (A thread started and joined per trial costs a short trial more
+    than its bookkeeping on a busy machine: the join waits for the thread to be scheduled.)
+    """
+
+    def __init__(self, engine: Engine, lease_seconds: float) -> None:
+        self._engine, self._lease = engine, lease_seconds
+        self._held: dict[int, tuple[str, threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, trial_id: int, token: str) -> threading.Event:
+        """Renew this attempt's lease until ``drop``; the event is set once it is lost."""
+        lost = threading.Event()
+        with self._lock:
+            self._held[trial_id] = (token, lost)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lease-keeper",
+                                                daemon=True)
+                self._thread.start()
+        return lost
+
+    def drop(self, trial_id: int) -> None:
+        with self._lock:
+            self._held.pop(trial_id, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._lease / 3)
+            with self._lock:
+                held = list(self._held.items())
+            for trial_id, (token, lost) in held:
+                if not renew(self._engine, trial_id, token, self._lease):
+                    lost.set()
+
+
 class Heartbeat:
-    """Renews the lease every ``lease/3`` seconds while an attempt runs."""
+    """Renews the lease every ``lease/3`` seconds while an attempt runs: through the
+    context's ``LeaseKeeper``, else with a thread of its own."""
 
     def __init__(self, ctx: TrialContext, trial_id: int, token: str) -> None:
         self._ctx, self._trial_id, self._token = ctx, trial_id, token
         self._stop = threading.Event()
         self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}",
-                                        daemon=True)
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        if self._ctx.keeper is not None:
+            self.lost = self._ctx.keeper.hold(self._trial_id, self._token)
+        else:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"heartbeat-{self._trial_id}")
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._thread is None:
+            assert self._ctx.keeper is not None
+            self._ctx.keeper.drop(self._trial_id)
+            return
         self._stop.set()
         self._thread.join()
 
     def _run(self) -> None:
         ctx = self._ctx
         while not self._stop.wait(ctx.lease_seconds / 3):
-            try:
-                transact(ctx.engine, lambda s: trial_store.renew_lease(
-                    s, ctx.engine, self._trial_id, self._token, ctx.lease_seconds))
-            except LeaseLost:
+            if not renew(ctx.engine, self._trial_id, self._token, ctx.lease_seconds):
                 self.lost.set()
                 return
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried next period
-                log.warning("trial %d: heartbeat failed: %s", self._trial_id, exc)
 
 
-def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> ClaimedTrial | None:
-    return transact(ctx.engine, lambda s: trial_store.claim(
-        s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds))
+def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
+    """Claim the trial, and read its sweep (once per process) and checkpoints, in one
+    transaction."""
+    def work(s) -> Claim | None:  # type: ignore[no-untyped-def]
+        trial = trial_store.claim(s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds)
+        if trial is None:
+            return None
+        sweep = ctx.sweeps.get(trial.sweep_id) or sweep_store.get_sweep(s, trial.sweep_id)
+        assert sweep is not None
+        return Claim(trial, sweep, trial_store.checkpoints(s, trial.id))
+
+    claim = transact(ctx.engine, work)
+    if claim is not None and claim.sweep.id not in ctx.sweeps:
+        if len(ctx.sweeps) >= SWEEP_CACHE_SIZE:
+            ctx.sweeps.pop(next(iter(ctx.sweeps)))
+        ctx.sweeps[claim.sweep.id] = claim.sweep
+    return claim
 
 
 def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
@@ -122,10 +208,9 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
                             cfg.get("test_fraction", 0.14), fetch)
 
 
-def resume_or_init(ctx: TrialContext, trial: ClaimedTrial, hyper: Hyper,
+def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
                    splits: Splits) -> TrainState:
     """The newest checkpoint that decodes, else a fresh network from the trial's seed."""
-    saved = transact(ctx.engine, lambda s: trial_store.checkpoints(s, trial.id))
     for kind, epoch, data in saved:
         try:
             state = TrainState.from_checkpoint(hyper, data)
@@ -153,10 +238,6 @@ class _Best:
         return False
 
 
-def _initial_best(ctx: TrialContext, trial_id: int) -> _Best:
-    return _Best(*transact(ctx.engine, lambda s: trial_store.trial_best(s, trial_id)))
-
-
 def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: TrainState,
                  res: EpochResult, seconds: float, best: _Best, cfg: dict[str, Any]) -> bool:
     """Commit one epoch; returns False when the sweep was cancelled meanwhile."""
@@ -177,36 +258,42 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
 
 
 def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: EpochResult,
-                      seconds: float) -> None:
-    """The diverged epoch's row (non-finite metrics as NULL) and the final status."""
+                      seconds: float) -> bool:
+    """The diverged epoch's row (non-finite metrics as NULL) and the final status; returns
+    whether the stage's advancement is now due."""
     row = curve_row(res, seconds)
 
-    def work(s) -> None:  # type: ignore[no-untyped-def]
+    def work(s) -> bool:  # type: ignore[no-untyped-def]
         trial_store.record_curve(s, ctx.engine, trial.id, token, ctx.lease_seconds, res.epoch,
                                  row)
         trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
                            f"loss diverged in epoch {res.epoch}")
+        return sweep_store.stage_is_ready(s, trial.stage_id, lock=True)
 
-    transact(ctx.engine, work)
+    return transact(ctx.engine, work)
 
 
 def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
-           error: str | None = None) -> None:
-    transact(ctx.engine, lambda s: trial_store.finish(s, ctx.engine, trial_id, token, status,
-                                                        error))
+           error: str | None = None, stage_id: int | None = None) -> bool:
+    """The attempt's final status; with ``stage_id``, also whether that stage's advancement
+    is now due (checked in the same transaction: no extra round trip per trial)."""
+    def work(s) -> bool:  # type: ignore[no-untyped-def]
+        trial_store.finish(s, ctx.engine, trial_id, token, status, error)
+        return stage_id is not None and sweep_store.stage_is_ready(s, stage_id, lock=True)
+
+    return transact(ctx.engine, work)
 
 
 def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
     """Run one attempt of ``trial_id`` to a final status (or hand it back)."""
     token = uuid.uuid4().hex
-    trial = claim_trial(ctx, trial_id, token)
-    if trial is None:
+    claim = claim_trial(ctx, trial_id, token)
+    if claim is None:
         return Outcome(trial_id, "noop")
-    sweep = transact(ctx.engine, lambda s: sweep_store.get_sweep(s, trial.sweep_id))
-    assert sweep is not None
+    trial, sweep = claim.trial, claim.sweep
     try:
         with Heartbeat(ctx, trial.id, token) as beat:
-            status, ran = train(ctx, trial, token, sweep, beat)
+            status, ran, ready = train(ctx, claim, token, beat)
     except LeaseLost as exc:
         log.warning("%s", exc)
         return Outcome(trial.id, "noop", trial.stage_id)
@@ -216,7 +303,7 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
         if final:
             return Outcome(trial.id, TrialStatus.FAILED.value, trial.stage_id)
         raise
-    return Outcome(trial.id, status, trial.stage_id, ran)
+    return Outcome(trial.id, status, trial.stage_id, ran, ready)
 
 
 def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attempts: int,
@@ -241,13 +328,15 @@ def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attem
     return final
 
 
-def train(ctx: TrialContext, trial: ClaimedTrial, token: str, sweep: sweep_store.SweepInfo,
-          beat: Heartbeat) -> tuple[str, int]:
-    """The epoch loop. Returns (final status, epochs trained in this attempt)."""
+def train(ctx: TrialContext, claim: Claim, token: str,
+          beat: Heartbeat) -> tuple[str, int, bool | None]:
+    """The epoch loop. Returns (final status, epochs trained in this attempt, whether the
+    stage's advancement is due, or None if not checked)."""
+    trial, sweep = claim.trial, claim.sweep
     hyper = Hyper.from_params(trial.params)
     splits = load_splits(ctx, sweep)
-    state = resume_or_init(ctx, trial, hyper, splits)
-    best = _initial_best(ctx, trial.id)
+    state = resume_or_init(trial, claim.saved, hyper, splits)
+    best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
     ran = 0
     while state.epoch < trial.epochs:
         if beat.lost.is_set():
@@ -255,16 +344,16 @@ def train(ctx: TrialContext, trial: ClaimedTrial, token: str, sweep: sweep_store
         if ctx.stop_requested():
             transact(ctx.engine, lambda s: trial_store.release(
                 s, ctx.engine, trial.id, token, "worker stopped; resumable"))
-            return "released", ran
+            return "released", ran, None
         started = time.perf_counter()
         res = state.train_epoch(splits.X_train, splits.y_train, splits.X_val, splits.y_val)
         seconds = time.perf_counter() - started
         ran += 1
         if res.diverged:
-            record_divergence(ctx, trial, token, res, seconds)
-            return TrialStatus.DIVERGED.value, ran
+            return TrialStatus.DIVERGED.value, ran, record_divergence(ctx, trial, token, res,
+                                                                      seconds)
         if not record_epoch(ctx, trial, token, state, res, seconds, best, sweep.config):
             finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled")
-            return TrialStatus.CANCELLED.value, ran
-    finish(ctx, trial.id, token, TrialStatus.DONE.value)
-    return TrialStatus.DONE.value, ran
+            return TrialStatus.CANCELLED.value, ran, None
+    ready = finish(ctx, trial.id, token, TrialStatus.DONE.value, stage_id=trial.stage_id)
+    return TrialStatus.DONE.value, ran, ready

@@ -216,7 +216,7 @@ def test_ctrl_c_stops_everything_run_started(tmp_path) -> None:  # type: ignore[
     import signal
     import time
 
-    cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 400, "epochs": 3},
+    cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 2000, "epochs": 5},
                                                     {"trials": 4, "epochs": 3}])
     queue = f"q{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "run", str(cfg),

@@ -179,13 +179,15 @@ class TrainState:
             opt.set_hyper(mu=schedules.momentum_at(h, self.epoch))
         n = X.shape[0]
         perm = rng.permutation(n)
+        batch = np.empty((min(h.batch_size, n), *X.shape[1:]), DTYPE)  # reused by every step
         losses: list[float] = []
         n_correct = 0
         lr = math.nan
         for start in range(0, n, h.batch_size):
             idx = perm[start : start + h.batch_size]
             lr = schedules.lr_at(h, self.epoch, self.iteration, self.val_history)
-            loss, grads = net.loss_and_grads(params, X[idx], y[idx], h.reg, h.dropout, rng)
+            xb = _gather(X, idx, batch)
+            loss, grads = net.loss_and_grads(params, xb, y[idx], h.reg, h.dropout, rng)
             losses.append(loss)
             n_correct += net.n_correct
             if self.initial_loss is None:
@@ -197,6 +199,16 @@ class TrainState:
             if self.ema_params is not None:
                 _update_average(self.ema_params, params, h.ema_decay)
         return float(np.mean(losses)), n_correct / n, lr, False
+
+
+def _gather(X: np.ndarray, idx: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """The rows ``X[idx]`` copied into the first ``len(idx)`` rows of ``buf``.
+
+    One buffer for the whole epoch, so no step allocates a fresh minibatch.
+    ``mode="clip"`` because the indices come from a permutation (always valid)
+    and the default ``"raise"`` makes ``take`` gather into a temporary first.
+    """
+    return np.take(X, idx, axis=0, out=buf[: len(idx)], mode="clip")
 
 
 def _update_average(

@@ -316,6 +316,20 @@ def test_large_parameter_is_updated_in_runs():
     np.testing.assert_allclose(opt.state_dict()["W.v"], ref_state["v"], rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", sorted(optim.RULES))
+def test_large_parameter_keeps_only_a_run_sized_scratch(name):
+    """Temporaries live in one run-sized buffer (cache-resident), never a full-size one."""
+    rng = np.random.default_rng(15)
+    params = {"W": rng.standard_normal((301, 250)).astype(np.float32)}
+    opt = optim.make(name)
+    opt.step(params, {"W": np.ones_like(params["W"])}, 1e-3)
+    assert opt._states["W"]["scratch"].size == optim._CHUNK < params["W"].size
+    restored = optim.make(name)
+    restored.load_state_dict(opt.state_dict())
+    restored.step(params, {"W": np.ones_like(params["W"])}, 1e-3)
+    assert restored._states["W"]["scratch"].size == optim._CHUNK
+
+
 def test_load_state_dict_rejects_another_rules_state():
     params = random_params(np.random.default_rng(13))
     momentum = optim.make("momentum")

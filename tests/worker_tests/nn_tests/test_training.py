@@ -218,3 +218,20 @@ def test_an_epoch_never_copies_the_training_set():
     finally:
         tracemalloc.stop()
     assert peak < 0.25 * X.nbytes
+
+
+def test_layout_of_the_training_data_does_not_change_training():
+    """Minibatches are gathered into a reused buffer: any layout of X trains identically."""
+    h = hyper("adam")
+    X, y = TRAIN
+    wide = np.zeros((X.shape[0], 2 * N_FEATURES), np.float32)
+    wide[:, ::2] = X
+    layouts = {"C": X, "F": np.asfortranarray(X), "strided": wide[:, ::2]}
+    runs = {}
+    for name, data in layouts.items():
+        state = TrainState.create(h, N_FEATURES, N_CLASSES, seed=18)
+        runs[name] = ([state.train_epoch(data, y, *VAL) for _ in range(2)], state)
+    expected, reference = runs["C"]
+    for results, state in runs.values():
+        assert results == expected  # the ragged last batch included (230 = 7 * 32 + 6)
+        assert_same_state(state, reference)

@@ -1,0 +1,286 @@
+"""What the sweep benchmarks share: machine facts, servers, and timed sweeps.
+
+Not a benchmark itself. ``overhead.py``, ``utilization.py`` and ``scale.py`` use it
+to start a Redis (embedded, or a leased database number on the local server), a
+database (a SQLite file, or a PostgreSQL database created for the run and dropped
+after it), real ``hpsweep worker`` processes, and to time a sweep from the moment
+its jobs are enqueued to the moment the database says it is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402  (after the path: run as a script from anywhere)
+from redis import Redis  # noqa: E402
+from rq import Worker  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
+from threadpoolctl import threadpool_info  # noqa: E402
+
+from coordinator.config import SweepConfig, parse_config  # noqa: E402
+from coordinator.launch import create_sweep, prepare_dataset  # noqa: E402
+from coordinator.runner import WorkerPool  # noqa: E402
+from storage.db import make_engine  # noqa: E402
+from worker import queue as q  # noqa: E402
+
+LOCAL_REDIS = "redis://127.0.0.1:6379"
+PG_ADMIN_URLS = ("postgresql://postgres@127.0.0.1:5432/postgres",
+                 "postgresql://postgres@127.0.0.1:5432/test",
+                 "postgresql://root@127.0.0.1:5432/test")
+REDIS_DBS = range(3, 16)
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine_lines() -> list[str]:
+    """Cores, CPU, Python/NumPy versions and the BLAS NumPy loaded (threadpoolctl)."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    lines = [f"machine: {os.cpu_count()} cores ({cpu}); Python {platform.python_version()}, "
+             f"NumPy {np.__version__}"]
+    for lib in threadpool_info():
+        lines.append(f"BLAS: {lib['internal_api']} {lib.get('version')} "
+                     f"({lib.get('architecture')}, {lib['num_threads']} threads max; workers "
+                     "pin 1)")
+    return lines
+
+
+# ---------------------------------------------------------------- servers
+
+
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[str]:
+    from coordinator.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as url:
+        yield url
+
+
+def local_redis_answers() -> bool:
+    try:
+        return bool(Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1).ping())
+    except Exception:  # noqa: BLE001 - no server: that row of the table is skipped
+        return False
+
+
+@contextlib.contextmanager
+def leased_redis() -> Iterator[str]:
+    """A database number of the local Redis leased like the tests do, flushed after."""
+    lock = Redis.from_url(f"{LOCAL_REDIS}/0")
+    token = f"bench-{os.getpid()}-{uuid.uuid4().hex}"
+    db = next((d for d in REDIS_DBS if lock.set(f"hpsweep-test-db:{d}", token, nx=True,
+                                                 ex=3600)), None)
+    if db is None:
+        raise RuntimeError("no free Redis database 3..15 on the local server")
+    url = f"{LOCAL_REDIS}/{db}"
+    conn = Redis.from_url(url)
+    conn.flushdb()
+    try:
+        yield url
+    finally:
+        conn.flushdb()
+        conn.close()
+        if lock.get(f"hpsweep-test-db:{db}") == token.encode():
+            lock.delete(f"hpsweep-test-db:{db}")
+        lock.close()
+
+
+def _pg_admin():  # type: ignore[no-untyped-def]
+    import psycopg
+
+    for url in PG_ADMIN_URLS:
+        with contextlib.suppress(psycopg.Error):
+            return psycopg.connect(url, autocommit=True, connect_timeout=3), url
+    return None, None
+
+
+def postgres_answers() -> bool:
+    admin, _ = _pg_admin()
+    if admin is None:
+        return False
+    admin.close()
+    return True
+
+
+@contextlib.contextmanager
+def postgres_db() -> Iterator[str]:
+    """A fresh PostgreSQL database for the benchmark, dropped after it."""
+    admin, admin_url = _pg_admin()
+    if admin is None:
+        raise RuntimeError("no PostgreSQL server at 127.0.0.1:5432")
+    name = f"hpsweep_bench_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    user = admin_url.split("//")[1].split("@")[0]
+    try:
+        yield f"postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextlib.contextmanager
+def sqlite_db() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="hpsweep-bench-") as folder:
+        yield f"sqlite:///{folder}/bench.db"
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[str]:
+    with (sqlite_db() if kind == "sqlite" else postgres_db()) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def redis_server(kind: str) -> Iterator[str]:
+    with (embedded_redis() if kind == "embedded" else leased_redis()) as url:
+        yield url
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+@dataclass(frozen=True)
+class SweepTiming:
+    """One sweep run by real workers: wall time from enqueue to done, and its trials."""
+
+    wall: float  # seconds from enqueueing stage 0 to the sweep's status leaving 'running'
+    trials: int  # trials that ran
+    epochs: int  # curve rows written
+    train_seconds: float  # sum of curves.seconds: time inside train_epoch
+    workers: int
+    worker_cpu: float = 0.0  # CPU seconds the worker processes (and their children) used
+
+    @property
+    def cpu_overhead_ms(self) -> float:
+        """(worker CPU time - training time) per trial: the overhead no other load inflates
+        (training time itself is wall time, so this is a lower bound)."""
+        return (self.worker_cpu - self.train_seconds) / self.trials * 1e3
+
+    @property
+    def overhead_ms(self) -> float:
+        """(workers x wall - training time) per trial, in milliseconds."""
+        return (self.workers * self.wall - self.train_seconds) / self.trials * 1e3
+
+    @property
+    def efficiency(self) -> float:
+        """Training time / (workers x wall)."""
+        return self.train_seconds / (self.workers * self.wall)
+
+
+def process_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of processes and their waited-for children (Linux)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def load_average() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def config(name: str, dataset: str, space: dict[str, Any], stages: list[dict[str, Any]],
+           train: dict[str, Any] | None = None, **top: Any) -> SweepConfig:
+    data = {"name": name, "dataset": dataset, "seed": top.pop("seed", 0), "train": train or {},
+            "space": space, "stages": stages, **top}
+    return parse_config(data, source=f"<{name}>")
+
+
+class Bench:
+    """A database, a Redis and ``n`` live worker processes, ready to run timed sweeps."""
+
+    def __init__(self, db_url: str, redis_url: str, workers: int = 2, fork: bool = False,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.db_url, self.redis_url, self.n = db_url, redis_url, workers
+        self.engine: Engine = make_engine(db_url)
+        # polls through a read-only engine: on SQLite a plain BEGIN, not the write lock
+        self.reader: Engine = make_engine(db_url, readonly=True)
+        self.conn = Redis.from_url(redis_url)
+        self.queue = f"bench-{uuid.uuid4().hex[:8]}"
+        args = ["--log-level", "warning", "--reconcile-every", "5", *extra_args]
+        self.pool = WorkerPool(workers, db_url, redis_url, self.queue,
+                               args + (["--fork"] if fork else []))
+        self._datasets: dict[str, tuple[bytes, str, tuple[int, int, int]]] = {}
+
+    def __enter__(self) -> Bench:
+        self.pool.start()
+        queue = q.make_queue(self.conn, self.queue)
+        deadline = time.monotonic() + 60
+        while Worker.count(connection=self.conn, queue=queue) < self.n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not start within 60 s")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.stop()
+        self.conn.close()
+        self.engine.dispose()
+        self.reader.dispose()
+
+    def run(self, cfg: SweepConfig, poll: float = 0.02, timeout: float = 3600) -> SweepTiming:
+        """Create ``cfg`` in the database, enqueue stage 0, wait for the sweep to end."""
+        if cfg.dataset not in self._datasets:
+            self._datasets[cfg.dataset] = prepare_dataset(cfg)
+        made = create_sweep(self.engine, cfg, self.queue, self._datasets[cfg.dataset])
+        pids = [p.pid for p in self.pool.procs]
+        cpu0 = process_cpu(pids)
+        started = time.perf_counter()
+        q.enqueue_trials(q.make_queue(self.conn, self.queue), list(made.trial_ids))
+        status = text("SELECT status FROM sweeps WHERE id = :id")
+        while True:
+            with self.reader.connect() as c:
+                if c.execute(status, {"id": made.sweep_id}).scalar() != "running":
+                    break
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"sweep {made.name} did not finish in {timeout:.0f} s")
+            time.sleep(poll)
+        wall = time.perf_counter() - started
+        return self._timing(made.sweep_id, wall, process_cpu(pids) - cpu0)
+
+    def _timing(self, sweep_id: int, wall: float, cpu: float) -> SweepTiming:
+        with self.reader.connect() as c:
+            trials, bad = c.execute(text(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE status <> 'done') FROM trials "
+                "WHERE sweep_id = :id"), {"id": sweep_id}).one()
+            # a carried trial starts with its parent's curve rows: count only new epochs
+            epochs, seconds = c.execute(text(
+                "SELECT COUNT(*), COALESCE(SUM(c.seconds), 0) FROM curves c "
+                "JOIN trials t ON t.id = c.trial_id LEFT JOIN trials p ON p.id = t.parent_id "
+                "WHERE t.sweep_id = :id AND c.epoch > COALESCE(p.epochs, 0)"),
+                {"id": sweep_id}).one()
+        if bad:
+            print(f"  note: {bad} trial(s) of sweep {sweep_id} did not end 'done'",
+                  file=sys.stderr)
+        return SweepTiming(wall, int(trials), int(epochs), float(seconds), self.n, cpu)
+
+
+def fmt_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)

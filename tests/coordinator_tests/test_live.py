@@ -1,0 +1,83 @@
+"""Live output: ``status --watch`` redraws only on a terminal, stops when the sweep
+ends; progress bars; colour only on a terminal and never with NO_COLOR."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from coordinator import live
+from coordinator.control import cancel_sweep
+from storage import sweeps as sweep_store
+from storage.db import make_engine, transact
+from tests.coordinator_tests.finished_sweep import cli
+from tests.helpers import write_config
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def frames(*texts: str):  # type: ignore[no-untyped-def]
+    """A render function returning ``texts`` in turn; the last one ends the watch."""
+    seq = list(texts)
+
+    def render() -> tuple[str, bool]:
+        text = seq.pop(0)
+        return text, not seq
+
+    return render
+
+
+def test_watch_on_a_pipe_prints_changes_only_and_stops_at_the_end() -> None:
+    out, naps = io.StringIO(), []
+    last = live.watch(frames("a", "a", "b", "b"), out, 2.0, sleep=naps.append)
+    assert last == "b"
+    assert out.getvalue() == "a\n\nb\n"
+    assert "\033" not in out.getvalue()
+    assert naps == [2.0, 2.0, 2.0]
+
+
+def test_watch_on_a_terminal_clears_and_redraws(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = Terminal()
+    live.watch(frames("1 running", "2 done"), out, 0.5, sleep=lambda _: None)
+    text = out.getvalue()
+    assert text.count(live.CLEAR) == 2
+    assert "Ctrl-C" in text and "\033[32mdone\033[0m" in text  # coloured status words
+
+
+def test_no_color_keeps_the_terminal_plain_but_still_redraws(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = Terminal()
+    live.watch(frames("3 done"), out, 1.0, sleep=lambda _: None)
+    assert out.getvalue().startswith(live.CLEAR)
+    assert "\033[" not in out.getvalue().replace(live.CLEAR, "")
+
+
+def test_step_bar_redraws_on_a_terminal_and_prints_lines_elsewhere() -> None:
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = live.StepBar(stream)
+        for i in range(4):
+            bar("evaluating", i, 3)
+        bar.close()
+    assert tty.getvalue().count("\r\033[K") == 4 and tty.getvalue().endswith("3/3\n")
+    assert pipe.getvalue().splitlines() == [
+        f"evaluating      {live.bar(0, 3)} 0/3", f"evaluating      {live.bar(3, 3)} 3/3"]
+
+
+@pytest.mark.integration
+def test_status_watch_of_an_ended_sweep_prints_once_and_returns(tmp_path, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yaml")
+    launched = cli("launch", str(cfg), "--db", sqlite_url, "--redis", "redis://127.0.0.1:1/0")
+    name = launched.output.strip().splitlines()[-1]  # saved, not enqueued (no Redis there)
+    engine = make_engine(sqlite_url)
+    sweep_id = transact(engine, lambda s: sweep_store.get_sweep(s, name)).id
+    assert cancel_sweep(engine, None, sweep_id) == 6
+    res = cli("status", name, "--watch", "--interval", "0.1", "--db", sqlite_url)
+    assert res.exit_code == 0, res.output
+    assert res.output.count(f"sweep {name}") == 1 and "cancelled" in res.output
+    assert "\033" not in res.output
