@@ -18,6 +18,7 @@ from coordinator.config import StageConfig, SweepConfig
 from coordinator.launch import plan_trials, trial_seed
 from coordinator.rank import TrialOutcome, kept_for_refinement, rank
 from coordinator.refine import boundary_flags, refine
+from coordinator.schedule import longest_first, trial_cost
 from coordinator.space import dist_from_row
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
@@ -88,7 +89,21 @@ def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
     for spec, child in zip(carried, ids, strict=False):
         assert spec.parent_id is not None
         trial_store.copy_progress(s, engine, spec.parent_id, child)
+    if next_idx == len(cfg.stages) - 1:
+        ids = _longest_first(s, sweep, ids, carried + fresh, this_cfg.epochs)
     return Advanced(stage.id, new_stage, tuple(ids), queue=sweep.queue)
+
+
+def _longest_first(s: Session, sweep: sweep_store.SweepInfo, ids: list[int],
+                   specs: list[sweep_store.TrialSpec], parent_epochs: int) -> list[int]:
+    """The last stage's trials in the order to enqueue them: longest first (a carried
+    trial only trains the epochs its parent did not)."""
+    shape = sweep_store.dataset_shape(s, sweep.dataset_sha)
+    if shape is None:
+        return ids
+    costs = [trial_cost(spec.params, spec.epochs - (parent_epochs if spec.parent_id else 0),
+                        *shape) for spec in specs]
+    return longest_first(ids, costs)
 
 
 def _advance(s: Session, engine: Engine, stage_id: int) -> Advanced | None:

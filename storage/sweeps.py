@@ -94,6 +94,13 @@ def dataset_bytes(s: Session, sha: str) -> bytes | None:
     return s.scalar(select(Dataset.data).where(Dataset.sha256 == sha))
 
 
+def dataset_shape(s: Session, sha: str) -> tuple[int, int] | None:
+    """(n_features, n_classes) of a stored dataset, without reading its bytes."""
+    row = s.execute(select(Dataset.n_features, Dataset.n_classes)
+                    .where(Dataset.sha256 == sha)).first()
+    return (int(row[0]), int(row[1])) if row else None
+
+
 def unique_sweep_name(s: Session, name: str) -> str:
     """``name`` if free, else ``name-2``, ``name-3``, …"""
     taken = set(s.scalars(select(Sweep.name).where(Sweep.name.like(f"{name}%"))))

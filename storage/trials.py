@@ -24,6 +24,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -106,9 +107,12 @@ class EpochRecord:
     best_val_loss: float | None
     best_epoch: int | None
     last_checkpoint: bytes
-    best_checkpoint: bytes | None  # set when this epoch is the new best
+    best_checkpoint: bytes | None  # set when this epoch is the new best (written now)
     score: float | None
     snapshot_keep: int = 0  # keep this many 'snapshot' checkpoints (0 = none)
+    # this epoch is the new best and ``last_checkpoint`` holds it: the 'best' row is
+    # written later, from the 'last' row (see ``record_epoch``), not a second copy now
+    best_in_last: bool = False
 
 
 def trial_params(s: Session, trial_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -212,10 +216,24 @@ def record_curve(s: Session, engine: Engine, trial_id: int, token: str, lease_se
 
 def record_epoch(s: Session, engine: Engine, trial_id: int, token: str, lease_seconds: float,
                  rec: EpochRecord) -> None:
-    """Curve row, checkpoints and summary of one epoch, fenced by the lease."""
+    """Curve row, checkpoints and summary of one epoch, fenced by the lease.
+
+    With ``rec.best_in_last`` an improving epoch writes its checkpoint once: its 'last'
+    row stands for 'best' too (and an older 'best' row goes), until a later epoch
+    replaces 'last' (the row is then renamed 'best', no bytes copied) or the trial
+    finishes (``finish`` copies it to 'best'). A finished trial has both rows, as ever;
+    a running one may have only 'last' while its newest epoch is its best.
+    """
     record_curve(s, engine, trial_id, token, lease_seconds, rec.epoch, rec.curve,
                  best_val_acc=rec.best_val_acc, best_val_loss=rec.best_val_loss,
                  best_epoch=rec.best_epoch)
+    if rec.best_in_last:
+        s.execute(cached_statement(engine, "checkpoint-drop", lambda: delete(_CHECKPOINTS).where(
+            _CHECKPOINTS.c.trial_id == bindparam("p_trial"), _CHECKPOINTS.c.kind == "best")),
+            {"p_trial": trial_id})
+    elif rec.best_checkpoint is None and rec.best_epoch is not None:
+        s.execute(cached_statement(engine, "checkpoint-keep-best", _keep_best_statement),
+                  {"p_trial": trial_id, "p_epoch": rec.best_epoch})
     _replace_checkpoint(s, engine, trial_id, "last", rec.epoch, rec.score, rec.last_checkpoint)
     if rec.best_checkpoint is not None:
         # the new best is usually this epoch's 'last': copy it inside the database
@@ -250,6 +268,32 @@ def _replace_checkpoint(s: Session, engine: Engine, trial_id: int, kind: str, ep
                                    lambda: _checkpoint_insert(data is None)), args)
 
 
+def _keep_best_statement():  # type: ignore[no-untyped-def]
+    """Rename the 'last' row to 'best' when it holds the best epoch and no 'best' row
+    exists (the deferred best of ``record_epoch``), before 'last' is replaced."""
+    c, other = _CHECKPOINTS.c, _CHECKPOINTS.alias("best_checkpoint")
+    has_best = select(other.c.epoch).where(other.c.trial_id == bindparam("p_trial"),
+                                           other.c.kind == "best").exists()
+    return (update(_CHECKPOINTS)
+            .where(c.trial_id == bindparam("p_trial"), c.kind == "last",
+                   c.epoch == bindparam("p_epoch"), ~has_best)
+            .values(kind="best"))
+
+
+def _materialize_best_statement():  # type: ignore[no-untyped-def]
+    """Copy the 'last' row to 'best' when it holds the trial's best epoch and no 'best'
+    row exists (a finished trial always has both)."""
+    c, other, t = _CHECKPOINTS.c, _CHECKPOINTS.alias("best_checkpoint"), _TRIALS.c
+    has_best = select(other.c.epoch).where(other.c.trial_id == bindparam("p_trial"),
+                                           other.c.kind == "best").exists()
+    best_epoch = select(t.best_epoch).where(t.id == bindparam("p_trial")).scalar_subquery()
+    return insert(_CHECKPOINTS).from_select(
+        ["trial_id", "kind", "epoch", "val_acc", "data"],
+        select(c.trial_id, literal_column("'best'"), c.epoch, c.val_acc, c.data)
+        .where(c.trial_id == bindparam("p_trial"), c.kind == "last", c.epoch == best_epoch,
+               ~has_best))
+
+
 def _checkpoint_source(copy: bool):  # type: ignore[no-untyped-def]
     """The bytes to store: the bound ``p_data``, or the trial's 'last' checkpoint of
     ``p_epoch`` (an aliased scalar subquery, so it never correlates with the row written)."""
@@ -280,9 +324,12 @@ def _checkpoint_insert(copy: bool):  # type: ignore[no-untyped-def]
 
 def finish(s: Session, engine: Engine, trial_id: int, token: str, status: str,
            error: str | None = None) -> None:
-    """Final status for this attempt (fenced)."""
+    """Final status for this attempt (fenced), and its 'best' checkpoint row if its best
+    epoch is its last one (see ``record_epoch``)."""
     _fence(s, engine, trial_id, token, 0.0, finished=True, status=status, error=error,
            lease_token=None)
+    s.execute(cached_statement(engine, "checkpoint-materialize-best",
+                               _materialize_best_statement), {"p_trial": trial_id})
 
 
 def release(s: Session, engine: Engine, trial_id: int, token: str, error: str | None) -> None:

@@ -85,7 +85,8 @@ def connect(url: str, *, timeout: float = 5.0) -> Redis:
         conn = Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=30)
         conn.ping()
     except (RedisError, ValueError, OSError) as exc:
-        raise QueueError(f"cannot use Redis at {mask_redis_url(url)}: {exc}. Check that the "
+        raise QueueError(f"cannot use Redis at {mask_redis_url(url)}: {str(exc).rstrip('.')}. "
+                         "Check that the "
                          "server runs, the host/port and the password "
                          "(--redis / $HPSWEEP_REDIS).") from None
     return conn

@@ -244,10 +244,11 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     acc, loss = score_of(res, cfg.get("select", "best"))
     improved = best.update(acc, loss, res.epoch)
     blob = state.to_checkpoint()
+    # an improving epoch's one checkpoint row serves as 'last' and 'best' (written once)
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
-                      best_checkpoint=blob if improved else None, score=acc,
-                      snapshot_keep=int(cfg.get("keep_snapshots", 0)))
+                      best_checkpoint=None, score=acc,
+                      snapshot_keep=int(cfg.get("keep_snapshots", 0)), best_in_last=improved)
 
     def work(s) -> bool:  # type: ignore[no-untyped-def]
         trial_store.record_epoch(s, ctx.engine, trial.id, token, ctx.lease_seconds, rec)

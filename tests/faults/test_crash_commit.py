@@ -1,0 +1,97 @@
+"""A crash inside an epoch's transaction (after the checkpoint write, before the commit), and
+a crash after the last epoch committed but before ``done``: injected in-process around the
+real storage calls, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import storage.trials as trial_store
+from coordinator.config import load_config
+from coordinator.launch import create_sweep, prepare_dataset
+from storage.db import make_engine
+from tests.faults.support import assert_curves_match, reference_curves, rows, write_config
+from worker.data import DatasetCache
+from worker.trainer import TrialContext, run_attempt
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+
+EPOCHS, CRASH_AT = 6, 4
+
+
+class Injected(RuntimeError):
+    """The simulated crash."""
+
+
+@pytest.fixture
+def sweep(tmp_path, dataset, db_url):  # type: ignore[no-untyped-def]
+    cfg_path = write_config(tmp_path / "c.yaml", dataset, [(1, EPOCHS)], hidden=64)
+    engine = make_engine(db_url)
+    cfg = load_config(cfg_path)
+    made = create_sweep(engine, cfg, "hpsweep", prepare_dataset(cfg))
+    ctx = TrialContext(engine=engine, worker="w", lease_seconds=30.0,
+                       datasets=DatasetCache(None))
+    yield cfg_path, engine, made.sweep_id, made.trial_ids[0], ctx
+    engine.dispose()
+
+
+def test_crash_between_checkpoint_write_and_commit_leaves_no_trace_of_the_epoch(
+        sweep, tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    cfg_path, engine, sweep_id, tid, ctx = sweep
+    real = trial_store.record_epoch
+
+    def crash_after_write(s, engine, trial_id, token, lease_seconds, rec):  # type: ignore[no-untyped-def]
+        real(s, engine, trial_id, token, lease_seconds, rec)  # curve row + checkpoints written
+        if rec.epoch == CRASH_AT:
+            assert rows_in(s, trial_id, CRASH_AT) == (1, 1)  # inside the transaction
+            raise Injected(f"crash before the commit of epoch {rec.epoch}")
+
+    monkeypatch.setattr(trial_store, "record_epoch", crash_after_write)
+    with pytest.raises(Injected):
+        run_attempt(ctx, tid)
+    assert rows(engine, "SELECT MAX(epoch), COUNT(*) FROM curves") == [(CRASH_AT - 1,
+                                                                         CRASH_AT - 1)]
+    assert rows(engine, "SELECT kind, epoch FROM checkpoints WHERE kind = 'last'") == [
+        ("last", CRASH_AT - 1)]
+    assert rows(engine, "SELECT status, attempts, lease_token FROM trials") == [
+        ("queued", 1, None)]
+
+    monkeypatch.setattr(trial_store, "record_epoch", real)
+    with caplog.at_level(logging.INFO, logger="worker.trainer"):
+        outcome = run_attempt(ctx, tid)
+    assert (outcome.status, outcome.epochs_run) == ("done", EPOCHS - CRASH_AT + 1)
+    assert f"resuming after epoch {CRASH_AT - 1}" in caplog.text
+    assert rows(engine, "SELECT status, attempts FROM trials") == [("done", 2)]
+    assert_curves_match(engine, sweep_id, reference_curves(cfg_path, tmp_path / "ref"))
+
+
+def rows_in(s, trial_id: int, epoch: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    q = "SELECT COUNT(*) FROM {} WHERE trial_id = :t AND epoch = :e"
+    return (s.execute(text(q.format("curves")), {"t": trial_id, "e": epoch}).scalar(),
+            s.execute(text(q.format("checkpoints") + " AND kind = 'last'"),
+                      {"t": trial_id, "e": epoch}).scalar())
+
+
+def test_crash_after_the_last_epoch_commits_before_done_retrains_nothing(
+        sweep, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cfg_path, engine, sweep_id, tid, ctx = sweep
+    real = trial_store.finish
+
+    def crash_on_done(s, engine, trial_id, token, status, error=None):  # type: ignore[no-untyped-def]
+        if status == "done":
+            raise Injected("crash before marking the trial done")
+        return real(s, engine, trial_id, token, status, error)
+
+    monkeypatch.setattr(trial_store, "finish", crash_on_done)
+    with pytest.raises(Injected):
+        run_attempt(ctx, tid)
+    assert rows(engine, "SELECT status, attempts FROM trials") == [("queued", 1)]
+    monkeypatch.setattr(trial_store, "finish", real)
+    outcome = run_attempt(ctx, tid)
+    assert (outcome.status, outcome.epochs_run) == ("done", 0)
+    assert rows(engine, "SELECT COUNT(*), MAX(epoch) FROM curves") == [(EPOCHS, EPOCHS)]
+    assert_curves_match(engine, sweep_id, reference_curves(cfg_path, tmp_path / "ref"))

@@ -1,0 +1,50 @@
+"""An RQ job timeout mid-epoch: RQ raises ``JobTimeoutException`` (SIGALRM) at an arbitrary
+point of the epoch loop; the attempt hands the trial back, the reconciler re-enqueues it and
+the next attempt resumes from the last committed checkpoint.
+
+hpsweep's own jobs carry a 24 h timeout (leases, not RQ timeouts, find lost trials); this job
+is enqueued by the test with a 1 s timeout, as an older producer or an operator might."""
+
+from __future__ import annotations
+
+import pytest
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from tests.faults.support import (
+    Fleet,
+    assert_curves_match,
+    launch,
+    observer,
+    reference_curves,
+    rows,
+    sweep_id_of,
+    sweep_status,
+    wait_for,
+    write_config,
+)
+from worker.queue import RUN_TRIAL, AllowlistJob, trial_job_id
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+
+
+def test_job_timeout_mid_epoch_hands_the_trial_back_and_it_resumes(
+        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yaml", dataset, [(1, 30)])  # ~3 s: longer than 1 s
+    out = launch(cfg, db, "redis://127.0.0.1:1/0")  # Redis "down": the trial waits in the DB
+    assert out.returncode == 0, out.stderr
+    engine = observer(db)
+    sweep_id = sweep_id_of(engine, out.stdout.strip())
+    (tid,), = rows(engine, "SELECT id FROM trials")
+    queue = Queue("hpsweep", connection=redis_server.client(), serializer=JSONSerializer,
+                  job_class=AllowlistJob)
+    queue.enqueue(RUN_TRIAL, tid, job_id=trial_job_id(tid), job_timeout=1)
+
+    worker = fleet.start()
+    assert wait_for(lambda: sweep_status(engine, sweep_id) != "running", 60), fleet.logs()
+    assert sweep_status(engine, sweep_id) == "done"
+    log = worker.text()
+    assert "JobTimeoutException" in log, log
+    assert rows(engine, "SELECT status, attempts FROM trials") == [("done", 2)], log
+    assert "resuming after epoch" in log, log
+    assert_curves_match(engine, sweep_id, reference_curves(cfg, tmp_path / "ref"))
