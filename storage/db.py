@@ -167,9 +167,12 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Eng
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _setup_sqlite(engine, readonly)
     elif backend == "postgresql":
-        args: dict = {"connect_timeout": 5}
+        # A worker frozen inside a transaction (SIGSTOP, a hung host) must not hold
+        # its row locks for ever: the server ends such a session after a minute.
+        options = "-c idle_in_transaction_session_timeout=60000"
         if readonly:
-            args["options"] = "-c default_transaction_read_only=on"
+            options += " -c default_transaction_read_only=on"
+        args: dict = {"connect_timeout": 5, "options": options}
         engine = create_engine(
             # A worker uses at most three connections at once (trial, heartbeat,
             # reconciler): keep the server's connection count proportional to workers.

@@ -150,3 +150,11 @@ def test_sqlite_on_a_network_filesystem_is_refused(tmp_path, monkeypatch) -> Non
     with pytest.raises(db.StorageError, match="PostgreSQL"):
         make_engine(f"sqlite:///{tmp_path}/x.db")
     assert not (tmp_path / "x.db").exists()
+
+
+def test_postgres_sessions_frozen_in_a_transaction_are_ended(pg_url) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "1min"
+    with make_engine(pg_url, readonly=True).connect() as conn:
+        assert conn.execute(text("SHOW default_transaction_read_only")).scalar() == "on"
