@@ -10,6 +10,7 @@ its jobs are enqueued to the moment the database says it is done.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import sys
@@ -167,6 +168,7 @@ class SweepTiming:
     train_seconds: float  # sum of curves.seconds: time inside train_epoch
     workers: int
     worker_cpu: float = 0.0  # CPU seconds the worker processes (and their children) used
+    job_seconds: float = 0.0  # time the workers spent inside RQ jobs (RQ's own count)
 
     @property
     def cpu_overhead_ms(self) -> float:
@@ -246,7 +248,7 @@ class Bench:
             self._datasets[cfg.dataset] = prepare_dataset(cfg)
         made = create_sweep(self.engine, cfg, self.queue, self._datasets[cfg.dataset])
         pids = [p.pid for p in self.pool.procs]
-        cpu0 = process_cpu(pids)
+        cpu0, busy0 = process_cpu(pids), self.job_seconds()
         started = time.perf_counter()
         q.enqueue_trials(q.make_queue(self.conn, self.queue), list(made.trial_ids))
         status = text("SELECT status FROM sweeps WHERE id = :id")
@@ -258,7 +260,14 @@ class Bench:
                 raise RuntimeError(f"sweep {made.name} did not finish in {timeout:.0f} s")
             time.sleep(poll)
         wall = time.perf_counter() - started
-        return self._timing(made.sweep_id, wall, process_cpu(pids) - cpu0)
+        timing = self._timing(made.sweep_id, wall, process_cpu(pids) - cpu0)
+        return dataclasses.replace(timing, job_seconds=self.job_seconds() - busy0)
+
+    def job_seconds(self) -> float:
+        """Seconds the workers of this bench spent inside jobs so far (RQ adds each job's
+        duration to its worker's ``total_working_time``)."""
+        queue = q.make_queue(self.conn, self.queue)
+        return sum(w.total_working_time for w in Worker.all(connection=self.conn, queue=queue))
 
     def _timing(self, sweep_id: int, wall: float, cpu: float) -> SweepTiming:
         with self.reader.connect() as c:

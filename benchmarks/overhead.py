@@ -15,8 +15,11 @@ number) and RQ worker class (``SimpleWorker``, the default, or the forking
 ``wall`` runs from enqueueing the trials to the sweep being done in the database
 (so it includes the final stage advancement); in-trial training time is the
 ``seconds`` column of ``curves`` (``train_epoch``: minibatches + validation). The
-workers are started and warmed (imports, dataset cache) before timing. Ratios are
-against the first row, measured in the same run.
+workers are started and warmed (imports, dataset cache) before timing. Each row runs
+the pair of sweeps 3 times (medians, best in brackets); the forking rows use a third
+of the trials. Ratios are against the first row, measured in the same run. The
+``cpu`` columns put the worker processes' CPU time in place of workers x wall: what
+the framework itself burns, which other load on the machine does not inflate.
 """
 
 from __future__ import annotations
@@ -96,7 +99,8 @@ def main() -> None:
     skip = {"postgresql": not harness.postgres_answers(), "local": not
             harness.local_redis_answers()}
     print("\n".join(harness.machine_lines()))
-    print(f"{trials} trials x 1 epoch, then x {EPOCHS_LONG} epochs, {repeats} time(s) per row "
+    print(f"{trials} trials x 1 epoch (forking rows: a third), then x {EPOCHS_LONG} epochs, "
+          f"{repeats} time(s) per row "
           f"(medians; best in brackets); {args.workers} workers; tiny MLP (digits, hidden 16, "
           f"batch 256); {harness.load_average()} at start\n")
     results: dict[tuple[str, str, str], dict[str, float]] = {}
@@ -106,8 +110,10 @@ def main() -> None:
             print(f"  skipped {row}: server not reachable", file=sys.stderr)
             continue
         t0 = time.perf_counter()
-        results[row] = r = measure(*row, trials, args.workers, repeats)
-        base = results.get(DEFAULT_ROW, r)
+        # a forking worker costs ~0.15 s per trial: a third of the trials measure it as well
+        n = trials if row[2] == "simple" else max(30, trials // 3)
+        results[row] = r = measure(*row, n, args.workers, repeats)
+        base = results.get(DEFAULT_ROW) or next(iter(results.values()))  # the first row
         table.append([*row, f"{r['train_ms']:.2f}", f"{r['wall1']:.2f}",
                       f"{r['trial_ms']:.2f} ({r['trial_min']:.2f})",
                       f"{r['trial_ms'] / base['trial_ms']:.2f}x", f"{r['cpu_trial']:.2f}",
@@ -116,7 +122,7 @@ def main() -> None:
         print(f"  measured {row} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print(harness.fmt_table(
         ["database", "redis", "worker", "train ms/trial", "wall s (1ep)", "overhead ms/trial",
-         "vs default", "cpu ms/trial", f"wall s ({EPOCHS_LONG}ep)", "ms/extra epoch",
+         "vs first row", "cpu ms/trial", f"wall s ({EPOCHS_LONG}ep)", "ms/extra epoch",
          "cpu ms/epoch"], table))
     print("\noverhead = (workers x wall - sum of curves.seconds) / trials; cpu = the same with "
           "the workers' CPU time in place of workers x wall (what the framework itself burns, "

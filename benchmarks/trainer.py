@@ -12,8 +12,13 @@
     pass), achieved GFLOP/s, and that rate as a fraction of a 2048 x 2048 float32
     matmul with the same number of BLAS threads, measured just before each epoch
     (the machine's speed drifts, so each epoch is compared with its own neighbour);
-    then where the time of one step goes, and the peak memory above the baseline
-    before the data was made, relative to the data's size.
+    then where the time of one step goes and the ceiling that implies (a step
+    doing nothing but the two layer-1 matmuls, the minibatch gather and one pass
+    over W1), and the peak memory above the baseline before the data was made,
+    relative to the data's size.
+
+The load average is printed at the start and the end: other processes on the
+same cores slow the memory-bound parts most, so compare runs at similar load.
 
 Flops counted are the work any trainer must do: per example and layer, 2*in*out
 forward and 2*in*out for the weight gradient, plus 2*in*out for the input gradient
@@ -205,14 +210,20 @@ def step_breakdown(hyper: Hyper, data: Data, steps: int = 60) -> str:
         f"{k} {v / steps * 1e3:.2f}" + ("" if k == "whole step" else f" ({v / whole:.0%})")
         for k, v in shown
     )
-    mm_share = (
-        epoch_flops(CIFAR_DIMS[:2], steps * hyper.batch_size, 0, 0) / parts["layer-1 matmuls"]
-    )
+    layer1_flops = epoch_flops(CIFAR_DIMS[:2], hyper.batch_size, 0, 0)
+    step_flops = epoch_flops(CIFAR_DIMS, hyper.batch_size, 0, 0)
+    per_step = {k: v / steps for k, v in parts.items()}
+    # what no NumPy step can avoid: both layer-1 matmuls, the gather, one pass over W1
+    floor = per_step["layer-1 matmuls"] + per_step["gather"] + one_pass
     return (
         f"    time per step, sgd, 1 thread, ms: {body}\n"
-        f"    the layer-1 matmuls alone run at {mm_share / 1e9 / mm_rate:.2f} of the matmul rate; "
+        f"    the layer-1 matmuls alone run at "
+        f"{layer1_flops / per_step['layer-1 matmuls'] / 1e9 / mm_rate:.2f} of the matmul rate, "
+        f"the whole step at {step_flops / per_step['whole step'] / 1e9 / mm_rate:.2f}; "
         f"one fused read-modify-write pass over W1 (the least any update costs) takes "
-        f"{one_pass * 1e3:.2f} ms"
+        f"{one_pass * 1e3:.2f} ms\n"
+        f"    ceiling: a step of only those matmuls, the gather and that one pass would run at "
+        f"{step_flops / floor / 1e9 / mm_rate:.2f} of the matmul rate"
     )
 
 

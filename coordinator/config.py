@@ -71,9 +71,10 @@ class StageConfig:
 
     trials: int
     epochs: int
-    keep: float | int = 0.25
-    margin: float = 0.1
-    carry: int = 1
+    # defaults chosen by benchmarks/search.py (20 seeds, digits and a harder set)
+    keep: float | int = 0.15
+    margin: float = 0.05
+    carry: int = 2  # at most the stage's and the next stage's trials unless given
     edge: float = 0.1
     quorum: float = 0.8
 
@@ -462,6 +463,9 @@ def _stages(chk: _Problems, path: str, raw: Any) -> Any:
     for i, (stage, nxt) in enumerate(itertools.pairwise(stages)):
         if stage is _BAD or nxt is _BAD:
             continue
+        if "carry" not in raw[i]:  # the default never asks for more than the stages hold
+            stages[i] = stage = dataclasses.replace(
+                stage, carry=min(stage.carry, stage.trials, nxt.trials))
         if stage.carry > nxt.trials:
             chk.add(f"{path}[{i}].carry", f"must be <= {path}[{i + 1}].trials ({nxt.trials}), "
                                           f"got {stage.carry}")

@@ -19,7 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, literal_column, make_url
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    inspect,
+    literal_column,
+    make_url,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -235,9 +243,13 @@ def _is_transient(exc: DBAPIError) -> bool:
     )
 
 
-def transact(engine: Engine, work: Callable[[Session], T], *, retries: int = 5,
-             patience: float = RETRY_PATIENCE) -> T:
+def transact(engine: Engine, work: Callable[[Any], T], *, retries: int = 5,
+             patience: float = RETRY_PATIENCE, core: bool = False) -> T:
     """Run ``work(session)`` as one transaction, retrying transient failures.
+
+    ``core``: ``work`` gets a plain ``Connection`` instead of a ``Session``, for units
+    of Core statements only on hot paths (an epoch's writes): ~50 us less per
+    transaction, and a shorter hold of SQLite's write lock.
 
     Transient means "database is locked" on SQLite past its busy timeout, or a
     dropped or refused PostgreSQL connection. Retries go on for at least
@@ -249,6 +261,9 @@ def transact(engine: Engine, work: Callable[[Session], T], *, retries: int = 5,
     attempt = 0
     while True:
         try:
+            if core:
+                with engine.begin() as conn:
+                    return work(conn)
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 return work(session)
         except DBAPIError as exc:
@@ -260,6 +275,11 @@ def transact(engine: Engine, work: Callable[[Session], T], *, retries: int = 5,
             log.warning("database busy or disconnected (%s); retry %d in %.2fs",
                         _first_line(exc), attempt, delay)
             time.sleep(delay)
+
+
+def bind_of(s: Session | Connection) -> Engine:
+    """The engine behind a unit of work (a ``Session``, or a ``Connection`` with ``core``)."""
+    return s.engine if isinstance(s, Connection) else s.get_bind()  # type: ignore[return-value]
 
 
 def now_seconds(engine: Engine) -> ColumnElement[float]:

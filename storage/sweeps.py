@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.db import cached_statement
+from storage.db import bind_of, cached_statement
 from storage.models import (
     FINAL_TRIAL_STATUSES,
     BoundaryFlag,
@@ -277,7 +277,7 @@ def stage_is_ready(s: Session, stage_id: int, *, lock: bool = False) -> bool:
     trials finishing at once the later one sees the earlier one's final status and no
     due advancement goes unnoticed.
     """
-    st, bind = Stage.__table__.c, s.get_bind()
+    st, bind = Stage.__table__.c, bind_of(s)
     if lock:
         s.execute(cached_statement(bind, "stage-lock", lambda: select(st.id).where(
             st.id == bindparam("p_stage")).with_for_update()), {"p_stage": stage_id})

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from storage.db import cached_statement, now_seconds, upsert, upsert_statement
+from storage.db import bind_of, cached_statement, now_seconds, upsert, upsert_statement
 from storage.models import (
     FINAL_TRIAL_STATUSES,
     Checkpoint,
@@ -113,6 +113,9 @@ class EpochRecord:
     # this epoch is the new best and ``last_checkpoint`` holds it: the 'best' row is
     # written later, from the 'last' row (see ``record_epoch``), not a second copy now
     best_in_last: bool = False
+    # the previous epoch's ``best_in_last`` in this attempt (None: unknown, e.g. the first
+    # epoch after a resume): when it is the same, the rows are already in shape
+    previous_in_last: bool | None = None
 
 
 def trial_params(s: Session, trial_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -179,25 +182,30 @@ def trial_best(s: Session, trial_id: int) -> tuple[float | None, float | None, i
 
 
 def _fence(s: Session, engine: Engine, trial_id: int, token: str, lease_seconds: float,
-           *, finished: bool = False, **values: Any) -> None:
+           *, finished: bool = False, **values: Any) -> bool:
     """UPDATE the trial's ``values`` (and lease; ``finished_at`` when ``finished``) only
-    while this attempt's token holds it; raises ``LeaseLost`` otherwise."""
+    while this attempt's token holds it; raises ``LeaseLost`` otherwise. Returns whether
+    the trial's work goes on (``_live``: its sweep runs), read by the same statement."""
     keys = tuple(sorted(values))
 
     def build():  # type: ignore[no-untyped-def]
         t = _TRIALS.c
         extra = {"finished_at": func.now()} if finished else {}
+        live = (select(_live()).where(_SWEEPS.c.id == t.sweep_id).correlate(_TRIALS)
+                .scalar_subquery())
         return (update(_TRIALS)
                 .where(t.id == bindparam("p_id"), t.lease_token == bindparam("p_token"),
                        t.status == TrialStatus.RUNNING.value)
                 .values(lease_expires=now_seconds(engine) + bindparam("p_lease", type_=Float),
-                        **{k: bindparam(f"v_{k}") for k in keys}, **extra))
+                        **{k: bindparam(f"v_{k}") for k in keys}, **extra)
+                .returning(live))
 
     stmt = cached_statement(engine, ("fence", keys, finished), build)
-    res = s.execute(stmt, {"p_id": trial_id, "p_token": token, "p_lease": float(lease_seconds),
-                           **{f"v_{k}": v for k, v in values.items()}})
-    if res.rowcount != 1:
+    row = s.execute(stmt, {"p_id": trial_id, "p_token": token, "p_lease": float(lease_seconds),
+                           **{f"v_{k}": v for k, v in values.items()}}).first()
+    if row is None:
         raise LeaseLost(f"trial {trial_id}: lease lost (taken over, cancelled or finished)")
+    return bool(row[0])
 
 
 def renew_lease(s: Session, engine: Engine, trial_id: int, token: str,
@@ -207,16 +215,19 @@ def renew_lease(s: Session, engine: Engine, trial_id: int, token: str,
 
 
 def record_curve(s: Session, engine: Engine, trial_id: int, token: str, lease_seconds: float,
-                 epoch: int, curve: dict[str, Any], **summary: Any) -> None:
-    """One curve row (idempotent by (trial_id, epoch)), fenced by the lease."""
-    _fence(s, engine, trial_id, token, lease_seconds, **summary)
+                 epoch: int, curve: dict[str, Any], **summary: Any) -> bool:
+    """One curve row (idempotent by (trial_id, epoch)), fenced by the lease; returns
+    whether the trial's work goes on (False: its sweep was cancelled meanwhile)."""
+    live = _fence(s, engine, trial_id, token, lease_seconds, **summary)
     row = {"trial_id": trial_id, "epoch": epoch, **curve}
     s.execute(upsert_statement(engine, _CURVES, ("trial_id", "epoch"), tuple(row)), row)
+    return live
 
 
 def record_epoch(s: Session, engine: Engine, trial_id: int, token: str, lease_seconds: float,
-                 rec: EpochRecord) -> None:
-    """Curve row, checkpoints and summary of one epoch, fenced by the lease.
+                 rec: EpochRecord) -> bool:
+    """Curve row, checkpoints and summary of one epoch, fenced by the lease; returns
+    whether the trial's work goes on (False: its sweep was cancelled meanwhile).
 
     With ``rec.best_in_last`` an improving epoch writes its checkpoint once: its 'last'
     row stands for 'best' too (and an older 'best' row goes), until a later epoch
@@ -224,14 +235,15 @@ def record_epoch(s: Session, engine: Engine, trial_id: int, token: str, lease_se
     finishes (``finish`` copies it to 'best'). A finished trial has both rows, as ever;
     a running one may have only 'last' while its newest epoch is its best.
     """
-    record_curve(s, engine, trial_id, token, lease_seconds, rec.epoch, rec.curve,
-                 best_val_acc=rec.best_val_acc, best_val_loss=rec.best_val_loss,
-                 best_epoch=rec.best_epoch)
-    if rec.best_in_last:
+    live = record_curve(s, engine, trial_id, token, lease_seconds, rec.epoch, rec.curve,
+                        best_val_acc=rec.best_val_acc, best_val_loss=rec.best_val_loss,
+                        best_epoch=rec.best_epoch)
+    if rec.best_in_last and rec.previous_in_last is not True:
         s.execute(cached_statement(engine, "checkpoint-drop", lambda: delete(_CHECKPOINTS).where(
             _CHECKPOINTS.c.trial_id == bindparam("p_trial"), _CHECKPOINTS.c.kind == "best")),
             {"p_trial": trial_id})
-    elif rec.best_checkpoint is None and rec.best_epoch is not None:
+    elif (not rec.best_in_last and rec.best_checkpoint is None and rec.best_epoch is not None
+          and rec.previous_in_last is not False):
         s.execute(cached_statement(engine, "checkpoint-keep-best", _keep_best_statement),
                   {"p_trial": trial_id, "p_epoch": rec.best_epoch})
     _replace_checkpoint(s, engine, trial_id, "last", rec.epoch, rec.score, rec.last_checkpoint)
@@ -250,6 +262,7 @@ def record_epoch(s: Session, engine: Engine, trial_id: int, token: str, lease_se
         s.execute(delete(Checkpoint).where(Checkpoint.trial_id == trial_id,
                                            Checkpoint.kind == "snapshot",
                                            Checkpoint.epoch <= rec.epoch - rec.snapshot_keep))
+    return live
 
 
 def _replace_checkpoint(s: Session, engine: Engine, trial_id: int, kind: str, epoch: int,
@@ -341,7 +354,7 @@ def release(s: Session, engine: Engine, trial_id: int, token: str, error: str | 
 def checkpoints(s: Session, trial_id: int) -> list[tuple[str, int, bytes]]:
     """(kind, epoch, data) of a trial's resumable checkpoints, newest epoch first."""
     c = _CHECKPOINTS.c
-    stmt = cached_statement(s.get_bind(), "checkpoints", lambda: select(c.kind, c.epoch, c.data)
+    stmt = cached_statement(bind_of(s), "checkpoints", lambda: select(c.kind, c.epoch, c.data)
                             .where(c.trial_id == bindparam("p_trial"), c.kind.in_(_RESUMABLE))
                             .order_by(c.epoch.desc(), c.kind.desc()))
     rows = s.execute(stmt, {"p_trial": trial_id})
@@ -404,7 +417,7 @@ def trial_state(s: Session, trial_id: int) -> tuple[str, str] | None:
     """(trial status, sweep status), or None for an unknown trial; a trial of a running
     'seeds' stage reads its sweep as 'running' (its work goes on after the search)."""
     t = _TRIALS.c
-    stmt = cached_statement(s.get_bind(), "trial-state", lambda: select(
+    stmt = cached_statement(bind_of(s), "trial-state", lambda: select(
         t.status, _SWEEPS.c.status, _live()).join_from(
         _TRIALS, _SWEEPS, _SWEEPS.c.id == t.sweep_id).where(t.id == bindparam("p_trial")))
     row = s.execute(stmt, {"p_trial": trial_id}).first()

@@ -1,9 +1,12 @@
 """The worker program: an in-process RQ worker plus a reconciler thread.
 
-hpsweep ships RQ's non-forking ``SimpleWorker`` by default: forking costs
-~10 ms per job and drops the process's database connections and dataset
-cache, while the database leases (not RQ's horse monitoring) already detect
-a lost trial. ``--fork`` selects RQ's forking ``Worker`` instead.
+hpsweep ships RQ's non-forking ``SimpleWorker`` by default: RQ 3's ``Worker``
+starts a new Python interpreter for every job (``posix_spawn``), so each trial
+pays for imports, a database connection and a dataset load (~60 ms of overhead
+per trial against 4.5 ms on the 2-core development machine, see
+``benchmarks/overhead.py``), while a simple worker keeps its engine, dataset cache,
+sweep configs and lease keeper across trials; the database leases (not RQ's horse
+monitoring) already detect a lost trial. ``--fork`` selects RQ's ``Worker`` instead.
 
 SIGTERM stops gracefully: the trial in flight stops at its next epoch
 boundary, is handed back as ``queued`` (its checkpoint intact) and is picked

@@ -3,8 +3,8 @@
 Each rule is a small function ``rule(x, dx, state, lr, <hyper>=<default>)`` that
 updates ``x`` in place. ``state`` is the parameter's own dict: its slot arrays
 (``v``, ``cache``, ``m``; a rule creates them as zeros if absent), plus ``t``
-(the optimizer's global step count, 1 on the first step) and ``scratch`` (a
-buffer shaped like ``x`` for temporaries, never saved).
+(the optimizer's global step count, 1 on the first step) and ``scratch`` (a flat
+buffer for temporaries, never saved; ``_scratch`` views it in ``x``'s shape).
 
 Rules work in place on the parameter's dtype (float32): every scalar is a Python
 float, which NumPy treats as weak, so nothing is upcast to float64, and
@@ -42,11 +42,15 @@ def _slot(state: dict[str, Any], name: str, x: np.ndarray) -> np.ndarray:
 
 
 def _scratch(state: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """A buffer shaped like ``x`` for temporaries (``Optimizer`` passes one in)."""
+    """A buffer shaped like ``x`` for temporaries: a view of ``state["scratch"]``.
+
+    ``Optimizer`` keeps one run-sized buffer per parameter; an ``x`` bigger than
+    the buffer (a non-contiguous parameter taken whole) gets a fresh one.
+    """
     a = state.get("scratch")
-    if a is None:
-        a = state["scratch"] = np.empty_like(x)
-    return a
+    if a is None or a.size < x.size:
+        return np.empty_like(x)
+    return a[: x.size].reshape(x.shape)
 
 
 def sgd(x: np.ndarray, dx: np.ndarray, state: dict[str, Any], lr: float) -> None:
@@ -208,28 +212,23 @@ def _parts(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
     """The rule's arguments: whole, or as views over cache-sized runs of the arrays.
 
-    ``state`` holds the slots, ``t`` and a 1-D ``scratch`` of at least
-    ``min(x.size, _CHUNK)`` elements; each part gets a scratch view shaped like
-    its ``x``. Elementwise float operations round the same in any run, so both
-    give bit-identical results.
+    Every run shares the parameter's run-sized ``scratch``. Elementwise float
+    operations round the same in any run, so both give bit-identical results.
     """
+    if x.size <= _CHUNK:
+        yield x, dx, state
+        return
     slots = {k: a for k, a in state.items() if k not in _UNSAVED}
-    scratch = state["scratch"]
-    if scratch.size < min(x.size, _CHUNK):  # _CHUNK grew since the buffer was made
-        scratch = state["scratch"] = _run_buffer(x)
-    contiguous = all(a.flags.c_contiguous for a in (x, dx, *slots.values()))
-    if x.size <= _CHUNK or not contiguous:
-        # reshape(-1) of a non-contiguous array copies, and the update would be lost
-        tmp = scratch[: x.size].reshape(x.shape) if scratch.size >= x.size else np.empty_like(x)
-        yield x, dx, {**slots, "t": state["t"], "scratch": tmp}
+    # reshape(-1) of a non-contiguous array copies, and the update would be lost
+    if not all(a.flags.c_contiguous for a in (x, dx, *slots.values())):
+        yield x, dx, state
         return
     flat = {k: a.reshape(-1) for k, a in slots.items()}
     x, dx = x.reshape(-1), dx.reshape(-1)
     for i in range(0, x.size, _CHUNK):
         part = {k: a[i : i + _CHUNK] for k, a in flat.items()}
-        n = min(_CHUNK, x.size - i)
-        part["t"], part["scratch"] = state["t"], scratch[:n]
-        yield x[i : i + n], dx[i : i + n], part
+        part["t"], part["scratch"] = state["t"], state["scratch"]
+        yield x[i : i + _CHUNK], dx[i : i + _CHUNK], part
 
 
 def _run_buffer(x: np.ndarray) -> np.ndarray:
