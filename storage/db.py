@@ -293,12 +293,6 @@ def now_seconds(engine: Engine) -> ColumnElement[float]:
     return literal_column("extract(epoch from clock_timestamp())::float8")
 
 
-def insert_ignore(engine: Engine, table, rows: list[dict]):  # type: ignore[no-untyped-def]
-    """INSERT … ON CONFLICT DO NOTHING for either dialect."""
-    dialect = sqlite if is_sqlite(engine) else postgresql
-    return dialect.insert(table).values(rows).on_conflict_do_nothing()
-
-
 def upsert(engine: Engine, table, rows: list[dict], keys: list[str]):  # type: ignore[no-untyped-def]
     """INSERT … ON CONFLICT (keys) DO UPDATE SET every other column."""
     dialect = sqlite if is_sqlite(engine) else postgresql

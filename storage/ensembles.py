@@ -6,25 +6,11 @@ Helpers take a ``Session`` first and never commit (see ``storage.db.transact``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import Ensemble
-
-
-@dataclass(frozen=True)
-class EnsembleRow:
-    id: int
-    sweep_id: int
-    method: str
-    members: list[dict[str, Any]]
-    val_acc: float | None
-    test_acc: float | None
-    single_val_acc: float | None
-    single_test_acc: float | None
 
 
 def add_ensemble(s: Session, sweep_id: int, method: str, members: list[dict[str, Any]], *,
@@ -37,9 +23,3 @@ def add_ensemble(s: Session, sweep_id: int, method: str, members: list[dict[str,
     s.add(row)
     s.flush()
     return row.id
-
-
-def ensembles_of(s: Session, sweep_id: int) -> list[EnsembleRow]:
-    rows = s.scalars(select(Ensemble).where(Ensemble.sweep_id == sweep_id).order_by(Ensemble.id))
-    return [EnsembleRow(r.id, r.sweep_id, r.method, json.loads(r.members), r.val_acc, r.test_acc,
-                        r.single_val_acc, r.single_test_acc) for r in rows]

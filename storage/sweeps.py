@@ -188,13 +188,6 @@ def latest_sweep(s: Session) -> SweepInfo | None:
     return get_sweep(s, sweep_id) if sweep_id is not None else None
 
 
-def list_sweeps(s: Session, status: str | None = None) -> list[SweepInfo]:
-    q = select(Sweep, Dataset.sha256).join(Dataset, Dataset.id == Sweep.dataset_id)
-    if status:
-        q = q.where(Sweep.status == status)
-    return [_sweep_info(*r) for r in s.execute(q.order_by(Sweep.id))]
-
-
 def stages_of(s: Session, sweep_id: int) -> list[StageInfo]:
     rows = s.scalars(select(Stage).where(Stage.sweep_id == sweep_id).order_by(Stage.idx))
     return [StageInfo(r.id, r.sweep_id, r.idx, r.epochs, r.n_trials, r.status, r.kind,

@@ -369,10 +369,6 @@ def checkpoint_data(s: Session, trial_id: int, kind: str = "best") -> list[tuple
     return [(e, d) for e, d in rows]
 
 
-def curve_epochs(s: Session, trial_id: int) -> int:
-    return s.scalar(select(func.count()).select_from(Curve).where(Curve.trial_id == trial_id)) or 0
-
-
 def reap_expired(s: Session, engine: Engine) -> tuple[list[int], list[int]]:
     """Take back running trials whose lease expired: (requeued ids, failed ids).
 

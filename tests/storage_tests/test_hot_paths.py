@@ -19,13 +19,6 @@ from tests.storage_tests.test_trials import claim, make_sweep
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def engine(db_url):  # type: ignore[no-untyped-def]
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
-
-
 def set_trial(engine, tid: int, status: str, acc: float | None, loss: float | None) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
         conn.execute(text("UPDATE trials SET status = :s, best_val_acc = :a, best_val_loss = :l "

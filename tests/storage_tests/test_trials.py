@@ -16,13 +16,6 @@ from tests.helpers import rows, scalar
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def engine(db_url):  # type: ignore[no-untyped-def]
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
-
-
 def make_sweep(engine, n_trials: int = 3, max_attempts: int = 3) -> tuple[int, int, list[int]]:  # type: ignore[no-untyped-def]
     def work(s):  # type: ignore[no-untyped-def]
         ds = sweep_store.store_dataset(s, "ab" * 32, "toy", b"x", (1, 1, 2))
