@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
@@ -129,17 +130,45 @@ def live_job_ids(conn: Redis, job_ids: list[str]) -> set[str]:
     finished stage). A job RQ shows ``started`` for longer than ``STARTED_GRACE``
     is then a dead execution (a SIGKILLed or frozen worker leaves it ``started``
     for good), not a live one; only the moment between dequeue and claim counts.
+    A ``queued`` job that sits in its queue's intermediate list was dequeued by a
+    worker that died before marking it started (RQ moves the id out of the queue
+    first): it counts as live only within ``STARTED_GRACE`` of first being seen there.
     """
     if not job_ids:
         return set()
     with conn.pipeline() as pipe:
         for jid in job_ids:
-            pipe.hmget(Job.key_for(jid), "status", "started_at")
+            pipe.hmget(Job.key_for(jid), "status", "started_at", "origin")
         found = pipe.execute()
     now = float(conn.time()[0])
     waiting = {b"queued", b"scheduled", b"deferred"}
-    return {jid for jid, (status, started) in zip(job_ids, found, strict=True)
+    live = {jid for jid, (status, started, _) in zip(job_ids, found, strict=True)
             if status in waiting or (status == b"started" and _is_recent(started, now))}
+    origins = {origin.decode() for jid, (status, _, origin) in zip(job_ids, found, strict=True)
+               if status == b"queued" and origin}
+    return live - _stuck_in_transit(conn, origins, now)
+
+
+def _stuck_in_transit(conn: Redis, origins: set[str], now: float) -> set[str]:
+    """Ids left in the intermediate lists of ``origins`` for longer than ``STARTED_GRACE``.
+
+    The first time an id is seen there, the Redis server's time is recorded (one clock
+    for every machine); an id still there after the grace is dropped from the list, so
+    re-enqueueing it leaves one copy, in the queue.
+    """
+    stuck: set[str] = set()
+    for origin in origins:
+        transit = IntermediateQueue(f"{Queue.redis_queue_namespace_prefix}{origin}", conn)
+        for jid in transit.get_job_ids():
+            seen_key = f"hpsweep:transit:{origin}:{jid}"
+            if conn.set(seen_key, now, nx=True, ex=600):
+                continue
+            seen = conn.get(seen_key)
+            if seen is not None and now - float(seen) >= STARTED_GRACE:
+                transit.remove(jid)
+                conn.delete(seen_key)
+                stuck.add(jid)
+    return stuck
 
 
 def _is_recent(started_at: bytes | None, now: float) -> bool:
