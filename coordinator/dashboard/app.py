@@ -58,6 +58,7 @@ class Endpoints:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._versions: dict[tuple, tuple[float, Any]] = {}
+        self._pages: dict[tuple, tuple[Any, bytes]] = {}
         self._lock = threading.Lock()
 
     def guarded(self, fn: Any) -> Any:
@@ -76,11 +77,31 @@ class Endpoints:
         return JSONResponse(payload.sweeps(self.engine))
 
     def sweep(self, request: Request) -> Response:
-        found = payload.sweep(self.engine, request.path_params["sweep_id"])
-        return JSONResponse(found) if found else _error(404, "no such sweep")
+        sweep_id = request.path_params["sweep_id"]
+        return self._per_version(("sweep", sweep_id), sweep_id,
+                                 lambda: payload.sweep(self.engine, sweep_id), "no such sweep")
 
     def points(self, request: Request) -> Response:
-        return JSONResponse(payload.points(self.engine, request.path_params["sweep_id"]))
+        sweep_id = request.path_params["sweep_id"]
+        return self._per_version(("points", sweep_id), sweep_id,
+                                 lambda: payload.points(self.engine, sweep_id), "no such sweep")
+
+    def _per_version(self, key: tuple, sweep_id: int, compute: Any, missing: str) -> Response:
+        """A sweep's page data, computed once per change of the sweep: every viewer
+        refetches when a trial finishes, the database answers once."""
+        version = self._version((sweep_id, None))
+        if version is None:
+            return _error(404, missing)
+        with self._lock:
+            hit = self._pages.get(key)
+        if hit is not None and hit[0] == version:
+            return Response(hit[1], media_type="application/json")
+        body = JSONResponse(compute()).body
+        with self._lock:
+            if len(self._pages) > 64:
+                self._pages.clear()
+            self._pages[key] = (version, body)
+        return Response(body, media_type="application/json")
 
     def trial(self, request: Request) -> Response:
         found = payload.trial(self.engine, request.path_params["trial_id"])
@@ -94,7 +115,10 @@ class Endpoints:
         return JSONResponse(payload.curves(self.engine, [int(p) for p in parts]))
 
     def version(self, request: Request) -> Response:
-        key = (_int_arg(request, "sweep"), _int_arg(request, "trial"))
+        return JSONResponse({"version": self._version(
+            (_int_arg(request, "sweep"), _int_arg(request, "trial")))})
+
+    def _version(self, key: tuple[int | None, int | None]) -> Any:
         now = time.monotonic()
         with self._lock:
             hit = self._versions.get(key)
@@ -104,7 +128,7 @@ class Endpoints:
                 if len(self._versions) > 1000:  # ids come from requests: bound the cache
                     self._versions.clear()
                 self._versions[key] = hit
-        return JSONResponse({"version": hit[1]})
+        return hit[1]
 
 
 def _page(name: str) -> Any:

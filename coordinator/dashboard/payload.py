@@ -28,9 +28,7 @@ def sweep(engine: Engine, sweep_id: int) -> dict[str, Any] | None:
         stages = reads.stage_rows(s, sweep_id)
         flags = reads.flag_rows(s, sweep_id)
         for f in flags:
-            f["message"] = flag_message(BoundaryFlag(
-                f["param"], f["value"], f["low"], f["high"], f["side"], f["at_limit"],
-                f["scale"], f["limit"]))
+            f["message"] = _flag_message(f, stages)
         return {"sweep": header, "stages": stages, "flags": flags, "flag_help": FLAG_HELP,
                 "top": reads.top_trials(s, sweep_id), "unscored": reads.unscored_trials(
                     s, sweep_id), "ensembles": reads.ensemble_rows(s, sweep_id),
@@ -38,6 +36,15 @@ def sweep(engine: Engine, sweep_id: int) -> dict[str, Any] | None:
                 "version": reads.sweep_version(s, sweep_id)}
 
     return transact(engine, work)
+
+
+def _flag_message(flag: dict[str, Any], stages: list[dict[str, Any]]) -> str:
+    """``hpsweep status``'s words for a flag; integer parameters shown as integers."""
+    ranges = next((st["ranges"] for st in stages if st["idx"] == flag["stage"]), {})
+    whole = ranges.get(flag["param"], {}).get("integer", False)
+    value, low, high = ((round(flag[k]) if whole else flag[k]) for k in ("value", "low", "high"))
+    return flag_message(BoundaryFlag(flag["param"], value, low, high, flag["side"],
+                                     flag["at_limit"], flag["scale"], flag["limit"]))
 
 
 def points(engine: Engine, sweep_id: int) -> dict[str, Any]:
