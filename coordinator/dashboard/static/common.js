@@ -75,6 +75,7 @@ function live(versionUrl, refresh) {
         await refresh();
         last = v;
         document.body.dataset.version = v;
+        document.body.dataset.updatedAt = String(Date.now());
         document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
       }
       if (stamp) { stamp.textContent = "live · checked " + new Date().toLocaleTimeString();
