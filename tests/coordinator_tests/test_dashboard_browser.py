@@ -24,9 +24,9 @@ from sqlalchemy import update
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.models import Sweep, Trial
-from tests.coordinator_tests.dashboard_server import dashboard, request
 from tests.coordinator_tests.finished_sweep import Template, cli
 from tests.helpers import rows, start_worker, write_config
+from tests.support.dashboard_server import dashboard, request
 from tests.support.synthetic_sweep import build
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

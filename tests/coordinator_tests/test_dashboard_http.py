@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from storage.db import make_engine
-from tests.coordinator_tests.dashboard_server import dashboard, request, run_cli
 from tests.helpers import rows
+from tests.support.dashboard_server import dashboard, request, run_cli
 from tests.support.synthetic_sweep import build
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""A real ``hpsweep dashboard`` process for the dashboard tests, and plain HTTP to it."""
+"""A real ``hpsweep dashboard`` process and plain HTTP to it (dashboard tests, benchmark)."""
 
 from __future__ import annotations
 
