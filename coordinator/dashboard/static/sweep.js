@@ -20,9 +20,9 @@ function renderHeader(d) {
   document.title = "hpsweep · " + d.sweep.name;
   replace("title", d.sweep.name);
   const final = d.best_so_far.finished;
-  replace("summary", statusPill(d.sweep.status), " " + final + " trials finished · stage " +
-          (d.stages.length ? d.stages[d.stages.length - 1].idx : 0) + " of " + d.sweep.n_stages +
-          " · started " + (d.sweep.created_at || "–") +
+  const search = d.stages.filter((st) => st.kind === "search").length;
+  replace("summary", statusPill(d.sweep.status), " " + final + " trials finished · " + search +
+          " of " + d.sweep.n_stages + " stages · started " + (d.sweep.created_at || "–") +
           (d.sweep.finished_at ? " · finished " + d.sweep.finished_at : ""));
   document.body.dataset.final = String(final);
   replace("config", d.sweep.config);

@@ -122,7 +122,7 @@ function scatterOption(data, pts, x, y) {
       xAxis: axisFor(data.stages, x), yAxis: axisFor(data.stages, y),
       visualMap: { type: "continuous", min: lo, max: hi, dimension: 2, right: 0, top: "middle",
                    seriesIndex: [...Array(scored).keys()], calculable: true, precision: 3,
-                   text: ["val acc " + fmt(hi), fmt(lo)], inRange: { color: COLORS } },
+                   inRange: { color: COLORS } },
       series,
     },
   };
