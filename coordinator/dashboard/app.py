@@ -8,6 +8,7 @@ functions (Starlette runs them in its thread pool) over a read-only engine.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -34,9 +35,22 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        # allow_nan=False: a NaN would make the browser's JSON.parse fail
-        return json.dumps(content, separators=(",", ":"), allow_nan=False,
-                          default=str).encode()
+        # a NaN or infinity would make the browser's JSON.parse fail: send null instead
+        try:
+            text = json.dumps(content, separators=(",", ":"), allow_nan=False, default=str)
+        except ValueError:
+            text = json.dumps(_finite(content), separators=(",", ":"), default=str)
+        return text.encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _error(status: int, message: str) -> JSONResponse:

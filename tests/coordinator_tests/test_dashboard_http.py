@@ -126,3 +126,25 @@ def test_missing_or_foreign_database_creates_nothing(tmp_path) -> None:  # type:
     assert res.returncode == 2 and "not an hpsweep database" in res.stderr
     tables = sqlite3.connect(foreign).execute("SELECT name FROM sqlite_master").fetchall()
     assert tables == [("notes",)]
+
+
+def test_json_never_carries_nan() -> None:
+    from coordinator.dashboard.app import JSONResponse
+
+    body = JSONResponse({"a": [1.5, float("nan"), float("-inf")], "b": "NaN"}).body
+    assert json.loads(body) == {"a": [1.5, None, None], "b": "NaN"}
+
+
+def test_static_assets_ship_in_the_package() -> None:
+    """A non-editable install must carry the pages and the chart library."""
+    import fnmatch
+    import tomllib
+
+    from coordinator.dashboard.app import STATIC
+    from tests.helpers import ROOT
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["coordinator.dashboard"]
+    files = [p.relative_to(STATIC.parent).as_posix() for p in STATIC.iterdir()]
+    assert "static/echarts.min.js" in files and "static/sweep.html" in files
+    assert all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files)
