@@ -274,3 +274,17 @@ def test_a_finished_trial_shows_within_seconds(browser, viewer, db_url) -> None:
             assert viewer.errors == []
     finally:
         engine.dispose()
+
+
+def test_unknown_sweep_or_trial_says_so(browser, viewer, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(sqlite_url)
+    build(engine, 10)
+    engine.dispose()
+    with dashboard(sqlite_url) as base:
+        for path, words in (("/sweep/999999", "no such sweep"), ("/trial/999999", "no such trial")):
+            viewer.page.goto(base + path)
+            viewer.page.wait_for_function(
+                "(w) => document.getElementById('problem').textContent.includes(w)", arg=words,
+                timeout=LOAD_TIMEOUT_MS)
+        assert viewer.dialogs == []
+        assert all("404" in e for e in viewer.errors)  # only the refused fetches

@@ -49,7 +49,9 @@ async function getJSON(url) {
   if (!res.ok) {
     let msg = res.status + " " + res.statusText;
     try { msg = (await res.json()).error || msg; } catch (e) { /* not JSON */ }
-    throw new Error(url + ": " + msg);
+    const err = new Error(url + ": " + msg);
+    err.status = res.status;
+    throw err;
   }
   return res.json();
 }
@@ -65,6 +67,7 @@ function showProblem(err) {
 function live(versionUrl, refresh) {
   let last = null;
   let busy = false;
+  let timer = null;
   const stamp = document.getElementById("live");
   async function tick() {
     if (busy) return;
@@ -82,14 +85,15 @@ function live(versionUrl, refresh) {
                    stamp.classList.remove("stale"); }
       showProblem(null);
     } catch (err) {
+      if (err.status === 404) clearInterval(timer);  // nothing will ever appear there
       if (stamp) { stamp.textContent = "not updating: " + err.message; stamp.classList.add("stale"); }
       showProblem(err);
     } finally {
       busy = false;
     }
   }
+  timer = setInterval(() => { if (!document.hidden) tick(); }, POLL_MS);
   tick();
-  setInterval(() => { if (!document.hidden) tick(); }, POLL_MS);
 }
 
 // A table whose headers sort its rows (numbers numerically, missing values last).
