@@ -467,8 +467,10 @@ def dashboard(db_url: str, host: str, port: int, token: str | None) -> None:
     try:
         from coordinator.dashboard.server import (
             DashboardError,
+            ListenError,
             check_binding,
             dashboard_url,
+            listen,
             open_database,
             serve,
         )
@@ -480,14 +482,14 @@ def dashboard(db_url: str, host: str, port: int, token: str | None) -> None:
     try:
         check_binding(host, token)
         engine = open_database(db_url)
+        sock = listen(host, port)
     except DashboardError as exc:
         raise click.UsageError(str(exc)) from None
-    except StorageError as exc:
+    except (StorageError, ListenError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"hpsweep dashboard (read-only): {dashboard_url(host, port, token)}  "
-               "Ctrl-C stops", err=True)
-    serve(engine, host, port, token)
-
+    click.echo(f"hpsweep dashboard (read-only): "
+               f"{dashboard_url(host, sock.getsockname()[1], token)}  Ctrl-C stops", err=True)
+    serve(engine, sock, token)
 
 if __name__ == "__main__":
     main()

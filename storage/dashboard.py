@@ -85,7 +85,6 @@ def trial_version(s: Session, trial_id: int) -> list[Any] | None:
 def sweep_list(s: Session) -> list[dict[str, Any]]:
     """Every sweep, newest first, with progress, best accuracy and flag count."""
     final: dict[int, int] = {}
-    created: dict[int, int] = {}
     rows = s.execute(select(Trial.sweep_id, Trial.status, func.count())
                      .join(Stage, Stage.id == Trial.stage_id)
                      .where(Stage.kind == StageKind.SEARCH.value)
@@ -267,15 +266,12 @@ def scatter_points(s: Session, sweep_id: int, cap: int = MAX_POINTS) -> dict[str
                                                 Trial.status == TrialStatus.DONE.value,
                                                 Trial.best_val_acc.is_not(None))
                          .order_by(*_RANKED).limit(TOP_ALWAYS)))
-    chosen = Trial.id.in_(bindparam("top", expanding=True))
+    q = (select(Trial.id, Stage.idx, Trial.status, Trial.best_val_acc, Trial.parent_id)
+         .join(Stage, Stage.id == Trial.stage_id)
+         .where(Trial.sweep_id == sweep_id, Trial.status.in_(FINAL_TRIAL_STATUSES)))
     if step > 1:
-        chosen = chosen | (Trial.id % step == 0)
-    rows = s.execute(select(Trial.id, Stage.idx, Trial.status, Trial.best_val_acc,
-                            Trial.parent_id)
-                     .join(Stage, Stage.id == Trial.stage_id)
-                     .where(Trial.sweep_id == sweep_id, Trial.status.in_(FINAL_TRIAL_STATUSES),
-                            chosen if step > 1 else Trial.id.is_not(None))
-                     .order_by(Trial.id), {"top": top or [-1]}).all()
+        q = q.where(Trial.id.in_(bindparam("top", expanding=True)) | (Trial.id % step == 0))
+    rows = s.execute(q.order_by(Trial.id), {"top": top or [-1]} if step > 1 else {}).all()
     params = params_of(s, [r.id for r in rows])
     points = [[r.id, r.idx, r.status, r.best_val_acc, r.parent_id is not None, params[r.id]]
               for r in rows]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -113,6 +114,18 @@ def test_open_binding_needs_a_token(sqlite_url) -> None:  # type: ignore[no-unty
     res = run_cli("--db", sqlite_url, "--host", "0.0.0.0", "--port", "1")
     assert res.returncode == 2
     assert "--token" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bad_token_or_busy_port_is_refused(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    make_engine(sqlite_url).dispose()
+    res = run_cli("--db", sqlite_url, "--token", "a b;c=d")
+    assert res.returncode == 2 and "--token may use" in res.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        res = run_cli("--db", sqlite_url, "--port", str(busy.getsockname()[1]))
+    assert res.returncode == 1 and "cannot listen on 127.0.0.1:" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_missing_or_foreign_database_creates_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
+import re
+import select
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,12 +25,6 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(url: str, method: str = "GET", headers: dict[str, str] | None = None,
@@ -56,17 +52,17 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 @contextmanager
 def dashboard(db_url: str, *args: str, host: str = "127.0.0.1") -> Iterator[str]:
-    """``hpsweep dashboard`` on a free port; yields its base URL, stops it after."""
-    port = free_port()
+    """``hpsweep dashboard --port 0`` (any free port, read from the URL it prints); yields
+    its base URL, stops it after."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "dashboard", "--db", db_url, "--host", host,
-         "--port", str(port), *args],
+         "--port", "0", *args],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_until_up(proc, port)
-        yield base
+        port = _printed_port(proc)
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
@@ -76,15 +72,20 @@ def dashboard(db_url: str, *args: str, host: str = "127.0.0.1") -> Iterator[str]
             proc.wait()
 
 
-def _wait_until_up(proc: subprocess.Popen[bytes], port: int) -> None:
+def _printed_port(proc: subprocess.Popen[str]) -> int:
+    """The port in the URL the command prints once it listens."""
     deadline = time.monotonic() + START_TIMEOUT
+    seen = []
     while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+        if ready:
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            seen.append(line)
+            found = re.search(r"http://[^ ]*:(\d+)/", line)
+            if found:
+                return int(found.group(1))
+            if line:
+                continue
         if proc.poll() is not None:
-            raise AssertionError(f"dashboard exited {proc.returncode}: "
-                                 f"{proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"dashboard did not listen on port {port} within {START_TIMEOUT}s")
+            raise AssertionError(f"dashboard exited {proc.returncode}: {''.join(seen)[-2000:]}")
+    raise AssertionError(f"dashboard printed no URL within {START_TIMEOUT}s: {''.join(seen)}")
