@@ -51,12 +51,12 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 
 @contextmanager
-def dashboard(db_url: str, *args: str, host: str = "127.0.0.1") -> Iterator[str]:
-    """``hpsweep dashboard --port 0`` (any free port, read from the URL it prints); yields
-    its base URL, stops it after."""
+def dashboard(db_url: str, *args: str) -> Iterator[str]:
+    """``hpsweep dashboard --port 0`` (any free port, read from the URL it prints; the
+    default host, loopback); yields its base URL, stops it after."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "dashboard", "--db", db_url, "--host", host,
-         "--port", "0", *args],
+        [sys.executable, "-m", "coordinator.cli", "dashboard", "--db", db_url, "--port", "0",
+         *args],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
