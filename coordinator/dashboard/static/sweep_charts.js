@@ -146,7 +146,7 @@ function parallelOption(data, pts) {
     count: rows.length,
     option: {
       animation: false,
-      parallelAxis: axes, parallel: { left: 50, right: 90, top: 40, bottom: 30 },
+      parallelAxis: axes, parallel: { left: 50, right: 120, top: 40, bottom: 30 },
       visualMap: { type: "continuous", min: lo, max: hi, dimension: names.length, right: 0,
                    top: "middle", calculable: true, precision: 3, inRange: { color: COLORS } },
       series: [{ name: "trials", type: "parallel", lineStyle: { width: 1, opacity: 0.5 },
