@@ -454,5 +454,42 @@ def export(sweep: str | None, fmt: str, output: Any, db_url: str) -> None:
     click.echo(export_text(engine, _sweep_id(engine, sweep), fmt).rstrip("\n"), file=output)
 
 
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; anything but loopback requires --token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="TCP port.")
+@click.option("--token", envvar="HPSWEEP_DASHBOARD_TOKEN", show_envvar=True, default=None,
+              help="Secret every request must carry (required with a non-loopback --host).")
+def dashboard(db_url: str, host: str, port: int, token: str | None) -> None:
+    """Serve a read-only live web dashboard of the database's sweeps (Ctrl-C stops)."""
+    try:
+        from coordinator.dashboard.server import (
+            DashboardError,
+            ListenError,
+            check_binding,
+            dashboard_url,
+            listen,
+            open_database,
+            serve,
+        )
+    except ImportError as exc:
+        raise click.ClickException(f"the dashboard needs its extra ({exc.name} is missing): "
+                                   "pip install 'hpsweep[dashboard]'") from None
+    from storage.db import StorageError
+
+    try:
+        check_binding(host, token)
+        engine = open_database(db_url)
+        sock = listen(host, port)
+    except DashboardError as exc:
+        raise click.UsageError(str(exc)) from None
+    except (StorageError, ListenError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"hpsweep dashboard (read-only): "
+               f"{dashboard_url(host, sock.getsockname()[1], token)}  Ctrl-C stops", err=True)
+    serve(engine, sock, token)
+
 if __name__ == "__main__":
     main()
