@@ -159,10 +159,12 @@ def add_trials(s: Session, sweep_id: int, stage_id: int, specs: list[TrialSpec])
     return ids
 
 
-def trial_ids_by_idx(s: Session, stage_id: int, lo: int, hi: int) -> list[int]:
-    """Ids of the stage's trials with ``lo <= idx < hi``, in ``idx`` order (paged reads)."""
-    return list(s.scalars(select(Trial.id).where(Trial.stage_id == stage_id, Trial.idx >= lo,
-                                                 Trial.idx < hi).order_by(Trial.idx)))
+def trial_ids_by_idx(s: Session, stage_id: int, lo: int = 0, hi: int | None = None) -> list[int]:
+    """Ids of the stage's trials with ``lo <= idx < hi`` (default: all), in ``idx`` order."""
+    where = [Trial.stage_id == stage_id, Trial.idx >= lo]
+    if hi is not None:
+        where.append(Trial.idx < hi)
+    return list(s.scalars(select(Trial.id).where(*where).order_by(Trial.idx)))
 
 
 def _param_row(trial_id: int, name: str, value: Any) -> dict[str, Any]:
