@@ -150,8 +150,14 @@ def add_trials(s: Session, sweep_id: int, stage_id: int, specs: list[TrialSpec])
     trials = Trial.__table__
     rows = [{"sweep_id": sweep_id, "stage_id": stage_id, "idx": t.idx, "seed": t.seed,
              "epochs": t.epochs, "parent_id": t.parent_id} for t in specs]
-    ids = list(s.scalars(insert(trials).returning(trials.c.id, sort_by_parameter_order=True),
-                         rows))
+    # A plain executemany, then the ids by (stage_id, idx): several times faster than
+    # INSERT … RETURNING row by row, and the unique (stage_id, idx) index finds them.
+    s.execute(insert(trials), rows)
+    lo, hi = min(t.idx for t in specs), max(t.idx for t in specs)
+    found = s.execute(select(Trial.idx, Trial.id).where(
+        Trial.stage_id == stage_id, Trial.idx >= lo, Trial.idx <= hi))
+    by_idx = {idx: trial_id for idx, trial_id in found}
+    ids = [by_idx[t.idx] for t in specs]
     params = [_param_row(trial_id, k, v) for trial_id, t in zip(ids, specs, strict=True)
               for k, v in t.params.items()]
     if params:
