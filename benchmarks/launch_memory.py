@@ -48,7 +48,7 @@ def measure(trials: int, db_url: str) -> dict[str, float]:
     engine = make_engine(db_url)
     before = peak_mb()
     started = time.perf_counter()
-    made = create_sweep(engine, cfg, "mem", dataset)
+    create_sweep(engine, cfg, "mem", dataset)
     seconds = time.perf_counter() - started
     engine.dispose()
     return {"trials": trials, "seconds": seconds, "before": before, "after": peak_mb()}
