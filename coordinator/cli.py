@@ -358,7 +358,7 @@ def query(sql: str | None, sql_file: Any, db_url: str, fmt: str) -> None:
     if sql_file is not None:
         sql = sql_file.read()
     elif sql == "-":
-        sql = click.get_text_stream("stdin").read()
+        sql = sys.stdin.read()
     assert sql is not None
     check_read_only(sql)  # before opening anything
     rows = run_query(_engine(db_url, readonly=True), sql)

@@ -55,17 +55,26 @@ def check_read_only(sql: str) -> str:
 
 
 def run_query(engine: Engine, sql: str) -> Rows:
-    """Run the statement as written (``exec_driver_sql``): no ``:name`` bind parameters,
-    so ``'%"seed":0%'`` inside a string literal is just text, on both backends."""
+    """Run the statement as written, on a raw DB-API cursor with no parameters.
+
+    No ``:name`` bind parameters (SQLAlchemy's ``text``) and no ``%`` placeholders
+    (psycopg's, whenever parameters are passed): ``LIKE '%"seed": 0%'`` is just text.
+    """
     body = check_read_only(sql)
+    driver_error = engine.dialect.loaded_dbapi.Error
     try:
         with engine.connect() as conn:
-            result = conn.exec_driver_sql(body)
-            columns = list(result.keys())
-            rows = [tuple(r) for r in result.fetchall()]
-            conn.rollback()
-    except (DBAPIError, StatementError) as exc:
-        msg = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raw = conn.connection  # the pooled DB-API connection (read-only settings kept)
+            cursor = raw.cursor()
+            try:
+                cursor.execute(body)
+                columns = [d[0] for d in cursor.description or ()]
+                rows = [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+            finally:
+                cursor.close()
+                raw.rollback()
+    except (DBAPIError, StatementError, driver_error) as exc:
+        msg = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise QueryError(f"SQL error: {msg}") from None
     return Rows(columns, rows)
 
