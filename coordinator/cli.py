@@ -179,8 +179,8 @@ def launch(config: str, db_url: str, redis_url: str, queue: str, max_trials: int
     _, made = launch_new(db_url, conn, cfg, queue, dataset)
     if conn is None:
         click.echo(f"warning: {unreachable}\nsweep {made.name} is saved but not enqueued: "
-                   f"once Redis is up, run `hpsweep resume {made.name}` (same --redis) or "
-                   "start workers, whose reconciler enqueues it", err=True)
+                   f"once Redis is up, run `hpsweep resume {made.name}` (same --redis), or "
+                   "workers will enqueue it from the database when they start", err=True)
     click.echo(made.name)
 
 
