@@ -18,11 +18,9 @@ from typing import Any, TypeVar
 import click
 
 from coordinator.cli_errors import HpsweepGroup
-from storage.defaults import DEFAULT_DB
+from worker.defaults import DEFAULT_DB, DEFAULT_QUEUE, DEFAULT_REDIS
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 STOP_GRACE = 60.0  # seconds a stopped worker pool waits for its epochs in flight
 
 db_option = click.option(
@@ -32,7 +30,7 @@ db_option = click.option(
 redis_option = click.option(
     "--redis", "redis_url", envvar="HPSWEEP_REDIS", show_envvar=True, default=DEFAULT_REDIS,
     show_default=True, help="Redis URL that carries the jobs.")
-queue_option = click.option("--queue", default="hpsweep", show_default=True,
+queue_option = click.option("--queue", default=DEFAULT_QUEUE, show_default=True,
                             help="RQ queue name.")
 max_trials_option = click.option(
     "--max-trials", type=click.IntRange(1), default=None,

@@ -20,9 +20,9 @@ from sqlalchemy import Engine
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import make_engine, transact
-from storage.defaults import DEFAULT_DB
 from worker import queue as q
 from worker.data import DatasetCache
+from worker.defaults import DEFAULT_DB
 from worker.trainer import LeaseKeeper, TrialContext, run_attempt
 
 log = logging.getLogger("hpsweep.worker")

@@ -17,10 +17,11 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
+from worker.defaults import DEFAULT_QUEUE
+
 RUN_TRIAL = "worker.jobs.run_trial"
 ADVANCE_STAGE = "coordinator.jobs.advance_stage"
 ALLOWED_FUNCTIONS = frozenset({RUN_TRIAL, ADVANCE_STAGE})
-DEFAULT_QUEUE = "hpsweep"
 TRIAL_TIMEOUT = 24 * 3600  # leases, not RQ timeouts, detect lost trials
 RESULT_TTL = 60
 STARTED_GRACE = 2.0  # a live job claims its trial this soon after RQ marks it started
