@@ -3,12 +3,14 @@
 A ``launch`` or ``run`` that fails before its sweep is saved must not leave a new
 SQLite file, or hpsweep tables in a PostgreSQL database that had none. Only what
 was not there before is removed: a database that already held hpsweep tables is
-never touched.
+never touched, and neither is one where a concurrent launch saved a sweep in the
+meantime (checked under the database's write lock just before removing).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,19 +64,47 @@ def _has_schema(url: str) -> bool:
 def _remove(url: str, engine: Engine | None) -> None:
     if engine is not None:
         engine.dispose()
+    backend = _backend(url)
+    try:
+        if backend == "sqlite":
+            _remove_sqlite(url)
+        elif backend == "postgresql":
+            _drop_tables(url)
+    except (SQLAlchemyError, sqlite3.Error, OSError) as exc:  # the original error matters more
+        log.warning("could not remove what this command created in %s: %s", mask_url(url), exc)
+
+
+def _remove_sqlite(url: str) -> None:
+    """Delete the new file, unless another launch saved a sweep in it meanwhile."""
     path = _sqlite_file(url)
-    if path is not None:
+    if path is None or not path.exists():
+        return
+    raw = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")  # waits for a writer in flight, then sees its work
+        try:
+            keep = raw.execute(f"SELECT 1 FROM {MARKER_TABLE} LIMIT 1").fetchone() is not None
+        except sqlite3.OperationalError:  # no such table: the schema was never finished
+            keep = False
+        raw.execute("ROLLBACK")
+    finally:
+        raw.close()
+    if not keep:
         for suffix in SQLITE_SIDE_FILES:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return
-    if _backend(url) != "postgresql":
-        return
+
+
+def _drop_tables(url: str) -> None:
+    """Drop the tables this command created, unless another launch saved a sweep in them
+    meanwhile (checked under a lock that waits for any writer in flight)."""
     dropper = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
     try:
-        Base.metadata.drop_all(dropper)
-    except SQLAlchemyError as exc:  # best effort: the original error is what matters
-        log.warning("could not remove the tables this command created in %s: %s",
-                    mask_url(url), exc)
+        with dropper.begin() as conn:
+            if inspect(conn).has_table(MARKER_TABLE):
+                conn.exec_driver_sql(f"LOCK TABLE {MARKER_TABLE} IN ACCESS EXCLUSIVE MODE")
+                if conn.exec_driver_sql(f"SELECT 1 FROM {MARKER_TABLE} LIMIT 1").first():
+                    return
+            Base.metadata.drop_all(conn)  # DDL is transactional on PostgreSQL
     finally:
         dropper.dispose()
 

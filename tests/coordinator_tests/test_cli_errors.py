@@ -174,3 +174,25 @@ def test_a_launch_that_fails_midway_keeps_an_existing_database_and_writes_nothin
     assert scalar(engine, "SELECT COUNT(*) FROM stages") == 1
     assert scalar(engine, "SELECT COUNT(*) FROM trials") == 6
     engine.dispose()
+
+
+def test_a_failed_launch_never_removes_a_sweep_another_launch_saved_meanwhile(
+        tmp_path, db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Both launches found no database; the other one saved its sweep before this one
+    failed: the database stays, with the other sweep in it."""
+    cfg = load_config(write_config(tmp_path / "c.yaml"))
+    dataset = launch_mod.prepare_dataset(cfg)
+    real = launch_mod.make_engine
+
+    def other_launch_then_fail(url: str):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(launch_mod, "make_engine", real)  # the other launch is normal
+        engine, _ = launch_mod.launch_new(url, None, cfg, "q", dataset)
+        engine.dispose()
+        raise StorageError("server went away (injected)")
+
+    monkeypatch.setattr(launch_mod, "make_engine", other_launch_then_fail)
+    with pytest.raises(StorageError, match="injected"):
+        launch_mod.launch_new(db_url, None, cfg, "q", dataset)
+    engine = real(db_url)
+    assert scalar(engine, "SELECT COUNT(*) FROM trials") == 6
+    engine.dispose()
