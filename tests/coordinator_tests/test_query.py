@@ -106,3 +106,16 @@ def test_a_write_from_stdin_is_refused_and_changes_nothing(launched) -> None:  #
     res = invoke("query", "-", "--db", launched, stdin="DELETE FROM trials")
     assert res.exit_code == 2 and "read-only" in res.output
     assert query_json(launched, "SELECT COUNT(*) AS n FROM trials") == [{"n": 6}]
+
+
+def test_a_writing_cte_is_refused_by_the_read_only_connection(pg_url, redis_url,
+                                                             tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """WITH passes the statement check; the read-only transaction still refuses the write
+    (the SQL now runs on a raw cursor: the connection's read-only setting must hold)."""
+    res = invoke("launch", str(write_config(tmp_path / "c.yaml")), "--db", pg_url,
+                 "--redis", redis_url)
+    assert res.exit_code == 0, res.output
+    res = invoke("query", "WITH gone AS (DELETE FROM trials RETURNING id) "
+                          "SELECT COUNT(*) FROM gone", "--db", pg_url)
+    assert res.exit_code == 2 and "read-only" in res.output, res.output
+    assert query_json(pg_url, "SELECT COUNT(*) AS n FROM trials") == [{"n": 6}]
