@@ -35,6 +35,7 @@ from coordinator.config import SweepConfig, parse_config  # noqa: E402
 from coordinator.launch import create_sweep, prepare_dataset  # noqa: E402
 from coordinator.runner import WorkerPool  # noqa: E402
 from storage.db import make_engine  # noqa: E402
+from storage.meta import identity  # noqa: E402
 from worker import queue as q  # noqa: E402
 
 LOCAL_REDIS = "redis://127.0.0.1:6379"
@@ -250,7 +251,8 @@ class Bench:
         pids = [p.pid for p in self.pool.procs]
         cpu0, busy0 = process_cpu(pids), self.job_seconds()
         started = time.perf_counter()
-        q.enqueue_trials(q.make_queue(self.conn, self.queue), list(made.trial_ids))
+        q.enqueue_trials(q.make_queue(self.conn, self.queue), list(made.trial_ids),
+                         identity(self.engine))
         status = text("SELECT status FROM sweeps WHERE id = :id")
         while True:
             with self.reader.connect() as c:

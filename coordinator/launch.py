@@ -22,6 +22,7 @@ from coordinator.config import SweepConfig
 from coordinator.space import sample_configs
 from storage import sweeps as sweep_store
 from storage.db import transact
+from storage.meta import DatabaseIdentity, identity
 from worker import data
 from worker import queue as q
 
@@ -106,12 +107,13 @@ def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
     return transact(engine, work)
 
 
-def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int]) -> bool:
+def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int],
+                     origin: DatabaseIdentity) -> bool:
     """Enqueue; on a Redis failure leave the trials queued in the DB for the reconciler."""
     if conn is None:
         return False
     try:
-        q.enqueue_trials(q.make_queue(conn, queue_name), trial_ids)
+        q.enqueue_trials(q.make_queue(conn, queue_name), trial_ids, origin)
     except Exception as exc:  # noqa: BLE001 - the DB holds the trials; reconcile later
         log.warning("could not enqueue %d trial(s) (%s); workers will pick them up from the "
                     "database when Redis is back", len(trial_ids), exc)
@@ -128,5 +130,5 @@ def launch(engine: Engine, conn: Redis | None, cfg: SweepConfig,
     """
     dataset = dataset or prepare_dataset(cfg)
     made = create_sweep(engine, cfg, queue_name, dataset)
-    ok = enqueue_or_defer(conn, queue_name, list(made.trial_ids))
+    ok = enqueue_or_defer(conn, queue_name, list(made.trial_ids), identity(engine))
     return Launched(made.sweep_id, made.name, made.trial_ids, ok)
