@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import (
-    URL,
     Connection,
     Engine,
     create_engine,
@@ -229,9 +228,15 @@ def _sqlite_engine(url: str, creating: bool, readonly: bool) -> Engine:
             raise DatabaseNotFound(f"no such file: {path} (--db {mask_url(url)}); not an "
                                    "hpsweep database. Give the database's URL with --db or "
                                    "$HPSWEEP_DB")
-        url = URL.create("sqlite", database=f"file:{quote(str(path))}",
-                         query={"mode": "rw", "uri": "true"}).render_as_string()
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        uri = f"file:{quote(str(path))}?mode=rw"
+
+        def connect() -> sqlite3.Connection:  # the engine keeps the user's URL for messages
+            return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   check_same_thread=False)  # as pysqlite does for a file
+
+        engine = create_engine(url, creator=connect)
+    else:
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
     _setup_sqlite(engine, readonly)
     return engine
 

@@ -103,10 +103,10 @@ def runtime() -> Runtime:
 def check_origin(fingerprint: str | None, database: str | None) -> None:
     """Refuse a job that does not name this worker's database (see the module's doc)."""
     own = runtime().identity
-    if fingerprint is None:
-        raise PermissionError("job carries no database fingerprint (enqueued by an older "
-                              "hpsweep, or forged): refused; its own database's reconciler "
-                              "enqueues the trial again")
+    if not q.is_fingerprint(fingerprint):
+        raise PermissionError("job carries no valid database fingerprint (enqueued by an "
+                              "older hpsweep, or forged): refused; its own database's "
+                              "reconciler enqueues the trial again")
     if fingerprint != own.fingerprint:
         raise PermissionError(f"job belongs to database {database} (fingerprint "
                               f"{fingerprint}), not to this worker's {own.description} "

@@ -76,11 +76,11 @@ class _OwnDatabaseOnly:
             pipe.lpush(queue.key, job.id)
             pipe.execute()
         self.wrong_database = (
-            f"job {job.id} belongs to database {origin.description} but this worker serves "
+            f"job {job.id} belongs to database {origin.description}, not to this worker's "
             f"{own.description} (fingerprints {origin.fingerprint[:8]}… and "
-            f"{own.fingerprint[:8]}…); left the job in queue {queue.name!r} and stopped. "
-            "Point the worker at the job's database with --db or $HPSWEEP_DB (or give each "
-            "database its own --queue)")
+            f"{own.fingerprint[:8]}…): left it in queue {queue.name!r} and stopped. Start the "
+            "worker with --db (or $HPSWEEP_DB) naming the job's database; databases that "
+            "share a Redis server need a Redis database number each (redis://host:6379/N)")
         self._stop_requested = True  # RQ's loop ends before its next dequeue
         return None
 
