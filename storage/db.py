@@ -188,7 +188,6 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Eng
     backend = parsed.get_backend_name()
     creating = create and not readonly
     if backend == "sqlite":
-        check_sqlite_path(url)
         engine = _sqlite_engine(url, creating, readonly)
     elif backend == "postgresql":
         # A worker frozen inside a transaction (SIGSTOP, a hung host) must not hold
@@ -223,11 +222,11 @@ def _sqlite_engine(url: str, creating: bool, readonly: bool) -> Engine:
     database = make_url(url).database
     path = Path(database).expanduser().absolute() if database and database != ":memory:" \
         else None
+    if path is not None and not creating and not path.is_file():
+        raise DatabaseNotFound(f"no such file: {path} (--db {mask_url(url)}); not an hpsweep "
+                               "database. Give the database's URL with --db or $HPSWEEP_DB")
+    check_sqlite_path(url)
     if path is not None and not creating:
-        if not path.is_file():
-            raise DatabaseNotFound(f"no such file: {path} (--db {mask_url(url)}); not an "
-                                   "hpsweep database. Give the database's URL with --db or "
-                                   "$HPSWEEP_DB")
         uri = f"file:{quote(str(path))}?mode=rw"
 
         def connect() -> sqlite3.Connection:  # the engine keeps the user's URL for messages
@@ -257,7 +256,8 @@ def require_hpsweep_database(engine: Engine, url: str | None = None) -> None:
 
     if not _prepare(engine, check):
         raise DatabaseNotFound(f"{shown}: not an hpsweep database (no hpsweep tables). Give "
-                               "the database's URL with --db or $HPSWEEP_DB")
+                               "the database's URL with --db or $HPSWEEP_DB, or launch a "
+                               "sweep there first")
 
 
 def create_schema(engine: Engine) -> None:
