@@ -178,8 +178,8 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Eng
     (commands that start sweeps). Otherwise, and always with ``readonly``, nothing is
     created, no file and no table: ``url`` must name an existing hpsweep database, else
     ``DatabaseNotFound`` (no such file, or no hpsweep tables). ``readonly`` engines also
-    refuse writes at the connection level (SQLite ``mode=ro`` and ``query_only``,
-    PostgreSQL read-only transactions).
+    refuse writes at the connection level (SQLite ``query_only``, PostgreSQL read-only
+    transactions).
     """
     try:
         parsed = make_url(url)
