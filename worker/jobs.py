@@ -108,7 +108,7 @@ def check_origin(fingerprint: str | None, database: str | None) -> None:
                               "older hpsweep, or forged): refused; its own database's "
                               "reconciler enqueues the trial again")
     if fingerprint != own.fingerprint:
-        raise PermissionError(f"job belongs to database {database} (fingerprint "
+        raise PermissionError(f"job belongs to database {database!r} (fingerprint "
                               f"{fingerprint}), not to this worker's {own.description} "
                               f"(fingerprint {own.fingerprint})")
 

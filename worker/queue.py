@@ -113,8 +113,12 @@ def job_origin(job: Job) -> DatabaseIdentity | None:
         kwargs = job.kwargs
     except Exception:  # noqa: BLE001 - a broken payload fails later, in RQ's own path
         return None
+    if not isinstance(kwargs, dict):  # forged; RQ's call fails on it, not this worker's loop
+        return None
     fingerprint, database = kwargs.get("fingerprint"), kwargs.get("database")
-    if not (is_fingerprint(fingerprint) and isinstance(database, str)):
+    # printable and short: the description goes into a log line as it is
+    if not (is_fingerprint(fingerprint) and isinstance(database, str)
+            and database.isprintable() and len(database) <= 1000):
         return None
     return DatabaseIdentity(fingerprint, database)
 

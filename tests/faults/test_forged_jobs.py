@@ -3,8 +3,10 @@ written, and the worker goes on serving real trials."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import zlib
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,12 @@ def _forge(server: RedisServer, tmp_path: Path, db: dict[str, str]
     expected[job.id] = "PermissionError: job carries no valid database fingerprint"
     job = plain.enqueue(RUN_TRIAL, 1, fingerprint=1, database=[], job_id="forged-bad-fingerprint")
     expected[job.id] = "PermissionError: job carries no valid database fingerprint"
+    job = plain.enqueue(RUN_TRIAL, 1, fingerprint="f" * 32, database="a\nerror: injected",
+                        job_id="forged-log-injection")  # another database, unprintable name
+    expected[job.id] = "PermissionError: job belongs to database 'a\\nerror: injected'"
+    job = plain.enqueue(RUN_TRIAL, 1, job_id="forged-kwargs-list")
+    conn.hset(job.key, "data", zlib.compress(json.dumps([RUN_TRIAL, None, [1], [2]]).encode()))
+    expected[job.id] = "must be a mapping"
     job = plain.enqueue(RUN_TRIAL, "1; DROP TABLE trials", job_id="forged-string-id")
     expected[job.id] = "TypeError: run_trial takes an integer trial id"
     return expected, sentinels
