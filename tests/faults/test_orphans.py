@@ -9,9 +9,11 @@ kill; other suites on this machine run their own workers and Redis servers.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -218,6 +220,63 @@ def test_sighup_of_run_stops_everything_and_the_sweep_resumes(
         assert_curves_complete(engine)
     finally:
         engine.dispose()
+
+
+def _controlling_terminal() -> None:  # preexec_fn, after setsid: stdin's tty becomes ours
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """A pseudo-terminal the command runs in, its output copied to ``log``; ``close``
+    hangs it up as closing a terminal window does (the kernel sends SIGHUP)."""
+
+    def __init__(self, log: Path) -> None:
+        self.master, self.slave = os.openpty()
+        self.log, self._stop = log, threading.Event()
+        self._thread = threading.Thread(target=self._copy, daemon=True)
+
+    def _copy(self) -> None:
+        with open(self.log, "ab") as out:
+            while not self._stop.is_set():
+                if select.select([self.master], [], [], 0.1)[0]:
+                    try:
+                        out.write(os.read(self.master, 65536))
+                    except OSError:
+                        return
+
+    def start(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(hpsweep(*args), cwd=ROOT, env=env, stdin=self.slave,
+                                stdout=self.slave, stderr=self.slave, start_new_session=True,
+                                preexec_fn=_controlling_terminal)
+        os.close(self.slave)
+        self._thread.start()
+        return proc
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        os.close(self.master)
+
+
+def test_closing_the_terminal_of_run_stops_everything(
+        tmp_path: Path, recorded: list[Proc], sqlite_url: str) -> None:
+    # The terminal is gone, not just signalled: writing the goodbye fails (EIO) too.
+    log = tmp_path / "terminal.log"
+    terminal = Terminal(log)
+    (tmp_path / "tmp").mkdir()
+    proc = terminal.start(["run", str(_long_sweep(tmp_path)), "--workers", "2", "--db",
+                           sqlite_url], _env(tmp_path / "tmp"))
+    try:
+        tree = _mid_training(proc, log, sqlite_url, 3, recorded)
+    finally:
+        terminal.close()
+    assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    _assert_all_gone(tree, 0, log)
+    assert list((tmp_path / "tmp").glob("hpsweep-redis-*")) == []
+    _no_trial_lost(sqlite_url)
 
 
 # ---------------------------------------------------------------- hpsweep worker --processes
