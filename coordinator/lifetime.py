@@ -81,9 +81,13 @@ def armed_signal() -> int:
 
 
 def handle_stop_signals(handler: Callable[[int, Any], Any]) -> None:
-    """Treat SIGTERM and SIGHUP (the terminal closed) like each other: call ``handler``."""
+    """Treat SIGTERM and SIGHUP (the terminal closed) like each other: call ``handler``.
+
+    An ignored SIGHUP stays ignored: ``nohup hpsweep run …`` asked to outlive its terminal.
+    """
     for sig in STOP_SIGNALS:
-        signal.signal(sig, handler)
+        if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, handler)
 
 
 def watch_parent(parent: int, grace: float, poll: float = 0.5) -> threading.Thread:

@@ -96,6 +96,25 @@ def test_the_child_entry_refuses_to_start_once_orphaned() -> None:
     assert out.returncode == 1 and "Usage" not in out.stdout
 
 
+def test_stop_signals_are_handled_but_nohup_is_respected() -> None:
+    def handler(*_: object) -> None:
+        pass
+
+    saved = {sig: signal.getsignal(sig) for sig in lifetime.STOP_SIGNALS}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        lifetime.handle_stop_signals(handler)
+        assert signal.getsignal(signal.SIGHUP) is handler
+        assert signal.getsignal(signal.SIGTERM) is handler
+
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a command
+        lifetime.handle_stop_signals(handler)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
 # ---------------------------------------------------------------- stale folders
 
 

@@ -148,7 +148,7 @@ def _workers(tree: list[Proc]) -> list[Proc]:
     return [p for p in tree if " worker " in p.cmd]
 
 
-def _no_trial_lost(db: str) -> None:
+def _no_trial_lost(db: str, sweep_status: str = "running") -> None:
     """A worker stopped by its parent's death hands its trial back: none is left
     ``running`` (waiting for its lease), failed, or charged a failed attempt (as when
     the embedded Redis dying beside it broke the trial in flight)."""
@@ -157,7 +157,7 @@ def _no_trial_lost(db: str) -> None:
         statuses = dict(rows(engine, "SELECT status, COUNT(*) FROM trials GROUP BY status"))
         errors = rows(engine, "SELECT id, error FROM trials WHERE error <> :handed_back",
                       handed_back=HANDED_BACK)
-        assert scalar(engine, "SELECT status FROM sweeps") == "running"
+        assert scalar(engine, "SELECT status FROM sweeps") == sweep_status
     finally:
         engine.dispose()
     assert set(statuses) <= {"queued", "done", "diverged"}, statuses
@@ -247,8 +247,8 @@ class Terminal:
                     except OSError:
                         return
 
-    def start(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(hpsweep(*args), cwd=ROOT, env=env, stdin=self.slave,
+    def start(self, cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=self.slave,
                                 stdout=self.slave, stderr=self.slave, start_new_session=True,
                                 preexec_fn=_controlling_terminal)
         os.close(self.slave)
@@ -261,22 +261,46 @@ class Terminal:
         os.close(self.master)
 
 
-def test_closing_the_terminal_of_run_stops_everything(
-        tmp_path: Path, recorded: list[Proc], sqlite_url: str) -> None:
-    # The terminal is gone, not just signalled: writing the goodbye fails (EIO) too.
+def _run_in_terminal(tmp_path: Path, db: str, recorded: list[Proc], prefix: list[str]) -> \
+        tuple[subprocess.Popen[bytes], list[Proc], Path]:
+    """``hpsweep run`` mid-training in a terminal that is then closed."""
     log = tmp_path / "terminal.log"
     terminal = Terminal(log)
     (tmp_path / "tmp").mkdir()
-    proc = terminal.start(["run", str(_long_sweep(tmp_path)), "--workers", "2", "--db",
-                           sqlite_url], _env(tmp_path / "tmp"))
+    proc = terminal.start([*prefix, *hpsweep("run", str(_long_sweep(tmp_path)), "--workers", "2",
+                                             "--db", db)], _env(tmp_path / "tmp"), tmp_path)
     try:
-        tree = _mid_training(proc, log, sqlite_url, 3, recorded)
+        tree = _mid_training(proc, log, db, 3, recorded)
     finally:
         terminal.close()
+    return proc, tree, log
+
+
+def test_closing_the_terminal_of_run_stops_everything(
+        tmp_path: Path, recorded: list[Proc], sqlite_url: str) -> None:
+    # The terminal is gone, not just signalled: writing the goodbye fails (EIO) too.
+    proc, tree, log = _run_in_terminal(tmp_path, sqlite_url, recorded, [])
     assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
     _assert_all_gone(tree, 0, log)
     assert list((tmp_path / "tmp").glob("hpsweep-redis-*")) == []
     _no_trial_lost(sqlite_url)
+
+
+def test_nohup_run_outlives_its_terminal(tmp_path: Path, recorded: list[Proc],
+                                         sqlite_url: str) -> None:
+    proc, tree, log = _run_in_terminal(tmp_path, sqlite_url, recorded, ["nohup"])
+    engine = make_engine(sqlite_url, readonly=True)
+    try:
+        before = scalar(engine, "SELECT COUNT(*) FROM curves")
+        assert wait_for(lambda: scalar(engine, "SELECT COUNT(*) FROM curves") > before + 50
+                        or proc.poll() is not None, 300), "the sweep stopped progressing"
+    finally:
+        engine.dispose()
+    assert proc.poll() is None and all(p.running() for p in tree), log.read_text()[-3000:]
+    proc.terminate()
+    assert proc.wait(timeout=120) == 130
+    _assert_all_gone(tree, 0, log)
+    assert "hpsweep resume" in (tmp_path / "nohup.out").read_text()
 
 
 # ---------------------------------------------------------------- hpsweep worker --processes
@@ -318,8 +342,9 @@ def test_sighup_of_a_worker_pool_stops_it_like_ctrl_c(
 # ---------------------------------------------------------------- hpsweep ensemble --workers
 
 
-def test_kill_9_of_ensemble_with_workers_leaves_no_worker(
-        tmp_path: Path, recorded: list[Proc], sqlite_url: str, redis_url: str) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["kill-9", "sighup"])
+def test_ensemble_with_workers_leaves_no_worker(
+        tmp_path: Path, recorded: list[Proc], sqlite_url: str, redis_url: str, sig: int) -> None:
     from tests.coordinator_tests.finished_sweep import build
 
     name = build(sqlite_url, redis_url, tmp_path, stages=[{"trials": 2, "epochs": 1}])
@@ -330,7 +355,12 @@ def test_kill_9_of_ensemble_with_workers_leaves_no_worker(
     seeds = "WHERE t.stage_id IN (SELECT id FROM stages WHERE kind = 'seeds')"
     tree = _mid_training(proc, log, sqlite_url, 2, recorded, where=seeds)
     assert len(_workers(tree)) == 2, tree
-    proc.kill()
-    proc.wait()
-    _assert_all_gone(tree, DIES_WITHIN, log)
-
+    proc.send_signal(sig)
+    if sig == signal.SIGHUP:  # as Ctrl-C: the workers stopped before the command returned
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+        assert "seed trials stay queued" in log.read_text()
+        _assert_all_gone(tree, 0, log)
+    else:
+        proc.wait()
+        _assert_all_gone(tree, DIES_WITHIN, log)
+    _no_trial_lost(sqlite_url, sweep_status="done")
