@@ -32,7 +32,8 @@ from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # a kill and a closed terminal: both stop cleanly
+# a kill and a closed terminal: both stop cleanly (SIGHUP only where there is one)
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 log = logging.getLogger("hpsweep.lifetime")
 
@@ -86,7 +87,7 @@ def handle_stop_signals(handler: Callable[[int, Any], Any]) -> None:
     An ignored SIGHUP stays ignored: ``nohup hpsweep run …`` asked to outlive its terminal.
     """
     for sig in STOP_SIGNALS:
-        if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
+        if sig == signal.SIGTERM or signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, handler)
 
 

@@ -3,7 +3,8 @@
 The supervisor restarts workers that die, reconciles (lost jobs, expired
 leases) every few seconds, and returns when the sweep leaves ``running``.
 Every process it started is stopped before it returns, Ctrl-C included;
-the sweep itself stays resumable in the database.
+the sweep itself stays resumable in the database. If the supervising process
+dies instead (``kill -9``), its workers stop by themselves (``coordinator.lifetime``).
 """
 
 from __future__ import annotations

@@ -91,8 +91,9 @@ def test_an_orphan_that_ignores_sigterm_exits_after_the_grace(tmp_path) -> None:
 def test_the_child_entry_refuses_to_start_once_orphaned() -> None:
     # coordinator.child is told its parent's pid; a process started by someone else (or
     # re-parented before Python got going) stops at once instead of serving for ever.
-    out = subprocess.run([sys.executable, "-m", "coordinator.child", "1", "60", "--help"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    not_the_parent = str(2**22 + 1)  # above any pid_max: surely not this test's pid
+    out = subprocess.run([sys.executable, "-m", "coordinator.child", not_the_parent, "60",
+                          "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "Usage" not in out.stdout
 
 
