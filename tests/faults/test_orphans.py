@@ -139,6 +139,10 @@ def recorded() -> Iterator[list[Proc]]:
             os.kill(p.pid, signal.SIGKILL)
 
 
+def _queue() -> str:
+    return f"q{uuid.uuid4().hex[:8]}"
+
+
 def _long_sweep(tmp_path: Path, trials: int = 2000, epochs: int = 5) -> Path:
     return write_spiral(tmp_path / "c.yaml", stages=[{"trials": trials, "epochs": epochs},
                                                      {"trials": 2, "epochs": 2}])
@@ -171,7 +175,7 @@ def _no_trial_lost(db: str, sweep_status: str = "running") -> None:
 def test_kill_9_of_run_leaves_no_process_and_no_stale_folder(
         tmp_path: Path, recorded: list[Proc], db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     proc, log = _start(tmp_path, ["run", str(_long_sweep(tmp_path)), "--workers", "2",
-                                  "--db", db, "--queue", f"q{uuid.uuid4().hex[:8]}"])
+                                  "--db", db, "--queue", _queue()])
     tree = _mid_training(proc, log, db, 3, recorded)
     assert len(_workers(tree)) == 2 and sum("redis-server" in p.cmd for p in tree) == 1, tree
     proc.kill()
@@ -195,8 +199,9 @@ def test_kill_9_of_run_leaves_no_process_and_no_stale_folder(
 @BOTH_BACKENDS
 def test_sighup_of_run_stops_everything_and_the_sweep_resumes(
         tmp_path: Path, recorded: list[Proc], db: str, redis_url: str) -> None:
+    queue = _queue()  # its own: no other suite's worker on this Redis takes its jobs
     proc, log = _start(tmp_path, ["run", str(_long_sweep(tmp_path, trials=150, epochs=2)),
-                                  "--workers", "2", "--db", db])
+                                  "--workers", "2", "--db", db, "--queue", queue])
     tree = _mid_training(proc, log, db, 3, recorded)
     proc.send_signal(signal.SIGHUP)  # what closing the terminal sends
     assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]  # as for Ctrl-C
@@ -211,12 +216,16 @@ def test_sighup_of_run_stops_everything_and_the_sweep_resumes(
                              env=_env(tmp_path / "tmp"), capture_output=True, text=True,
                              timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    worker = start_worker(db, redis_url, "--burst", "--log-level", "warning",
+    worker = start_worker(db, redis_url, "--burst", "--queue", queue, "--log-level", "warning",
                           env={"HPSWEEP_CACHE": str(tmp_path / "cache")})
     _, err = worker.communicate(timeout=300)
     assert worker.returncode == 0, err.decode()[-3000:]
     try:
-        assert scalar(engine, "SELECT status FROM sweeps") == "done", err.decode()[-3000:]
+        state = rows(engine, """SELECT st.idx, st.status, t.status, COUNT(*) FROM trials t
+                                JOIN stages st ON st.id = t.stage_id
+                                GROUP BY st.idx, st.status, t.status""")
+        assert scalar(engine, "SELECT status FROM sweeps") == "done", \
+            f"{state}\n{resumed.stdout}\n{err.decode()[-3000:]}"
         assert_curves_complete(engine)
     finally:
         engine.dispose()
@@ -306,19 +315,23 @@ def test_nohup_run_outlives_its_terminal(tmp_path: Path, recorded: list[Proc],
 # ---------------------------------------------------------------- hpsweep worker --processes
 
 
-def _launch(tmp_path: Path, config: Path, db: str, redis_url: str) -> None:
-    out = subprocess.run(hpsweep("launch", str(config), "--db", db, "--redis", redis_url),
+def _launch(tmp_path: Path, config: Path, db: str, redis_url: str) -> str:
+    """Launch ``config`` on a queue of its own (no other suite's worker takes its jobs)."""
+    queue = _queue()
+    out = subprocess.run(hpsweep("launch", str(config), "--db", db, "--redis", redis_url,
+                                 "--queue", queue),
                          cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
+    return queue
 
 
 @BOTH_BACKENDS
 def test_kill_9_of_a_worker_pool_leaves_no_worker(
         tmp_path: Path, recorded: list[Proc], db: str, redis_url: str) -> None:
-    _launch(tmp_path, _long_sweep(tmp_path), db, redis_url)
+    queue = _launch(tmp_path, _long_sweep(tmp_path), db, redis_url)
     proc, log = _start(tmp_path, ["worker", "--processes", "2", "--db", db, "--redis", redis_url,
-                                  "--log-level", "warning"])
+                                  "--queue", queue, "--log-level", "warning"])
     tree = _mid_training(proc, log, db, 2, recorded)
     assert len(_workers(tree)) == 2, tree
     proc.kill()
@@ -329,9 +342,9 @@ def test_kill_9_of_a_worker_pool_leaves_no_worker(
 
 def test_sighup_of_a_worker_pool_stops_it_like_ctrl_c(
         tmp_path: Path, recorded: list[Proc], sqlite_url: str, redis_url: str) -> None:
-    _launch(tmp_path, _long_sweep(tmp_path), sqlite_url, redis_url)
+    queue = _launch(tmp_path, _long_sweep(tmp_path), sqlite_url, redis_url)
     proc, log = _start(tmp_path, ["worker", "--processes", "2", "--db", sqlite_url, "--redis",
-                                  redis_url, "--log-level", "warning"])
+                                  redis_url, "--queue", queue, "--log-level", "warning"])
     tree = _mid_training(proc, log, sqlite_url, 2, recorded)
     proc.send_signal(signal.SIGHUP)
     assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]  # Ctrl-C's exit code
