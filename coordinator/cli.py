@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,6 +113,7 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
     from coordinator import report
     from coordinator.embedded import EmbeddedRedis
     from coordinator.launch import launch_new
+    from coordinator.lifetime import handle_stop_signals
     from coordinator.progress import ProgressPrinter
     from coordinator.runner import WorkerPool, supervise
 
@@ -133,13 +133,14 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
         stack.callback(pool.stop)
         pool.start()
         printer = ProgressPrinter()
-        signal.signal(signal.SIGTERM, _interrupt)
+        handle_stop_signals(_interrupt)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
         try:
             final = supervise(engine, conn, made.sweep_id, pool, printer.update)
         except KeyboardInterrupt:
-            printer.close()
-            click.echo(f"interrupted: sweep {made.name} is saved; continue it with "
-                       f"`hpsweep resume {made.name}` and workers", err=True)
+            with suppress(OSError):  # after SIGHUP the terminal may be gone (EIO)
+                printer.close()
+                click.echo(f"interrupted: sweep {made.name} is saved; continue it with "
+                           f"`hpsweep resume {made.name}` and workers", err=True)
             sys.exit(130)
         printer.close()
     click.echo(f"sweep {made.name}: {final.status}")
@@ -242,6 +243,7 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str]
     """Run ``n`` worker processes until they all exit (or SIGTERM / Ctrl-C stops them)."""
     import time
 
+    from coordinator.lifetime import handle_stop_signals
     from coordinator.runner import WorkerPool
 
     _engine(db_url, create=False)  # a bad URL fails once here, not in n children
@@ -253,7 +255,7 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str]
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, _stop)
+    handle_stop_signals(_stop)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
     pool.start()
     try:
         while not stopping and any(p.poll() is None for p in pool.procs):
@@ -389,6 +391,7 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
              redis_url: str) -> None:
     """Evaluate an ensemble of SWEEP's models on validation and test; record it."""
     from coordinator import ensemble as ens
+    from coordinator.lifetime import handle_stop_signals
     from coordinator.live import StepBar
     from coordinator.progress import use_color
     from coordinator.runner import WorkerPool
@@ -407,14 +410,16 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
             pool.start()
             return pool.revive
 
+        handle_stop_signals(_interrupt)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
         try:
             out = ens.run_ensemble(engine, sweep_id, method, k, conn=conn, wait=wait,
                                    on_progress=steps,
                                    start_workers=start_workers if workers else None)
         except KeyboardInterrupt:
-            steps.close()
-            click.echo("interrupted: the seed trials stay queued; run the same command again "
-                       "to wait for them and combine", err=True)
+            with suppress(OSError):  # after SIGHUP the terminal may be gone (EIO)
+                steps.close()
+                click.echo("interrupted: the seed trials stay queued; run the same command "
+                           "again to wait for them and combine", err=True)
             sys.exit(130)
     if isinstance(out, ens.SeedsPlan):
         click.echo(ens.plan_text(out))

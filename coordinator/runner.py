@@ -3,7 +3,8 @@
 The supervisor restarts workers that die, reconciles (lost jobs, expired
 leases) every few seconds, and returns when the sweep leaves ``running``.
 Every process it started is stopped before it returns, Ctrl-C included;
-the sweep itself stays resumable in the database.
+the sweep itself stays resumable in the database. If the supervising process
+dies instead (``kill -9``), its workers stop by themselves (``coordinator.lifetime``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from redis import Redis
 from sqlalchemy import Engine
 
+from coordinator.lifetime import die_with_parent
 from coordinator.report import Progress, progress
 from worker.reconcile import reconcile
 
@@ -36,6 +38,9 @@ class WorkerPool:
     queue: str
     extra_args: list[str] = field(default_factory=list)
     blas_threads: int = 1
+    # An orphaned worker that has not stopped gracefully this long after its pool's
+    # process died exits at once (its trial's lease then expires and it is retried).
+    orphan_grace: float = 60.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     restarts: int = 0
 
@@ -44,9 +49,17 @@ class WorkerPool:
         # Pin BLAS before NumPy starts in the child: N trainers x N threads thrash 2 cores.
         env.update({v: str(self.blas_threads) for v in BLAS_VARS})
         env.pop("HPSWEEP_WORKER_NAME", None)
-        cmd = [sys.executable, "-m", "coordinator.cli", "worker", "--queue", self.queue,
+        # coordinator.child runs `hpsweep worker` and stops it once this process is gone.
+        cmd = [sys.executable, "-m", "coordinator.child", str(os.getpid()),
+               str(self.orphan_grace), "worker", "--queue", self.queue,
                "--blas-threads", str(self.blas_threads), *self.extra_args]
-        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        # Their own session: Ctrl-C or a closed terminal reaches only this process, which
+        # stops the workers in order (and stop() can kill a worker's whole group). If this
+        # process dies instead, the kernel sends each worker SIGTERM, not SIGKILL: a worker
+        # finishes the epoch in flight and hands its trial back as queued, so `hpsweep
+        # resume` continues at once rather than after the trial's lease expires.
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent(signal.SIGTERM))
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.n)]

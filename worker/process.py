@@ -46,7 +46,14 @@ class _StopAware:
 
     def request_stop(self, signum, frame):  # type: ignore[no-untyped-def]
         runtime().stop_requested = True
-        return super().request_stop(signum, frame)  # type: ignore[misc]
+        try:
+            return super().request_stop(signum, frame)  # type: ignore[misc]
+        except RedisError as exc:
+            # RQ notes the request in Redis from inside the signal handler; with Redis gone
+            # (an embedded one dies with the pool that started both) that error would fail
+            # the trial in flight instead of letting it hand back at the epoch's end.
+            log.warning("stop requested; Redis did not record it: %s", exc)
+            return None
 
 
 class WrongDatabase(RuntimeError):
