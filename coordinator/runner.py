@@ -24,6 +24,13 @@ from coordinator.lifetime import die_with_parent
 from coordinator.report import Progress, progress
 from worker.reconcile import reconcile
 
+BAD_INPUT = 2  # a worker's exit code for a wrong --db / a job of another database
+
+
+class WorkersRefused(RuntimeError):
+    """Every worker of a pool stopped on bad input; restarting them would loop."""
+
+
 BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -65,12 +72,21 @@ class WorkerPool:
         self.procs = [self._spawn() for _ in range(self.n)]
 
     def revive(self) -> int:
-        """Restart workers that exited; returns how many."""
+        """Restart workers that exited; returns how many.
+
+        A worker that exited on bad input (exit 2: its database is missing, or a job of
+        another database reached it) would only fail again: it is not restarted, and once
+        every worker has, ``WorkersRefused`` says so instead of restarting them for ever.
+        """
         n = 0
         for i, p in enumerate(self.procs):
-            if p.poll() is not None:
+            code = p.poll()
+            if code is not None and code != BAD_INPUT:
                 self.procs[i] = self._spawn()
                 n += 1
+        if self.procs and all(p.poll() == BAD_INPUT for p in self.procs):
+            raise WorkersRefused("every worker process stopped on bad input (exit 2; their "
+                                 "message is above): check --db and --redis")
         self.restarts += n
         return n
 
