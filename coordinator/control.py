@@ -21,6 +21,9 @@ def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:
     running trials see the status at their next epoch boundary.
     """
     def work(s: Session) -> tuple[list[int], str]:
+        # the transition lock first: an advancement planning the next stage right now
+        # commits before this reads the trials to cancel (or sees the sweep cancelled)
+        sweep_store.lock_sweep(s, sweep_id)
         sweep = sweep_store.get_sweep(s, sweep_id)
         assert sweep is not None
         sweep_store.finish_sweep(s, sweep_id, SweepStatus.CANCELLED.value)
