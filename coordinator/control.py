@@ -1,4 +1,5 @@
-"""Stopping a sweep: the database first, then the queue."""
+"""Driving a sweep from outside the workers: resume and cancel (the database first,
+then the queue)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from coordinator.stages import advance
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus
 from worker import queue as q
+from worker.reconcile import Reconciled, reconcile
+
+
+def resume_sweep(engine: Engine, conn: Redis, sweep_id: int) -> Reconciled:
+    """Repair the sweep from the database: reap lost trials, do the transitions whose
+    trigger was lost (close, finish, and plan a due stage here, not in a job), and
+    enqueue every queued trial Redis does not hold. Idempotent."""
+    return reconcile(engine, conn, sweep_id, advance=lambda stage_id: advance(engine, stage_id))
 
 
 def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:
