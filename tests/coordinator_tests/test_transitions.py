@@ -8,6 +8,7 @@ skew under READ COMMITTED), then let them race for real in many processes.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -126,3 +127,70 @@ def test_advance_after_cancel_plans_nothing(tmp_path, db_url) -> None:  # type: 
     assert planned is None
     assert rows(engine, "SELECT idx, status FROM stages WHERE sweep_id = :s", s=sid) == [
         (0, "cancelled")]
+
+
+ROUNDS = 20
+
+
+def _finisher(db_url: str, rounds: list[tuple[int, str, int]], barrier, results) -> None:  # type: ignore[no-untyped-def]
+    """One worker's finishing path, once per round, all finishers released together:
+    the trial's final status (``worker.trainer.finish``), then the advancement job's work
+    when the finish says it is due (``coordinator.jobs.advance_stage`` runs ``advance``)."""
+    from worker.data import DatasetCache
+    from worker.trainer import TrialContext
+    from worker.trainer import finish as finish_trial
+
+    engine = make_engine(db_url)
+    ctx = TrialContext(engine=engine, worker="finisher", lease_seconds=60.0,
+                       datasets=DatasetCache(None))
+    for trial_id, token, stage in rounds:
+        barrier.wait(timeout=120)
+        if finish_trial(ctx, trial_id, token, "done", stage_id=stage):
+            advance(engine, stage)
+    results.put("ok")
+
+
+def _claimed_open_trials(engine: Engine, sweep_id: int) -> list[tuple[int, str, int]]:
+    """Claim every open trial of the sweep (as workers would); (id, token, stage id)."""
+    import uuid
+
+    from storage import trials as trial_store
+    from storage.db import transact
+
+    open_ = rows(engine, "SELECT id, stage_id FROM trials WHERE sweep_id = :s AND status = "
+                         "'queued' ORDER BY id", s=sweep_id)
+    out = []
+    for tid, stage in open_:
+        token = uuid.uuid4().hex
+        assert transact(engine, lambda s, t=tid, k=token: trial_store.claim(
+            s, engine, t, k, "finisher", 60.0)) is not None
+        out.append((tid, token, stage))
+    return out
+
+
+def test_last_trials_finishing_together_always_finish_the_sweep(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+    """Real processes, released by a barrier, end the last trials of both stages at the
+    same moment (stage 0's stragglers and all of stage 1), round after round."""
+    engine = make_engine(db_url)
+    sweeps, plan = [], []
+    for _ in range(ROUNDS):
+        sid = two_stage_sweep(tmp_path, engine, trials=(6, 4))
+        sweeps.append(sid)
+        plan.append(_claimed_open_trials(engine, sid))
+    width = len(plan[0])
+    assert width == 7 and all(len(p) == width for p in plan)  # 3 stragglers + 4
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(width), ctx.Queue()
+    procs = [ctx.Process(target=_finisher, args=(db_url, [p[i] for p in plan], barrier,
+                                                 results), daemon=True) for i in range(width)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0] * width
+    assert [results.get(timeout=5) for _ in procs] == ["ok"] * width
+    assert rows(engine, "SELECT status, COUNT(*) FROM sweeps GROUP BY status") == [
+        ("done", ROUNDS)]
+    assert rows(engine, "SELECT idx, status, COUNT(*) FROM stages GROUP BY idx, status "
+                        "ORDER BY idx") == [(0, "done", ROUNDS), (1, "done", ROUNDS)]
+    assert scalar(engine, "SELECT COUNT(*) FROM trials WHERE status <> 'done'") == 0
