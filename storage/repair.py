@@ -47,8 +47,9 @@ def sweeps_to_repair(s: Session, sweep_id: int | None = None) -> list[int]:
                                sweep_store.search_stages_done()),
         select(Stage.sweep_id).join(Sweep, Sweep.id == Stage.sweep_id)
         .where(cancelled, Stage.status == StageStatus.RUNNING.value),
-        select(Trial.sweep_id).join(Sweep, Sweep.id == Trial.sweep_id)
-        .where(cancelled, Trial.status == TrialStatus.QUEUED.value),
+        # from the (few) cancelled sweeps, not the (many) queued trials
+        select(Sweep.id).where(cancelled, select(Trial.id).where(
+            Trial.sweep_id == Sweep.id, Trial.status == TrialStatus.QUEUED.value).exists()),
     ).subquery()
     q = select(found.c[0])
     if sweep_id is not None:

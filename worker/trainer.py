@@ -327,7 +327,7 @@ def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attem
     try:
         if final:
             finish(ctx, trial.id, token, TrialStatus.FAILED.value,
-                   f"attempts exhausted; last error: {error}")
+                   f"attempts exhausted; last error: {error}", stage_id=trial.stage_id)
         else:
             transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token,
                                                                f"attempt failed: {error}"))
@@ -361,7 +361,8 @@ def train(ctx: TrialContext, claim: Claim, token: str,
             return TrialStatus.DIVERGED.value, ran, record_divergence(ctx, trial, token, res,
                                                                       seconds)
         if not record_epoch(ctx, trial, token, state, res, seconds, best, sweep.config):
-            finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled")
+            finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled",
+                   stage_id=trial.stage_id)
             return TrialStatus.CANCELLED.value, ran, None
     ready = finish(ctx, trial.id, token, TrialStatus.DONE.value, stage_id=trial.stage_id)
     return TrialStatus.DONE.value, ran, ready
