@@ -129,6 +129,44 @@ def test_advance_after_cancel_plans_nothing(tmp_path, db_url) -> None:  # type: 
         (0, "cancelled")]
 
 
+
+@pytest.mark.parametrize("last", ["straggler", "last_stage"])
+def test_cancel_while_the_last_trial_finishes(tmp_path, db_url, last) -> None:  # type: ignore[no-untyped-def]
+    """The last open trial's finishing transaction (``settle_stage``) and a cancel meet:
+    whichever goes first, the sweep ends in one consistent state, nothing left open."""
+    from storage import sweeps as sweep_store
+    from storage import trials as trial_store
+
+    engine = make_engine(db_url)
+    sid = two_stage_sweep(tmp_path, engine)
+    s0, s1 = stage_id(engine, sid, 0), stage_id(engine, sid, 1)
+    claimed = {t: (tok, st) for t, tok, st in _claimed_open_trials(engine, sid)}
+    # every trial but one is final; the one left is a stage 0 straggler or a stage 1 trial
+    keep = max(t for t, (_, st) in claimed.items() if st == (s0 if last == "straggler" else s1))
+    finish(engine, sid, 0, [2, 3] if last == "last_stage" else [2])
+    finish(engine, sid, 1, [0, 1] if last == "straggler" else [0])
+    for st in (s0, s1):  # what those trials' finishes (and jobs) did
+        advance(engine, st)
+    token, stage = claimed[keep]
+
+    def finish_last(s: Session) -> bool:
+        trial_store.finish(s, engine, keep, token, "done")
+        return sweep_store.settle_stage(s, stage)
+
+    due, _ = interleave(engine, finish_last, lambda: cancel_sweep(engine, None, sid))
+    if due:
+        assert advance(engine, stage) is None  # the cancel came first: nothing to plan
+    status = scalar(engine, "SELECT status FROM sweeps WHERE id = :s", s=sid)
+    stages = rows(engine, "SELECT idx, status FROM stages WHERE sweep_id = :s ORDER BY idx",
+                  s=sid)
+    if last == "straggler":  # its finish closed stage 0 and finished the sweep first
+        assert (status, stages) == ("done", [(0, "done"), (1, "done")])
+    else:  # the last stage's advancement (a job) comes after the cancel
+        assert status == "cancelled" and stages == [(0, "done"), (1, "cancelled")]
+    assert scalar(engine, "SELECT COUNT(*) FROM trials WHERE sweep_id = :s AND status IN "
+                          "('queued', 'running')", s=sid) == 0
+
+
 ROUNDS = 20
 
 
