@@ -32,10 +32,6 @@ class Repaired:
     finished: bool = False  # the sweep was finished
     cancelled: tuple[int, ...] = ()  # leftover queued trials of a cancelled sweep
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.closed or self.finished or self.cancelled)
-
 
 def sweeps_to_repair(s: Session, sweep_id: int | None = None) -> list[int]:
     """Ids of sweeps with a storage-level transition due (cheap: read every few seconds

@@ -99,7 +99,8 @@ def _advance_due(engine: Engine, conn: Redis, sweep_id: int | None,
     their ids (those whose advancement job Redis already holds are left to it)."""
     ready = transact(engine, lambda s: sweep_store.stages_ready_to_advance(s, sweep_id))
     live_adv = q.live_job_ids(conn, [q.advance_job_id(sid) for sid, _ in ready])
-    advanced = [sid for sid, _ in ready if advance or q.advance_job_id(sid) not in live_adv]
+    advanced = [sid for sid, _ in ready
+                if advance is not None or q.advance_job_id(sid) not in live_adv]
     for stage_id, queue_name in ready:
         if stage_id not in advanced:
             continue
