@@ -178,7 +178,7 @@ def _finisher(db_url: str, rounds: list[tuple[int, str, int]], barrier, results)
     from worker.trainer import TrialContext
     from worker.trainer import finish as finish_trial
 
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, create=False)  # the parent made the schema
     ctx = TrialContext(engine=engine, worker="finisher", lease_seconds=60.0,
                        datasets=DatasetCache(None))
     for trial_id, token, stage in rounds:
