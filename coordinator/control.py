@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.stages import advance
+from storage import repair as repair_store
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
@@ -37,7 +38,10 @@ def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:
         sweep = sweep_store.get_sweep(s, sweep_id)
         assert sweep is not None
         sweep_store.finish_sweep(s, sweep_id, SweepStatus.CANCELLED.value)
-        return trial_store.cancel_unfinished(s, sweep_id), sweep.queue
+        dropped = trial_store.cancel_unfinished(s, sweep_id)
+        # a stage whose last open trials were just dropped is over: close it now
+        repair_store.close_finished_stages(s, sweep_id)
+        return dropped, sweep.queue
 
     ids, queue_name = transact(engine, work)
     if conn is not None and ids:

@@ -58,10 +58,15 @@ def repair_sweep(s: Session, sweep_id: int) -> Repaired:
     status = sweep_store.lock_sweep(s, sweep_id)
     if status is None:
         return Repaired(sweep_id)
+    if status == SweepStatus.CANCELLED.value:
+        cancelled = tuple(trial_store.cancel_unfinished(s, sweep_id))
+        return Repaired(sweep_id, close_finished_stages(s, sweep_id), cancelled=cancelled)
+    closed = close_finished_stages(s, sweep_id)
+    return Repaired(sweep_id, closed, sweep_store.finish_if_stages_done(s, sweep_id))
+
+
+def close_finished_stages(s: Session, sweep_id: int) -> tuple[int, ...]:
+    """Close the sweep's advanced stages whose trials have all ended (hold its lock)."""
     due = s.scalars(select(Stage.id).where(Stage.sweep_id == sweep_id,
                                            sweep_store.stage_closable()).order_by(Stage.idx))
-    closed = tuple(st for st in list(due) if sweep_store.close_stage(s, st))
-    if status == SweepStatus.CANCELLED.value:
-        return Repaired(sweep_id, closed,
-                        cancelled=tuple(trial_store.cancel_unfinished(s, sweep_id)))
-    return Repaired(sweep_id, closed, sweep_store.finish_if_stages_done(s, sweep_id))
+    return tuple(st for st in list(due) if sweep_store.close_stage(s, st))

@@ -106,6 +106,15 @@ def test_cancel_while_the_next_stage_is_planned_cancels_it_too(tmp_path, db_url)
                           "('queued', 'running')", s=sid) == 0
 
 
+def test_cancel_closes_a_stage_whose_last_open_trials_it_drops(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(db_url)
+    sid = two_stage_sweep(tmp_path, engine)  # stage 0: stragglers 2 and 3 still queued
+    finish(engine, sid, 1, [0, 1])
+    assert cancel_sweep(engine, None, sid) == 2
+    assert rows(engine, "SELECT idx, status FROM stages WHERE sweep_id = :s ORDER BY idx",
+                s=sid) == [(0, "done"), (1, "cancelled")]
+
+
 def test_advance_after_cancel_plans_nothing(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
     cfg = load_config(write_config(tmp_path / "c.yaml", stages=[
         {"trials": 4, "epochs": 1}, {"trials": 3, "epochs": 1}]))
