@@ -315,14 +315,16 @@ def best(sweep: str | None, db_url: str, top: int) -> None:
 @redis_option
 def resume(sweep: str, db_url: str, redis_url: str) -> None:
     """Re-enqueue whatever the database says is unfinished in SWEEP (idempotent)."""
-    from worker.reconcile import reconcile
+    from coordinator.control import resume_sweep
 
     engine = _engine(db_url, create=False)
     sweep_id = _sweep_id(engine, sweep)
-    done = reconcile(engine, _redis(redis_url), sweep_id)
+    done = resume_sweep(engine, _redis(redis_url), sweep_id)
     click.echo(f"reaped {len(done.reaped)} stale, failed {len(done.exhausted)} exhausted, "
                f"re-enqueued {len(done.requeued)} trial(s), re-advanced "
-               f"{len(done.advanced)} stage(s)")
+               f"{len(done.advanced)} stage(s); repaired: closed {len(done.closed)} "
+               f"stage(s), finished {len(done.finished)} sweep(s), cancelled "
+               f"{len(done.cancelled)} leftover trial(s)")
 
 
 @main.command()
