@@ -201,3 +201,24 @@ def test_database_of_an_older_version_gets_a_fingerprint_from_resume(
     fleet.start("--burst")
     assert wait_for(lambda: sweep_status(observer(db), 1) == "done", 60), fleet.logs()
 
+
+
+def test_run_whose_workers_all_meet_another_databases_jobs_exits_2_instead_of_looping(
+        tmp_path, redis_server) -> None:  # type: ignore[no-untyped-def]
+    # Folder A's sweep waits in the queue; `run` in folder B shares that Redis database.
+    # Every worker of B's run takes one of A's jobs first, hands it back and exits 2; the
+    # run must not restart them for ever (each would exit 2 again), but say so and exit 2.
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    cfg = write_config(tmp_path / "c.yaml")
+    other_db = redis_server.url.rsplit("/", 1)[0] + "/1"
+    assert run(["launch", str(cfg)], a, other_db).returncode == 0  # A's trials 1..6 elsewhere
+    assert run(["launch", str(cfg)], a, redis_server.url).returncode == 0  # 7..12 here
+    waiting = queue_state(redis_server.client())["queued"]
+
+    out = run(["run", str(cfg), "--workers", "2"], b, redis_server.url, timeout=180)
+    assert out.returncode == 2, out.stderr
+    assert "every worker process stopped on bad input" in out.stderr, out.stderr
+    assert "belongs to database" in out.stderr, out.stderr
+    assert queue_state(redis_server.client())["queued"][:len(waiting)] == waiting  # A's intact
