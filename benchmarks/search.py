@@ -47,9 +47,10 @@ import multiprocessing
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import harness
 import numpy as np
@@ -62,6 +63,7 @@ from storage.db import make_engine
 from worker.data import DatasetCache, load_source, split
 from worker.trainer import TrialContext, run_attempt
 
+T = TypeVar("T")
 BUDGET = 300
 RANDOM_STAGES = [{"trials": 60, "epochs": 5}]
 C2F_STAGES = [{"trials": 60, "epochs": 1}, {"trials": 20, "epochs": 5},
@@ -130,16 +132,14 @@ _CACHE = DatasetCache()
 _PREPARED: dict[str, Any] = {}
 
 
-def run_search(job: tuple[str, int, str, dict[str, Any] | None]) -> tuple[str, Result]:
-    """One sweep to the end, in this process; returns its best accuracy and epochs trained."""
-    dataset, seed, method, settings = job  # dataset: this seed's .npz file
-    stages = RANDOM_STAGES if method == "random" else C2F_STAGES
-    cfg = sweep_config(dataset, seed, stages, settings)
-    if dataset not in _PREPARED:
-        _PREPARED[dataset] = prepare_dataset(cfg)
+def run_sweep(cfg: harness.SweepConfig, query: Callable[[Any], T]) -> T:
+    """One sweep to the end, in this process, on a temporary SQLite file; ``query(conn)``
+    reads what the caller wants from it before it goes."""
+    if cfg.dataset not in _PREPARED:
+        _PREPARED[cfg.dataset] = prepare_dataset(cfg)
     with tempfile.TemporaryDirectory() as folder, threadpool_limits(1):
         engine = make_engine(f"sqlite:///{folder}/search.db")
-        made = create_sweep(engine, cfg, "search", _PREPARED[dataset])
+        made = create_sweep(engine, cfg, "search", _PREPARED[cfg.dataset])
         ctx = TrialContext(engine=engine, worker="search", lease_seconds=3600.0,
                            datasets=_CACHE)
         trial_ids = list(made.trial_ids)
@@ -151,14 +151,26 @@ def run_search(job: tuple[str, int, str, dict[str, Any] | None]) -> tuple[str, R
             done = advance(engine, stage_id)
             trial_ids = list(done.trial_ids) if done else []
         with engine.connect() as c:
-            best = c.exec_driver_sql("SELECT MAX(best_val_acc) FROM trials "
-                                     "WHERE status = 'done'").scalar()
-            epochs = c.exec_driver_sql(
-                "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
-                "LEFT JOIN trials p ON p.id = t.parent_id "
-                "WHERE c.epoch > COALESCE(p.epochs, 0)").scalar()
+            out = query(c)
         engine.dispose()
-    return method, Result(float(best or 0.0), int(epochs))
+    return out
+
+
+def best_and_epochs(c: Any) -> Result:
+    best = c.exec_driver_sql("SELECT MAX(best_val_acc) FROM trials "
+                             "WHERE status = 'done'").scalar()
+    epochs = c.exec_driver_sql(
+        "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
+        "LEFT JOIN trials p ON p.id = t.parent_id "
+        "WHERE c.epoch > COALESCE(p.epochs, 0)").scalar()
+    return Result(float(best or 0.0), int(epochs))
+
+
+def run_search(job: tuple[str, int, str, dict[str, Any] | None]) -> tuple[str, Result]:
+    """One sweep to the end, in this process; returns its best accuracy and epochs trained."""
+    dataset, seed, method, settings = job  # dataset: this seed's .npz file
+    stages = RANDOM_STAGES if method == "random" else C2F_STAGES
+    return method, run_sweep(sweep_config(dataset, seed, stages, settings), best_and_epochs)
 
 
 def run_all(jobs: list[tuple[str, int, str, dict[str, Any] | None]],

@@ -201,6 +201,7 @@ def create_schema(engine: Engine) -> None:
     for attempt in range(5):
         try:
             Base.metadata.create_all(engine)
+            _add_missing_columns(engine)
             _create_missing_indexes(engine)
             return
         except DBAPIError as exc:
@@ -210,6 +211,25 @@ def create_schema(engine: Engine) -> None:
                     f"{_first_line(exc)}"
                 ) from None
             time.sleep(0.2 + random.random() * 0.3)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Nullable columns added to existing tables in later versions (``create_all`` only
+    creates whole tables). Racing processes may both try: a duplicate column is fine."""
+    insp = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN '
+                                         f'{column.name} {kind}')
+            except DBAPIError as exc:
+                if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
+                    raise
 
 
 def _create_missing_indexes(engine: Engine) -> None:

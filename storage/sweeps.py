@@ -75,6 +75,7 @@ class FlagRow:
     at_limit: bool
     scale: str = "linear"
     limit: str = ""
+    reason: str = ""
 
 
 def store_dataset(s: Session, sha: str, name: str, data: bytes, shape: tuple[int, int, int]) -> int:
@@ -291,7 +292,7 @@ def stages_ready_to_advance(s: Session, sweep_id: int | None = None) -> list[tup
 def add_flags(s: Session, sweep_id: int, stage_id: int, flags: list[FlagRow]) -> None:
     s.add_all(BoundaryFlag(sweep_id=sweep_id, stage_id=stage_id, param=f.param, value=f.value,
                            low=f.low, high=f.high, side=f.side, at_limit=f.at_limit,
-                           scale=f.scale, hard_limit=f.limit)
+                           scale=f.scale, hard_limit=f.limit, reason=f.reason or None)
               for f in flags)
 
 
@@ -301,7 +302,7 @@ def flags_of(s: Session, sweep_id: int) -> list[tuple[int, FlagRow]]:
                      .where(BoundaryFlag.sweep_id == sweep_id)
                      .order_by(Stage.idx, BoundaryFlag.param))
     return [(idx, FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
-                          f.hard_limit or ""))
+                          f.hard_limit or "", f.reason or ""))
             for idx, f in rows]
 
 
@@ -310,3 +311,25 @@ def finish_sweep(s: Session, sweep_id: int, status: str = SweepStatus.DONE.value
                                         Sweep.status == SweepStatus.RUNNING.value)
                     .values(status=status, finished_at=func.now()))
     return res.rowcount == 1
+
+
+def dataset_size(s: Session, sha: str) -> tuple[int, int] | None:
+    """(n_rows, n_classes) of a stored dataset, without reading its bytes."""
+    row = s.execute(select(Dataset.n_rows, Dataset.n_classes)
+                    .where(Dataset.sha256 == sha)).first()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def mark_chance(s: Session, stage_id: int, at_chance: bool, chance_acc: float) -> None:
+    """Record whether any trial of the stage beat chance (``stages.at_chance``)."""
+    s.execute(update(Stage).where(Stage.id == stage_id)
+              .values(at_chance=at_chance, chance_acc=chance_acc))
+
+
+def chance_of(s: Session, sweep_id: int) -> tuple[bool, float] | None:
+    """(at chance, chance_acc) of the sweep's latest ranked search stage, or None."""
+    row = s.execute(select(Stage.at_chance, Stage.chance_acc)
+                    .where(Stage.sweep_id == sweep_id, Stage.at_chance.is_not(None),
+                           Stage.kind == StageKind.SEARCH.value)
+                    .order_by(Stage.idx.desc()).limit(1)).first()
+    return (bool(row[0]), float(row[1])) if row else None
