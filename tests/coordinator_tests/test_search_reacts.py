@@ -1,0 +1,170 @@
+"""Issue 12 through the database: flags from a stage's own trials, ranges that travel,
+the chance-level warning (recorded in SQL, printed by ``status`` and ``best``), messages
+that fit the range, and old databases that gain the new columns."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from coordinator.cli import main
+from coordinator.config import load_config
+from coordinator.launch import create_sweep, prepare_dataset
+from coordinator.stages import advance
+from storage.db import make_engine
+from tests.helpers import rows, scalar, write_config
+
+pytestmark = pytest.mark.integration
+
+SPACE = {"learning_rate": {"dist": "log_uniform", "low": 1e-9, "high": 1e-7},
+         "reg": {"dist": "log_uniform", "low": 1e-6, "high": 1e-2}}
+
+
+def cli(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def make(tmp_path, db_url, stages, space=SPACE, **top):  # type: ignore[no-untyped-def]
+    cfg = load_config(write_config(tmp_path / "c.yaml", space=space, stages=stages, **top))
+    engine = make_engine(db_url)
+    made = create_sweep(engine, cfg, "q", prepare_dataset(cfg))
+    return engine, made.sweep_id, made.name
+
+
+def stage_id(engine, sweep_id: int, idx: int) -> int:  # type: ignore[no-untyped-def]
+    return scalar(engine, "SELECT id FROM stages WHERE sweep_id = :s AND idx = :i",
+                  s=sweep_id, i=idx)
+
+
+def score(engine, sweep_id: int, idx: int, acc) -> None:  # type: ignore[no-untyped-def]
+    """Finish every trial of stage ``idx``: ``acc(lr)`` gives its accuracy (None:
+    diverged); the validation loss falls as the rate rises, as it does at chance."""
+    sid = stage_id(engine, sweep_id, idx)
+    trials = rows(engine, "SELECT t.id, p.value FROM trials t JOIN params p ON "
+                          "p.trial_id = t.id AND p.name = 'learning_rate' "
+                          "WHERE t.stage_id = :s", s=sid)
+    with engine.begin() as conn:
+        for tid, lr in trials:
+            a = acc(lr)
+            conn.execute(text("UPDATE trials SET status = :st, best_val_acc = :a, "
+                              "best_val_loss = :l WHERE id = :t"),
+                         {"st": "diverged" if a is None else "done", "a": a,
+                          "l": None if a is None else 2.3 - 0.01 * math.log10(lr), "t": tid})
+    advance(engine, sid)
+
+
+def at_chance(lr: float) -> float:
+    return 0.1
+
+
+def test_a_sweep_at_chance_travels_records_it_and_warns(tmp_path, db_url):  # type: ignore[no-untyped-def]
+    engine, sweep_id, name = make(tmp_path, db_url, [{"trials": 8, "epochs": 1},
+                                                     {"trials": 8, "epochs": 1},
+                                                     {"trials": 4, "epochs": 1}])
+    score(engine, sweep_id, 0, at_chance)
+    score(engine, sweep_id, 1, at_chance)
+    lr = rows(engine, "SELECT s.idx, r.low, r.high FROM stage_ranges r JOIN stages s ON "
+                      "s.id = r.stage_id WHERE r.param = 'learning_rate' ORDER BY s.idx")
+    # stage 1 leaves 1e-9..1e-7 behind by >= 3 decades; stage 2, flagged again, twice that
+    assert lr[1][2] >= 1e-4 * 0.999 and lr[1][1] < 1e-7
+    assert math.log10(lr[2][2]) >= math.log10(lr[1][2]) + 6 - 1e-6
+    reg = rows(engine, "SELECT r.low, r.high FROM stage_ranges r JOIN stages s ON "
+                       "s.id = r.stage_id WHERE r.param = 'reg' ORDER BY s.idx")
+    assert reg[0] == reg[1] == reg[2]  # at chance nothing else narrows on noise
+    assert rows(engine, "SELECT idx, at_chance FROM stages ORDER BY idx")[:2] == [
+        (0, True), (1, True)]
+    assert rows(engine, "SELECT s.idx, f.param, f.side, f.reason FROM boundary_flags f JOIN "
+                        "stages s ON s.id = f.stage_id ORDER BY s.idx") == [
+        (0, "learning_rate", "high", "trend"), (1, "learning_rate", "high", "trend")]
+    status = cli("status", name, "--db", db_url)
+    assert status.exit_code == 0
+    assert "NO TRIAL BEATS CHANCE" in status.output and "stages.at_chance" in status.output
+    assert "stage 1 extended the range to [" in status.output
+    best = cli("best", name, "--db", db_url)
+    assert best.exit_code == 0 and "warning: NO TRIAL BEATS CHANCE" in best.output
+
+
+def test_no_warning_once_a_trial_beats_chance(tmp_path, db_url):  # type: ignore[no-untyped-def]
+    engine, sweep_id, name = make(tmp_path, db_url, [{"trials": 6, "epochs": 1}])
+    score(engine, sweep_id, 0, lambda lr: 0.5)
+    assert scalar(engine, "SELECT at_chance FROM stages") in (False, 0)
+    assert "CHANCE" not in cli("status", name, "--db", db_url).output
+
+
+def test_every_trial_diverged_moves_the_rate_down(tmp_path, sqlite_url):  # type: ignore[no-untyped-def]
+    space = {**SPACE, "learning_rate": {"dist": "log_uniform", "low": 1e2, "high": 1e4}}
+    engine, sweep_id, name = make(tmp_path, sqlite_url, [{"trials": 6, "epochs": 1},
+                                                         {"trials": 4, "epochs": 1}], space)
+    score(engine, sweep_id, 0, lambda lr: None)
+    low, high = rows(engine, "SELECT r.low, r.high FROM stage_ranges r JOIN stages s ON "
+                             "s.id = r.stage_id WHERE r.param = 'learning_rate' AND s.idx = 1")[0]
+    assert low <= 1e-1 * 1.001 and high < 1e3
+    out = cli("status", name, "--db", sqlite_url).output
+    assert "learning_rate: every trial diverged in [1e+02, 1e+04]" in out
+    assert "NO TRIAL BEATS CHANCE: no trial finished with a score" in out
+
+
+def test_carried_trials_are_reported_as_carried_not_at_an_edge(tmp_path, sqlite_url):  # type: ignore[no-untyped-def]
+    """The issue's case: a carried trial from a wider range is the best of the next stage;
+    the old report called it 'at the low edge' of a range it was never drawn from."""
+    space = {**SPACE, "learning_rate": {"dist": "log_uniform", "low": 1e-5, "high": 1.0}}
+    engine, sweep_id, name = make(tmp_path, sqlite_url, [
+        {"trials": 12, "epochs": 1, "carry": 1}, {"trials": 6, "epochs": 1}], space)
+    # a bowl around 1e-2: the carried best (the closest to it) ends up outside stage 1's range
+    score(engine, sweep_id, 0, lambda lr: 0.9 - 0.1 * (math.log10(lr) + 2) ** 2)
+    sid = stage_id(engine, sweep_id, 1)
+    with engine.begin() as conn:  # the carried trial stays the best; the rest trend nowhere
+        conn.execute(text("UPDATE trials SET status = 'done', best_val_loss = 1.0, "
+                          "best_val_acc = CASE WHEN parent_id IS NULL THEN 0.5 + 0.01 * "
+                          "((idx * 7) % 5) ELSE 0.99 END WHERE stage_id = :s"), {"s": sid})
+        # and lies below the stage's range
+        conn.execute(text("UPDATE params SET value = 1e-6 WHERE name = 'learning_rate' AND "
+                          "trial_id = (SELECT id FROM trials WHERE stage_id = :s AND "
+                          "parent_id IS NOT NULL)"), {"s": sid})
+    advance(engine, sid)
+    assert scalar(engine, "SELECT COUNT(*) FROM boundary_flags WHERE stage_id = :s AND "
+                          "param = 'learning_rate'", s=sid) == 0
+    out = cli("status", name, "--db", sqlite_url).output
+    assert "(carried from stage 0)" in out
+    assert "stage 1: learning_rate" not in out
+
+
+def test_flag_messages_fit_the_range(tmp_path, sqlite_url):  # type: ignore[no-untyped-def]
+    """A user's range: widen it. A derived range on the last stage: say what hpsweep did
+    and what is left to do. Integers print as integers."""
+    space = {"learning_rate": {"dist": "log_uniform", "low": 1e-3, "high": 1e-1},
+             "hidden_size": {"dist": "int_log_uniform", "low": 16, "high": 512}}
+    engine, sweep_id, name = make(tmp_path, sqlite_url, [{"trials": 12, "epochs": 1},
+                                                         {"trials": 8, "epochs": 1}], space,
+                                  train={"depth": 1, "update_rule": "sgd"})
+    score(engine, sweep_id, 0, lambda lr: 0.2 + 0.1 * (math.log10(lr) + 3))
+    score(engine, sweep_id, 1, lambda lr: 0.2 + 0.1 * (math.log10(lr) + 3))
+    out = cli("status", name, "--db", sqlite_url).output
+    assert "stage 0: learning_rate: scores rise towards the high edge of [1e-03, 1e-01]" in out
+    assert "stage 1 extended the range to [" in out
+    assert "stage 1: learning_rate: " in out and "this was the last stage" in out
+    assert "widen the range" not in out.split("stage 1: learning_rate")[1]
+    assert "hidden_size      [" in out and "e+0" not in out.split("hidden_size")[1].split("\n")[0]
+
+
+def test_single_stage_user_range_says_widen(tmp_path, sqlite_url):  # type: ignore[no-untyped-def]
+    engine, sweep_id, name = make(tmp_path, sqlite_url, [{"trials": 8, "epochs": 1}])
+    score(engine, sweep_id, 0, lambda lr: 0.2 + 0.01 * (math.log10(lr) + 9))
+    out = cli("best", name, "--db", sqlite_url).output
+    assert "the optimum may lie above; widen the range in the config" in out
+
+
+def test_old_databases_gain_the_new_columns(tmp_path, db_url):  # type: ignore[no-untyped-def]
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        for table, column in (("stages", "at_chance"), ("stages", "chance_acc"),
+                              ("boundary_flags", "reason")):
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    engine.dispose()
+    engine, sweep_id, _ = make(tmp_path, db_url, [{"trials": 6, "epochs": 1}])
+    score(engine, sweep_id, 0, at_chance)
+    assert scalar(engine, "SELECT at_chance FROM stages") in (True, 1)
+
