@@ -44,8 +44,9 @@ def space(low: float, high: float) -> dict[str, Any]:
     return {"learning_rate": {"dist": "log_uniform", "low": low, "high": high}, "reg": REG}
 
 
-def flags_of(c: Any) -> list[tuple[str, str]]:
-    return [tuple(r) for r in c.exec_driver_sql("SELECT param, side FROM boundary_flags")]
+def flags_of(engine: Any, sweep_id: int) -> list[tuple[str, str]]:
+    with engine.connect() as c:
+        return [tuple(r) for r in c.exec_driver_sql("SELECT param, side FROM boundary_flags")]
 
 
 def flag_job(job: tuple[str, int]) -> tuple[str, int, list[tuple[str, str]]]:
@@ -56,7 +57,12 @@ def flag_job(job: tuple[str, int]) -> tuple[str, int, list[tuple[str, str]]]:
     return name, seed, run_sweep(cfg, flags_of)
 
 
-def travel_of(c: Any) -> tuple[float, list[str], bool]:
+def travel_of(engine: Any, sweep_id: int) -> tuple[float, list[str], bool]:
+    with engine.connect() as c:
+        return _travel_rows(c)
+
+
+def _travel_rows(c: Any) -> tuple[float, list[str], bool]:
     best = c.exec_driver_sql("SELECT MAX(best_val_acc) FROM trials WHERE status = 'done'"
                              ).scalar()
     ranges = [f"[{lo:.0e}, {hi:.0e}]" for lo, hi in c.exec_driver_sql(
