@@ -348,6 +348,31 @@ def cancel(sweep: str, db_url: str, redis_url: str) -> None:
 
 
 @main.command()
+@click.argument("sweep")
+@db_option
+@redis_option
+@click.option("--trials", type=click.IntRange(1), default=None,
+              help="Trials of the new stage (default: the stage the config planned next, "
+                   "else as many as the last stage).")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="Epochs per trial of the new stage (default: as --trials).")
+def extend(sweep: str, db_url: str, redis_url: str, trials: int | None,
+           epochs: int | None) -> None:
+    """Add a stage to a finished or cancelled SWEEP, planned from its last stage and flags."""
+    from coordinator.extend import ExtendError, extend_sweep
+
+    engine = _engine(db_url)
+    sweep_id = _sweep_id(engine, sweep)
+    try:
+        made = extend_sweep(engine, _redis(redis_url), sweep_id, trials, epochs)
+    except ExtendError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"sweep {made.sweep}: stage {made.stage_idx} added with "
+               f"{len(made.trial_ids)} trial(s); workers run it (`hpsweep status "
+               f"{made.sweep}` to follow)")
+
+
+@main.command()
 @click.argument("sql")
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",

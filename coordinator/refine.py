@@ -24,8 +24,10 @@ from coordinator.evidence import MIN_TREND_TRIALS, Point, edge_side
 from coordinator.space import Choice, Dist, Range
 from worker.nn.hyper import SPEC
 
-EXTEND = 0.5  # a flagged side moves out by this fraction of the width (doubled per repeat)
-CHANCE_DECADES = 3.0  # ... and, in a stage where nothing beat chance, by at least this much
+EXTEND = 0.5  # a flagged side moves out by this fraction of the width the first time
+# ... and by the whole width, at least this many decades, doubled per repeat, when the flag
+# repeats or nothing in the stage beat chance
+CHANCE_DECADES = 3.0
 MIN_WIDTH = 0.05  # a refined range keeps at least this fraction of the current width
 # ... and never less than this many decades (log) or this fraction of its magnitude
 # (linear), so that many stages in a row cannot shrink it to floating-point noise
@@ -104,8 +106,9 @@ def refine(space: Mapping[str, Dist], kept: Sequence[Mapping[str, Any]],
 
     A range spans the kept values padded by ``stage.margin`` x its width, within the
     current range. A flagged side (``travel.sides``; without ``travel``, a best value in
-    the edge zone ``stage.edge``) is pushed out by ``EXTEND`` x the width, doubled for
-    each stage in a row that flagged it before, unless a hard limit stops it. When the
+    the edge zone ``stage.edge``) is pushed out by ``EXTEND`` x the width; when the flag
+    repeats, by the width (at least ``CHANCE_DECADES``) x 2 per stage in a row that
+    flagged it before; never past a hard limit. When the
     stage is ``at_chance`` its kept values mean nothing: unflagged ranges stay as they
     are and a flagged one moves past its edge (``_travel_range``). A choice keeps the
     values the kept trials (and the best) used. No kept trials: unchanged.
@@ -257,10 +260,12 @@ def _push(name: str, dist: Range, travel: Travel, side: str) -> float:
     if side not in travel.sides.get(name, ()) or is_at_limit(name, dist, side):
         return 0.0
     width = _scaled(dist, dist.high) - _scaled(dist, dist.low)
+    repeats = travel.repeats.get((name, side), 0)
     base = EXTEND * width
-    if travel.at_chance:  # nothing learned: leave the range behind, at least a few decades
+    # nothing learned, or the last push did not bracket the optimum: leave decisively
+    if travel.at_chance or repeats:
         base = max(width, CHANCE_DECADES) if dist.scale == "log" else width
-    return base * 2 ** travel.repeats.get((name, side), 0)
+    return base * 2**repeats
 
 
 def _refine_range(name: str, dist: Range, values: list[float], travel: Travel,

@@ -94,9 +94,9 @@ def _flag_action(s: Session, sweep: sweep_store.SweepInfo,
     if idx < sweep.n_stages - 1:
         return f"stage {idx + 1} extends the range"
     if idx == 0:
-        return "widen the range in the config"
-    return ("this was the last stage and hpsweep derived its range: start a new sweep "
-            "whose range reaches past this edge")
+        return f"widen the range in the config (or `hpsweep extend {sweep.name}`)"
+    return (f"this was the last stage: `hpsweep extend {sweep.name}` adds a stage whose "
+            "range moves past this edge")
 
 
 def chance_lines(s: Session, sweep_id: int) -> list[str]:

@@ -96,16 +96,18 @@ def _flag_stage(s: Session, sweep: sweep_store.SweepInfo, stage: sweep_store.Sta
     whether it beat chance; how its flagged ranges travel."""
     own = rank(outcomes([t for t in quorum if t.parent_id is None]))
     flags = boundary_flags(space, scored_trials(own), cfg.stages[stage.idx].edge)
-    sweep_store.add_flags(s, sweep.id, stage.id, [
-        sweep_store.FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
-                            f.limit, f.reason) for f in flags])
+    recorded = sweep_store.flags_of(s, sweep.id)
+    if not any(idx == stage.idx for idx, _ in recorded):  # `extend` plans from a ranked stage
+        sweep_store.add_flags(s, sweep.id, stage.id, [
+            sweep_store.FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
+                                f.limit, f.reason) for f in flags])
     size = sweep_store.dataset_size(s, sweep.dataset_sha)
     at_chance = False
     if size is not None:
         n_val = max(1, round(size[0] * cfg.val_fraction))
         at_chance = is_at_chance(best.score if best else None, size[1], n_val)
         sweep_store.mark_chance(s, stage.id, at_chance, chance_threshold(size[1], n_val))
-    history = [(idx, f.param, f.side) for idx, f in sweep_store.flags_of(s, sweep.id)
+    history = [(idx, f.param, f.side) for idx, f in recorded
                if not f.at_limit and idx < stage.idx]
     return travel_of(flags, history, stage.idx, at_chance)
 

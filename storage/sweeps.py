@@ -333,3 +333,19 @@ def chance_of(s: Session, sweep_id: int) -> tuple[bool, float] | None:
                            Stage.kind == StageKind.SEARCH.value)
                     .order_by(Stage.idx.desc()).limit(1)).first()
     return (bool(row[0]), float(row[1])) if row else None
+
+
+def reopen_sweep(s: Session, sweep_id: int, was: str, config: dict[str, Any],
+                 n_stages: int) -> bool:
+    """Compare-and-set a finished or cancelled sweep (status ``was``) back to running with
+    a longer ``config``; closes its search stages (their trials are all final)."""
+    res = s.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status == was)
+                    .values(status=SweepStatus.RUNNING.value, finished_at=None,
+                            config=json.dumps(config), n_stages=n_stages))
+    if res.rowcount != 1:
+        return False
+    s.execute(update(Stage).where(Stage.sweep_id == sweep_id,
+                                  Stage.kind == StageKind.SEARCH.value,
+                                  Stage.status != StageStatus.DONE.value)
+              .values(status=StageStatus.DONE.value, finished_at=func.now()))
+    return True

@@ -145,7 +145,8 @@ def test_flag_messages_fit_the_range(tmp_path, sqlite_url):  # type: ignore[no-u
     out = cli("status", name, "--db", sqlite_url).output
     assert "stage 0: learning_rate: scores rise towards the high edge of [1e-03, 1e-01]" in out
     assert "stage 1 extended the range to [" in out
-    assert "stage 1: learning_rate: " in out and "this was the last stage" in out
+    assert "stage 1: learning_rate: " in out
+    assert f"this was the last stage: `hpsweep extend {name}` adds a stage" in out
     assert "widen the range" not in out.split("stage 1: learning_rate")[1]
     assert "hidden_size      [" in out and "e+0" not in out.split("hidden_size")[1].split("\n")[0]
 
@@ -168,3 +169,57 @@ def test_old_databases_gain_the_new_columns(tmp_path, db_url):  # type: ignore[n
     score(engine, sweep_id, 0, at_chance)
     assert scalar(engine, "SELECT at_chance FROM stages") in (True, 1)
 
+
+
+def run_inline(engine, trial_ids) -> None:  # type: ignore[no-untyped-def]
+    """Train the trials in this process and advance their stages, as workers would."""
+    from worker.data import DatasetCache
+    from worker.trainer import TrialContext, run_attempt
+
+    ctx = TrialContext(engine=engine, worker="t", lease_seconds=600.0, datasets=DatasetCache())
+    while trial_ids:
+        stage = None
+        for tid in trial_ids:
+            stage = run_attempt(ctx, tid).stage_id
+        done = advance(engine, stage)
+        trial_ids = list(done.trial_ids) if done else []
+
+
+def test_extend_a_finished_sweep_adds_a_stage_that_runs_and_ranks(tmp_path, db_url):  # type: ignore[no-untyped-def]
+    from coordinator.extend import extend_sweep
+
+    space = {"learning_rate": {"dist": "log_uniform", "low": 1e-4, "high": 1e-3}}
+    cfg = load_config(write_config(tmp_path / "c.yaml", space=space,
+                                   stages=[{"trials": 6, "epochs": 1}, {"trials": 4, "epochs": 2}]))
+    engine = make_engine(db_url)
+    made = create_sweep(engine, cfg, "q", prepare_dataset(cfg))
+    run_inline(engine, list(made.trial_ids))
+    assert scalar(engine, "SELECT status FROM sweeps") == "done"
+    out = extend_sweep(engine, None, made.sweep_id, trials=5, epochs=3)
+    assert (out.stage_idx, len(out.trial_ids)) == (2, 5)
+    assert scalar(engine, "SELECT status FROM sweeps") == "running"
+    # planned from stage 1's ranking and flags, its ranges recorded like any other
+    assert scalar(engine, "SELECT COUNT(*) FROM stage_ranges r JOIN stages s ON "
+                          "s.id = r.stage_id WHERE s.idx = 2") == 1
+    run_inline(engine, list(out.trial_ids))
+    assert rows(engine, "SELECT status, n_stages FROM sweeps") == [("done", 3)]
+    assert rows(engine, "SELECT idx, status, n_trials, epochs FROM stages ORDER BY idx")[2] == (
+        2, "done", 5, 3)
+    assert scalar(engine, "SELECT COUNT(*) FROM trials t JOIN stages s ON s.id = t.stage_id "
+                          "WHERE s.idx = 2 AND t.status = 'done'") == 5
+    best = cli("best", made.name, "--db", db_url, "--top", "20")
+    assert best.exit_code == 0
+    ranked_stages = {line.split()[1] for line in best.output.splitlines()[1:]
+                     if line[:1].isdigit()}
+    assert "2" in ranked_stages  # the new stage's trials rank with the others
+    # a second extend plans from the new last stage
+    again = extend_sweep(engine, None, made.sweep_id)
+    assert again.stage_idx == 3
+
+
+def test_extend_refuses_a_running_sweep(tmp_path, sqlite_url, redis_url):  # type: ignore[no-untyped-def]
+    engine, _, name = make(tmp_path, sqlite_url, [{"trials": 3, "epochs": 1}])
+    res = cli("extend", name, "--db", sqlite_url, "--redis", redis_url)
+    assert res.exit_code == 2
+    assert f"sweep {name} is still running" in res.output
+    assert scalar(engine, "SELECT COUNT(*) FROM stages") == 1
