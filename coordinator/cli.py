@@ -322,10 +322,14 @@ def best(sweep: str | None, db_url: str, top: int) -> None:
 @redis_option
 def resume(sweep: str, db_url: str, redis_url: str) -> None:
     """Re-enqueue whatever the database says is unfinished in SWEEP (idempotent)."""
+    from coordinator.report import resume_note
     from worker.reconcile import reconcile
 
     engine = _engine(db_url)
     sweep_id = _sweep_id(engine, sweep)
+    note = resume_note(engine, sweep_id)
+    if note:
+        click.echo(note, err=True)
     done = reconcile(engine, _redis(redis_url), sweep_id)
     click.echo(f"reaped {len(done.reaped)} stale, failed {len(done.exhausted)} exhausted, "
                f"re-enqueued {len(done.requeued)} trial(s), re-advanced "

@@ -191,3 +191,14 @@ def best_text(engine: Engine, sweep_id: int, top: int) -> str:
 def warnings_text(engine: Engine, sweep_id: int) -> str:
     lines = transact(engine, lambda s: chance_lines(s, sweep_id) + flag_lines(s, sweep_id))
     return "\n".join(f"warning: {line}" for line in lines)
+
+
+def resume_note(engine: Engine, sweep_id: int) -> str:
+    """Why ``resume`` does nothing for a sweep that is not running, and what does."""
+    sweep = transact(engine, lambda s: sweep_store.get_sweep(s, sweep_id))
+    assert sweep is not None
+    if sweep.status == "running":
+        return ""
+    return (f"sweep {sweep.name} is {sweep.status}: resume only re-enqueues the unfinished "
+            f"work of running sweeps. To continue it, `hpsweep extend {sweep.name}` adds a "
+            "stage planned from the trials that finished (its flags followed).")

@@ -103,9 +103,12 @@ def _flag_stage(s: Session, sweep: sweep_store.SweepInfo, stage: sweep_store.Sta
                                 f.limit, f.reason) for f in flags])
     size = sweep_store.dataset_size(s, sweep.dataset_sha)
     at_chance = False
+    diverged = any(t.status == "diverged" for t in quorum)
     if size is not None:
         n_val = max(1, round(size[0] * cfg.val_fraction))
-        at_chance = is_at_chance(best.score if best else None, size[1], n_val)
+        # nothing scored and nothing diverged (cancelled, failed): no evidence either way
+        at_chance = (best is not None or diverged) and is_at_chance(
+            best.score if best else None, size[1], n_val)
         sweep_store.mark_chance(s, stage.id, at_chance, chance_threshold(size[1], n_val))
     history = [(idx, f.param, f.side) for idx, f in recorded
                if not f.at_limit and idx < stage.idx]

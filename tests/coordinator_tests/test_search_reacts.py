@@ -223,3 +223,42 @@ def test_extend_refuses_a_running_sweep(tmp_path, sqlite_url, redis_url):  # typ
     assert res.exit_code == 2
     assert f"sweep {name} is still running" in res.output
     assert scalar(engine, "SELECT COUNT(*) FROM stages") == 1
+
+
+def test_resume_of_a_cancelled_sweep_explains_itself(tmp_path, sqlite_url, redis_url):  # type: ignore[no-untyped-def]
+    _, _, name = make(tmp_path, sqlite_url, [{"trials": 3, "epochs": 1},
+                                             {"trials": 3, "epochs": 1}])
+    assert cli("cancel", name, "--db", sqlite_url, "--redis", redis_url).exit_code == 0
+    res = CliRunner().invoke(main, ["resume", name, "--db", sqlite_url, "--redis", redis_url])
+    assert res.exit_code == 0
+    assert f"sweep {name} is cancelled: resume only re-enqueues" in res.output
+    assert f"`hpsweep extend {name}`" in res.output
+
+
+def test_extend_a_cancelled_sweep(tmp_path, sqlite_url, redis_url):  # type: ignore[no-untyped-def]
+    """Cancelled in stage 0 after some trials finished: extend plans stage 1 from them,
+    with the config's planned stage 1 budget; nothing is called 'at chance'."""
+    from coordinator.extend import extend_sweep
+
+    engine, sweep_id, name = make(tmp_path, sqlite_url, [{"trials": 6, "epochs": 1},
+                                                         {"trials": 3, "epochs": 2}])
+    sid = stage_id(engine, sweep_id, 0)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE trials SET status = 'done', best_val_acc = 0.5 + 0.01 * idx,"
+                          " best_val_loss = 1.0 WHERE stage_id = :s AND idx < 3"), {"s": sid})
+    assert cli("cancel", name, "--db", sqlite_url, "--redis", redis_url).exit_code == 0
+    out = extend_sweep(engine, None, sweep_id)
+    assert (out.stage_idx, len(out.trial_ids)) == (1, 3)
+    assert rows(engine, "SELECT idx, status, n_trials, epochs FROM stages ORDER BY idx") == [
+        (0, "done", 6, 1), (1, "running", 3, 2)]
+    assert scalar(engine, "SELECT status FROM sweeps") == "running"
+    assert "CHANCE" not in cli("status", name, "--db", sqlite_url).output
+
+
+def test_a_stage_with_nothing_finished_is_not_called_at_chance(tmp_path, sqlite_url, redis_url):  # type: ignore[no-untyped-def]
+    from coordinator.extend import extend_sweep
+
+    engine, sweep_id, name = make(tmp_path, sqlite_url, [{"trials": 4, "epochs": 1}])
+    assert cli("cancel", name, "--db", sqlite_url, "--redis", redis_url).exit_code == 0
+    extend_sweep(engine, None, sweep_id)
+    assert scalar(engine, "SELECT at_chance FROM stages WHERE idx = 0") in (False, 0)
