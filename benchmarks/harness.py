@@ -32,7 +32,7 @@ from sqlalchemy import Engine, text  # noqa: E402
 from threadpoolctl import threadpool_info  # noqa: E402
 
 from coordinator.config import SweepConfig, parse_config  # noqa: E402
-from coordinator.launch import create_sweep, prepare_dataset  # noqa: E402
+from coordinator.launch import create_sweep, enqueue_stage, prepare_dataset  # noqa: E402
 from coordinator.runner import WorkerPool  # noqa: E402
 from storage.db import make_engine  # noqa: E402
 from tests.support.redis_lease import leased_redis_db  # noqa: E402
@@ -233,7 +233,7 @@ class Bench:
         pids = [p.pid for p in self.pool.procs]
         cpu0, busy0 = process_cpu(pids), self.job_seconds()
         started = time.perf_counter()
-        q.enqueue_trials(q.make_queue(self.conn, self.queue), list(made.trial_ids))
+        enqueue_stage(self.engine, self.conn, self.queue, made.stage_id, made.n_trials)
         status = text("SELECT status FROM sweeps WHERE id = :id")
         while True:
             with self.reader.connect() as c:

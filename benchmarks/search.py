@@ -64,7 +64,8 @@ from coordinator.config import StageConfig
 from coordinator.ensemble import evaluate
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
-from storage.db import make_engine
+from storage.db import make_engine, transact
+from storage.sweeps import trial_ids_by_idx
 from worker.data import DatasetCache, load_source, split
 from worker.trainer import TrialContext, run_attempt
 
@@ -148,7 +149,7 @@ def run_sweep(cfg: harness.SweepConfig, query: Callable[[Engine, int], T]) -> T:
         made = create_sweep(engine, cfg, "search", _PREPARED[cfg.dataset])
         ctx = TrialContext(engine=engine, worker="search", lease_seconds=3600.0,
                            datasets=_CACHE)
-        trial_ids = list(made.trial_ids)
+        trial_ids = transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))
         while trial_ids:
             stage_id = None
             for tid in trial_ids:

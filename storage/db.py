@@ -49,6 +49,14 @@ class StorageError(RuntimeError):
     """A database problem worth a clear message (bad URL, unreachable server...)."""
 
 
+class BadDatabaseURL(StorageError):
+    """The database URL is malformed or names an unsupported backend (bad input, exit 2)."""
+
+
+class DatabaseNotFound(StorageError):
+    """No hpsweep database at the URL: no such file, or no hpsweep tables (exit 2)."""
+
+
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ***, safe for logs and output."""
     try:
@@ -168,7 +176,8 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Eng
     try:
         parsed = make_url(url)
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises ArgumentError or ValueError
-        raise StorageError(f"not a database URL: {mask_url(url)!r} ({exc})") from None
+        raise BadDatabaseURL(f"not a database URL: {mask_url(url)!r} ({exc}); expected "
+                             "sqlite:///file.db or postgresql+psycopg://user@host/db") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         check_sqlite_path(url)
@@ -188,7 +197,7 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Eng
             connect_args=args,
         )
     else:
-        raise StorageError(f"unsupported database {mask_url(url)!r}: use sqlite:/// or "
+        raise BadDatabaseURL(f"unsupported database {mask_url(url)!r}: use sqlite:/// or "
                            "postgresql+psycopg://")
     _dispose_after_fork(engine)
     if create and not readonly:

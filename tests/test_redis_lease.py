@@ -57,3 +57,9 @@ def test_a_test_that_flushes_its_database_still_hands_it_back_clean(private_base
         conn.flushdb()  # marks gone, as a Redis-loss test does
         conn.set("rq:job:trial-1", "x")
     assert _client(private_base, 3).keys() == [OWNED.encode()]
+
+
+def test_a_database_locked_by_an_older_suite_is_skipped(private_base: str) -> None:
+    _client(private_base, 0).set("hpsweep-test-db:3", "older-session")
+    with leased_redis_db(private_base) as url:
+        assert url == redis_db_url(private_base, 4)

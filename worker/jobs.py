@@ -22,11 +22,11 @@ from storage import trials as trial_store
 from storage.db import make_engine, transact
 from worker import queue as q
 from worker.data import DatasetCache
+from worker.defaults import DEFAULT_DB
 from worker.trainer import LeaseKeeper, TrialContext, run_attempt
 
 log = logging.getLogger("hpsweep.worker")
 
-DEFAULT_DB = "sqlite:///hpsweep.db"
 DEFAULT_LEASE_SECONDS = 30.0
 
 

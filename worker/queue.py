@@ -8,20 +8,21 @@ the functions in ``ALLOWED_FUNCTIONS``; a forged job naming ``os.system`` or
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
+from worker.defaults import DEFAULT_QUEUE
+
 RUN_TRIAL = "worker.jobs.run_trial"
 ADVANCE_STAGE = "coordinator.jobs.advance_stage"
 ALLOWED_FUNCTIONS = frozenset({RUN_TRIAL, ADVANCE_STAGE})
-DEFAULT_QUEUE = "hpsweep"
 TRIAL_TIMEOUT = 24 * 3600  # leases, not RQ timeouts, detect lost trials
 RESULT_TTL = 60
 STARTED_GRACE = 2.0  # a live job claims its trial this soon after RQ marks it started
@@ -29,6 +30,10 @@ STARTED_GRACE = 2.0  # a live job claims its trial this soon after RQ marks it s
 
 class QueueError(RuntimeError):
     """Redis is unreachable or refused us (message carries the masked URL)."""
+
+
+class BadRedisURL(QueueError):
+    """The Redis URL is malformed or impossible (bad scheme, port or db number): bad input."""
 
 
 class AllowlistJob(Job):
@@ -75,22 +80,68 @@ def mask_redis_url(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    host_port = parts.netloc.rsplit("@", 1)[-1]  # as written: the port may be malformed
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host_port}"))
+
+
+REDIS_URL_FORMS = ("redis://[user:password@]host[:port]/db, rediss://… or "
+                   "unix:///path/to/redis.sock?db=N")
+
+
+def _bad_url(url: str, reason: str) -> BadRedisURL:
+    return BadRedisURL(f"bad Redis URL {mask_redis_url(url)!r}: {reason}; expected "
+                       f"{REDIS_URL_FORMS} (--redis / $HPSWEEP_REDIS)")
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ``BadRedisURL`` for a URL no Redis server could ever accept.
+
+    Checked before anything is written; redis-py alone would quietly use db 0 for
+    ``redis://host/abc``. Whether the db number exists only the server knows
+    (``connect`` asks it).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise _bad_url(url, f"unsupported scheme {parts.scheme + '://' if parts.scheme else ''!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError as exc:
+        raise _bad_url(url, str(exc)) from None
+    dbs = parse_qs(parts.query).get("db", [])
+    if parts.scheme != "unix" and parts.path.strip("/"):
+        dbs.append(parts.path.strip("/"))
+    for db in dbs:
+        if not db.isdigit():
+            raise _bad_url(url, f"the database number must be an integer >= 0, got {db!r}")
+    try:
+        Redis.from_url(url)  # parses only; connects lazily
+    except ValueError as exc:
+        raise _bad_url(url, str(exc).rstrip(".")) from None
 
 
 def connect(url: str, *, timeout: float = 5.0) -> Redis:
-    """A checked Redis connection; fails fast with the masked URL and a hint."""
+    """A checked Redis connection; fails fast with the masked URL and a hint.
+
+    ``BadRedisURL`` when the URL is malformed or the server says it is impossible
+    (no such db number); ``QueueError`` when the server is unreachable or refuses us.
+    """
+    check_redis_url(url)
     try:
         conn = Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=30)
         conn.ping()
+    except ResponseError as exc:
+        if "db index" in str(exc).lower():  # SELECT n past the server's `databases`
+            raise _bad_url(url, f"the server has no such database ({exc})") from None
+        raise _unreachable(url, exc) from None
     except (RedisError, ValueError, OSError) as exc:
-        raise QueueError(f"cannot use Redis at {mask_redis_url(url)}: {str(exc).rstrip('.')}. "
-                         "Check that the "
-                         "server runs, the host/port and the password "
-                         "(--redis / $HPSWEEP_REDIS).") from None
+        raise _unreachable(url, exc) from None
     return conn
+
+
+def _unreachable(url: str, exc: BaseException) -> QueueError:
+    return QueueError(f"cannot use Redis at {mask_redis_url(url)}: {str(exc).rstrip('.')}. "
+                      "Check that the server runs, the host/port and the password "
+                      "(--redis / $HPSWEEP_REDIS).")
 
 
 def make_queue(conn: Redis, name: str = DEFAULT_QUEUE) -> Queue:

@@ -14,7 +14,8 @@ from coordinator.cli import main
 from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
-from storage.db import make_engine
+from storage.db import make_engine, transact
+from storage.sweeps import trial_ids_by_idx
 from tests.helpers import rows, scalar, write_config
 
 pytestmark = pytest.mark.integration
@@ -193,7 +194,7 @@ def test_extend_a_finished_sweep_adds_a_stage_that_runs_and_ranks(tmp_path, db_u
                                    stages=[{"trials": 6, "epochs": 1}, {"trials": 4, "epochs": 2}]))
     engine = make_engine(db_url)
     made = create_sweep(engine, cfg, "q", prepare_dataset(cfg))
-    run_inline(engine, list(made.trial_ids))
+    run_inline(engine, transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id)))
     assert scalar(engine, "SELECT status FROM sweeps") == "done"
     out = extend_sweep(engine, None, made.sweep_id, trials=5, epochs=3)
     assert (out.stage_idx, len(out.trial_ids)) == (2, 5)

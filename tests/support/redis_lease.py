@@ -22,17 +22,22 @@ LEASE = "hpsweep-test:lease"
 DBS = range(3, 16)
 
 
+def keys_besides_lease(conn: Redis) -> list[bytes]:
+    """The keys of a leased database other than the lease's own marks."""
+    return [k for k in conn.scan_iter() if k not in (OWNED.encode(), LEASE.encode())]
+
+
 def redis_db_url(base: str, db: int) -> str:
     return f"{base}?db={db}" if base.startswith("unix://") else f"{base}/{db}"
 
 
-def _try_lease(conn: Redis, token: str, seconds: int) -> bool:
+def _try_lease(conn: Redis, base: str, db: int, token: str, seconds: int) -> bool:
     """Take the database if it is free and empty or ours; on success it is flushed,
     marked ours and leased, atomically (MULTI/EXEC under WATCH)."""
     with conn.pipeline() as pipe:
         try:
             pipe.watch(LEASE, OWNED)
-            if pipe.exists(LEASE):
+            if pipe.exists(LEASE) or _locked_by_older_suite(base, db):
                 return False  # another session holds it
             if not pipe.exists(OWNED) and pipe.dbsize() > 0:
                 return False  # someone else's data: never touch it
@@ -46,13 +51,20 @@ def _try_lease(conn: Redis, token: str, seconds: int) -> bool:
             return False
 
 
+def _locked_by_older_suite(base: str, db: int) -> bool:
+    """Earlier versions of the suite locked database N with a key in database 0 (only read
+    here): a session of such a checkout may be running beside this one."""
+    with Redis.from_url(redis_db_url(base, 0)) as conn:
+        return bool(conn.exists(f"hpsweep-test-db:{db}"))
+
+
 @contextlib.contextmanager
 def leased_redis_db(base: str, *, seconds: int = 3600, label: str = "test") -> Iterator[str]:
     """The URL of a database of ``base`` leased for the block, emptied after it."""
     token = f"{label}-{os.getpid()}-{uuid.uuid4().hex}"
     for db in DBS:
         conn = Redis.from_url(redis_db_url(base, db))
-        if _try_lease(conn, token, seconds):
+        if _try_lease(conn, base, db, token, seconds):
             break
         conn.close()
     else:
