@@ -226,6 +226,34 @@ def flag_message(flag: BoundaryFlag, action: str = "") -> str:
     return f"{head} — the optimum may lie {where}; {action or 'widen the range'}"
 
 
+def flag_action(flag: BoundaryFlag, stage_idx: int, n_stages: int, sweep_name: str,
+                next_range: Mapping[str, Any] | None) -> str:
+    """What hpsweep did about a flag of stage ``stage_idx`` (``next_range``: the next
+    stage's range of the parameter, a ``stage_ranges`` row, if that stage exists), or
+    what the user can do: widen their own range, or extend a sweep that ended on it."""
+    if flag.at_limit:
+        return ""
+    if next_range is not None:
+        if next_range.get("scale") == "choice":
+            return ""
+        whole = bool(next_range.get("integer"))
+
+        def fmt(x: float) -> str:
+            return str(round(x)) if whole else format_value(flag.param, x, flag.scale)
+
+        span = f"[{fmt(next_range['low'])}, {fmt(next_range['high'])}]"
+        moved = next_range["high"] > flag.high if flag.side == "high" else \
+            next_range["low"] < flag.low
+        return (f"stage {stage_idx + 1} extended the range to {span}" if moved else
+                f"stage {stage_idx + 1} sampled {span}")
+    if stage_idx < n_stages - 1:
+        return f"stage {stage_idx + 1} extends the range"
+    if stage_idx == 0:
+        return f"widen the range in the config (or `hpsweep extend {sweep_name}`)"
+    return (f"this was the last stage: `hpsweep extend {sweep_name}` adds a stage whose "
+            "range moves past this edge")
+
+
 def format_value(param: str, value: float, scale: str = "linear") -> str:
     """A parameter's value as people write it: integers as integers, log ranges in
     short e-notation, others with ``g``."""

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from coordinator.refine import BoundaryFlag, flag_message, format_value
+from coordinator.refine import BoundaryFlag, flag_action, flag_message, format_value
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
@@ -80,23 +80,9 @@ def flag_lines(s: Session, sweep_id: int, last_stage_only: bool = False) -> list
 def _flag_action(s: Session, sweep: sweep_store.SweepInfo,
                  stages: dict[int, sweep_store.StageInfo], idx: int, flag: BoundaryFlag) -> str:
     """What hpsweep did about a flag (the next stage's range), or what the user can do."""
-    if flag.at_limit:
-        return ""
     following = stages.get(idx + 1)
-    if following is not None:
-        row = sweep_store.stage_ranges(s, following.id).get(flag.param)
-        if row is None or row["scale"] == "choice":
-            return ""
-        span = _range_text(row, flag.param, brackets_only=True)
-        moved = row["high"] > flag.high if flag.side == "high" else row["low"] < flag.low
-        return (f"stage {idx + 1} extended the range to {span}" if moved else
-                f"stage {idx + 1} sampled {span}")
-    if idx < sweep.n_stages - 1:
-        return f"stage {idx + 1} extends the range"
-    if idx == 0:
-        return f"widen the range in the config (or `hpsweep extend {sweep.name}`)"
-    return (f"this was the last stage: `hpsweep extend {sweep.name}` adds a stage whose "
-            "range moves past this edge")
+    row = sweep_store.stage_ranges(s, following.id).get(flag.param) if following else None
+    return flag_action(flag, idx, sweep.n_stages, sweep.name, row)
 
 
 def chance_lines(s: Session, sweep_id: int) -> list[str]:

@@ -176,7 +176,7 @@ def flag_rows(s: Session, sweep_id: int) -> list[dict[str, Any]]:
                      .order_by(Stage.idx, BoundaryFlag.param))
     return [{"stage": idx, "param": f.param, "value": f.value, "low": f.low, "high": f.high,
              "side": f.side, "at_limit": f.at_limit, "scale": f.scale,
-             "limit": f.hard_limit or ""} for idx, f in rows]
+             "limit": f.hard_limit or "", "reason": f.reason or ""} for idx, f in rows]
 
 
 def ensemble_rows(s: Session, sweep_id: int) -> list[dict[str, Any]]:

@@ -150,6 +150,13 @@ def test_flag_messages_fit_the_range(tmp_path, sqlite_url):  # type: ignore[no-u
     assert f"this was the last stage: `hpsweep extend {name}` adds a stage" in out
     assert "widen the range" not in out.split("stage 1: learning_rate")[1]
     assert "hidden_size      [" in out and "e+0" not in out.split("hidden_size")[1].split("\n")[0]
+    # the dashboard says the same
+    from coordinator.dashboard.payload import sweep as sweep_payload
+
+    messages = [f["message"] for f in sweep_payload(engine, sweep_id)["flags"]]
+    assert any("stage 1 extended the range to [" in m for m in messages)
+    assert any(f"`hpsweep extend {name}`" in m for m in messages)
+    assert not any("widen the range" in m for m in messages)
 
 
 def test_single_stage_user_range_says_widen(tmp_path, sqlite_url):  # type: ignore[no-untyped-def]
