@@ -43,10 +43,14 @@ def _setup_logging(level: str = "INFO") -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _engine(db_url: str, readonly: bool = False):  # type: ignore[no-untyped-def]
+def _engine(db_url: str, readonly: bool = False,  # type: ignore[no-untyped-def]
+            create: bool = True):
+    """``create``: hpsweep's schema where missing; otherwise the database must exist
+    (``DatabaseNotFound``, exit 2) and nothing is created. ``readonly`` for commands that
+    only look."""
     from storage.db import make_engine
 
-    return make_engine(db_url, readonly=readonly)
+    return make_engine(db_url, readonly=readonly, create=create)
 
 
 def _redis(url: str):  # type: ignore[no-untyped-def]
@@ -240,7 +244,7 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str]
 
     from coordinator.runner import WorkerPool
 
-    _engine(db_url)  # a bad URL fails once here, not in n children
+    _engine(db_url, create=False)  # a bad URL fails once here, not in n children
     _redis(redis_url).close()
     pool = WorkerPool(n, db_url, redis_url, queue, args, blas_threads=blas_threads)
     stopping = False
@@ -275,7 +279,7 @@ def status(sweep: str | None, db_url: str, watch: bool, interval: float) -> None
     from coordinator.live import watch_status
     from coordinator.report import status_text
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, readonly=True)
     sweep_id = _sweep_id(engine, sweep)
     if not watch:
         click.echo(status_text(engine, sweep_id))
@@ -295,7 +299,7 @@ def best(sweep: str | None, db_url: str, top: int) -> None:
     """The best trials of SWEEP (default: latest) with their parameters."""
     from coordinator import report
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, readonly=True)
     sweep_id = _sweep_id(engine, sweep)
     click.echo(report.best_text(engine, sweep_id, top))
     warnings = report.warnings_text(engine, sweep_id)
@@ -312,7 +316,7 @@ def resume(sweep: str, db_url: str, redis_url: str) -> None:
     from coordinator.report import resume_note
     from worker.reconcile import reconcile
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, create=False)
     sweep_id = _sweep_id(engine, sweep)
     note = resume_note(engine, sweep_id)
     if note:
@@ -331,7 +335,7 @@ def cancel(sweep: str, db_url: str, redis_url: str) -> None:
     """Stop SWEEP: no new stage, queued trials dropped, running ones stop at epoch end."""
     from coordinator.control import cancel_sweep
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, create=False)
     sweep_id = _sweep_id(engine, sweep)
     n = cancel_sweep(engine, _redis(redis_url), sweep_id)
     click.echo(f"cancelled {sweep}: {n} queued trial(s) dropped; running trials stop at "
@@ -418,7 +422,7 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
     from coordinator.progress import use_color
     from coordinator.runner import WorkerPool
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, create=False)  # writes its own rows only, creates no table
     sweep_id = _sweep_id(engine, sweep)
     conn = _redis(redis_url) if method == "seeds" else None
     with ExitStack() as stack:
@@ -456,7 +460,7 @@ def plot(sweep: str | None, out_dir: str, db_url: str) -> None:
     """Write PNG plots of SWEEP (default: latest) into --out; print their paths."""
     from coordinator.plots import write_plots
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, readonly=True)
     paths = write_plots(engine, _sweep_id(engine, sweep), out_dir)
     for path in paths:
         click.echo(str(path))
@@ -473,7 +477,7 @@ def export(sweep: str | None, fmt: str, output: Any, db_url: str) -> None:
     """One row per trial of SWEEP (default: latest), its parameters as columns."""
     from coordinator.export import export_text
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, readonly=True)
     click.echo(export_text(engine, _sweep_id(engine, sweep), fmt).rstrip("\n"), file=output)
 
 

@@ -26,6 +26,7 @@ ERROR_MAP: tuple[tuple[str, str, int, str], ...] = (
     ("coordinator.query", "QueryError", BAD_INPUT, ""),
     ("storage.db", "BadDatabaseURL", BAD_INPUT, ""),
     ("storage.db", "DatabaseNotFound", BAD_INPUT, ""),
+    ("worker.process", "WrongDatabase", BAD_INPUT, ""),
     ("worker.queue", "BadRedisURL", BAD_INPUT, ""),
     ("coordinator.ensemble", "EnsembleUsageError", BAD_INPUT, ""),
     ("storage.db", "StorageError", RUNTIME, ""),

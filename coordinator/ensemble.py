@@ -35,6 +35,7 @@ from storage import ensembles as ensemble_store
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
+from storage.meta import identity
 from storage.models import StageKind, StageStatus, SweepStatus
 from worker.data import DatasetCache, Splits
 from worker.nn.checkpoint import CheckpointError
@@ -291,7 +292,7 @@ def queue_seeds(engine: Engine, conn: Redis | None, sweep_id: int, k: int) -> Se
     plan = plan_seeds(engine, sweep_id, k)
     queued = [t.id for t in transact(engine, lambda s: trial_store.trials_of(
         s, sweep_id, plan.stage_id)) if t.status == "queued"]
-    enqueue_or_defer(conn, plan.queue, queued)
+    enqueue_or_defer(conn, plan.queue, queued, identity(engine))
     return plan
 
 

@@ -21,6 +21,7 @@ from coordinator.stages import _plan_next
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
+from storage.meta import identity
 from storage.models import StageKind, SweepStatus
 
 
@@ -53,7 +54,7 @@ def extend_sweep(engine: Engine, conn: Redis | None, sweep_id: int,
         return Extended(sweep.name, last.idx + 1, planned.trial_ids, False), planned.queue
 
     made, queue = transact(engine, work)
-    ok = enqueue_or_defer(conn, queue, list(made.trial_ids))
+    ok = enqueue_or_defer(conn, queue, list(made.trial_ids), identity(engine))
     return Extended(made.sweep, made.stage_idx, made.trial_ids, ok)
 
 

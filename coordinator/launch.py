@@ -25,6 +25,7 @@ from coordinator.space import Choice, iter_configs
 from storage import sweeps as sweep_store
 from storage import undo
 from storage.db import make_engine, transact
+from storage.meta import DatabaseIdentity, identity
 from worker import data
 from worker import queue as q
 
@@ -151,12 +152,13 @@ def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
     return transact(engine, work)
 
 
-def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int]) -> bool:
+def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int],
+                     origin: DatabaseIdentity) -> bool:
     """Enqueue; on a Redis failure leave the trials queued in the DB for the reconciler."""
     if conn is None:
         return False
     try:
-        q.enqueue_trials(q.make_queue(conn, queue_name), trial_ids)
+        q.enqueue_trials(q.make_queue(conn, queue_name), trial_ids, origin)
     except Exception as exc:  # noqa: BLE001 - the DB holds the trials; reconcile later
         log.warning("could not enqueue %d trial(s) (%s); workers will pick them up from the "
                     "database when Redis is back", len(trial_ids), exc)
@@ -167,10 +169,11 @@ def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int]) 
 def enqueue_stage(engine: Engine, conn: Redis | None, queue_name: str, stage_id: int,
                   n_trials: int) -> bool:
     """Enqueue a stage's trials in ``idx`` order, ``LAUNCH_BATCH`` ids read at a time."""
+    origin = identity(engine)
     for lo in range(0, n_trials, LAUNCH_BATCH):
         ids = transact(engine, lambda s, lo=lo: sweep_store.trial_ids_by_idx(
             s, stage_id, lo, lo + LAUNCH_BATCH))
-        if not enqueue_or_defer(conn, queue_name, ids):
+        if not enqueue_or_defer(conn, queue_name, ids, origin):
             return False
     return True
 

@@ -109,8 +109,9 @@ class Stage(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     # set when the stage is ranked: did any trial beat chance (chance_acc, the accuracy a
     # trial must exceed: one class of n_classes plus 3 binomial sds on the validation rows)
-    at_chance: Mapped[bool | None] = mapped_column(Boolean)
-    chance_acc: Mapped[float | None] = mapped_column(Float)
+    # (deferred: entity reads skip them, so an older database without them still reads)
+    at_chance: Mapped[bool | None] = mapped_column(Boolean, deferred=True)
+    chance_acc: Mapped[float | None] = mapped_column(Float, deferred=True)
 
 
 class StageRange(Base):
@@ -202,7 +203,8 @@ class BoundaryFlag(Base):
     at_limit: Mapped[bool] = mapped_column(Boolean, default=False)
     scale: Mapped[str] = mapped_column(String(16), default="linear")  # linear | log
     hard_limit: Mapped[str] = mapped_column(Text, default="")  # described, when at_limit
-    reason: Mapped[str | None] = mapped_column(String(16))  # trend | edge | diverged
+    # trend | edge | diverged; deferred like stages.at_chance
+    reason: Mapped[str | None] = mapped_column(String(16), deferred=True)
 
 
 class Ensemble(Base):
@@ -216,3 +218,12 @@ class Ensemble(Base):
     single_val_acc: Mapped[float | None] = mapped_column(Float)
     single_test_acc: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+class Meta(Base):
+    """Facts about the database itself, one row per key; ``fingerprint`` (a uuid4 hex given
+    when the schema is created) names the database in every job (DESIGN principle 7)."""
+
+    __tablename__ = "hpsweep_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -4,6 +4,9 @@ Job ids derive from rows (``trial-42``, ``advance-7``) so enqueueing the same
 work twice is harmless: the database decides who runs it. The worker runs only
 the functions in ``ALLOWED_FUNCTIONS``; a forged job naming ``os.system`` or
 ``eval`` fails with ``PermissionError`` and the worker carries on.
+
+Every job also names its database (keyword arguments ``fingerprint`` and
+``database``, see ``storage.meta``): a worker serves only jobs of its own database.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
+from storage.meta import DatabaseIdentity
 from worker.defaults import DEFAULT_QUEUE
 
 RUN_TRIAL = "worker.jobs.run_trial"
@@ -148,15 +152,43 @@ def make_queue(conn: Redis, name: str = DEFAULT_QUEUE) -> Queue:
     return Queue(name, connection=conn, serializer=JSONSerializer, job_class=AllowlistJob)
 
 
+def origin_kwargs(origin: DatabaseIdentity) -> dict[str, str]:
+    """The job arguments naming the database a job belongs to."""
+    return {"fingerprint": origin.fingerprint, "database": origin.description}
+
+
+def job_origin(job: Job) -> DatabaseIdentity | None:
+    """The database ``job`` names, or None: no (well-formed) fingerprint, an unreadable
+    payload. Such a job is left to the job function, which refuses it."""
+    try:
+        kwargs = job.kwargs
+    except Exception:  # noqa: BLE001 - a broken payload fails later, in RQ's own path
+        return None
+    if not isinstance(kwargs, dict):  # forged; RQ's call fails on it, not this worker's loop
+        return None
+    fingerprint, database = kwargs.get("fingerprint"), kwargs.get("database")
+    # printable and short: the description goes into a log line as it is
+    if not (is_fingerprint(fingerprint) and isinstance(database, str)
+            and database.isprintable() and len(database) <= 1000):
+        return None
+    return DatabaseIdentity(fingerprint, database)
+
+
+def is_fingerprint(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 32 and all(
+        c in "0123456789abcdef" for c in value)
+
+
 def trial_job_id(trial_id: int) -> str:
     return f"trial-{trial_id}"
 
 
-def enqueue_trials(queue: Queue, trial_ids: list[int]) -> None:
-    """One RQ job per trial, sent in one pipeline."""
+def enqueue_trials(queue: Queue, trial_ids: list[int], origin: DatabaseIdentity) -> None:
+    """One RQ job per trial of ``origin``'s database, sent in one pipeline."""
     if not trial_ids:
         return
-    jobs = [Queue.prepare_data(RUN_TRIAL, args=(int(t),), job_id=trial_job_id(t),
+    kwargs = origin_kwargs(origin)
+    jobs = [Queue.prepare_data(RUN_TRIAL, args=(int(t),), kwargs=kwargs, job_id=trial_job_id(t),
                                timeout=TRIAL_TIMEOUT, result_ttl=RESULT_TTL,
                                failure_ttl=7 * 86400) for t in trial_ids]
     with queue.connection.pipeline() as pipe:
@@ -168,10 +200,11 @@ def advance_job_id(stage_id: int) -> str:
     return f"advance-{stage_id}"
 
 
-def enqueue_advance(queue: Queue, stage_id: int) -> None:
+def enqueue_advance(queue: Queue, stage_id: int, origin: DatabaseIdentity) -> None:
     """Ask some worker to advance a finished stage (idempotent: the DB decides)."""
-    queue.enqueue(ADVANCE_STAGE, args=(int(stage_id),), job_id=advance_job_id(stage_id),
-                  result_ttl=RESULT_TTL, failure_ttl=7 * 86400, at_front=True)
+    queue.enqueue_call(ADVANCE_STAGE, args=(int(stage_id),), kwargs=origin_kwargs(origin),
+                       job_id=advance_job_id(stage_id), result_ttl=RESULT_TTL,
+                       failure_ttl=7 * 86400, at_front=True)
 
 
 def live_job_ids(conn: Redis, job_ids: list[str]) -> set[str]:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
+from storage.meta import identity
 from worker import queue as q
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Reconciled:
 
 def reconcile(engine: Engine, conn: Redis, sweep_id: int | None = None) -> Reconciled:
     """One pass; returns what it did."""
+    origin = identity(engine)
     reaped, exhausted = transact(engine, lambda s: trial_store.reap_expired(s, engine))
     queued = transact(engine, lambda s: trial_store.queued_trials(s, sweep_id))
     live = q.live_job_ids(conn, [q.trial_job_id(t) for t, _ in queued])
@@ -45,13 +47,13 @@ def reconcile(engine: Engine, conn: Redis, sweep_id: int | None = None) -> Recon
         if q.trial_job_id(tid) not in live:
             missing.setdefault(queue_name, []).append(tid)
     for queue_name, ids in missing.items():
-        q.enqueue_trials(q.make_queue(conn, queue_name), ids)
+        q.enqueue_trials(q.make_queue(conn, queue_name), ids, origin)
     ready = transact(engine, lambda s: sweep_store.stages_ready_to_advance(s, sweep_id))
     live_adv = q.live_job_ids(conn, [q.advance_job_id(sid) for sid, _ in ready])
     advanced = [sid for sid, _ in ready if q.advance_job_id(sid) not in live_adv]
     for stage_id, queue_name in ready:
         if stage_id in advanced:
-            q.enqueue_advance(q.make_queue(conn, queue_name), stage_id)
+            q.enqueue_advance(q.make_queue(conn, queue_name), stage_id, origin)
     result = Reconciled(tuple(reaped), tuple(exhausted),
                         tuple(t for ids in missing.values() for t in ids), tuple(advanced))
     if result.changed:

@@ -74,6 +74,7 @@ def test_missing_config_file_exits_2(tmp_path) -> None:  # type: ignore[no-untyp
 
 
 def test_unknown_sweep_exits_2(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    make_engine(sqlite_url).dispose()  # an hpsweep database without that sweep
     res = invoke("status", "no-such-sweep", "--db", sqlite_url)
     assert res.exit_code == 2
     assert "no-such-sweep" in res.output

@@ -166,16 +166,42 @@ def test_single_stage_user_range_says_widen(tmp_path, sqlite_url):  # type: igno
     assert "the optimum may lie above; widen the range in the config" in out
 
 
-def test_old_databases_gain_the_new_columns(tmp_path, db_url):  # type: ignore[no-untyped-def]
+def drop_new_columns(db_url: str) -> None:
+    """Make the database look like one from before issue 12."""
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        for table, column in (("stages", "at_chance"), ("stages", "chance_acc"),
-                              ("boundary_flags", "reason")):
+        for table, column in NEW_COLUMNS:
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
     engine.dispose()
+
+
+NEW_COLUMNS = (("stages", "at_chance"), ("stages", "chance_acc"), ("boundary_flags", "reason"))
+
+
+def test_old_databases_gain_the_new_columns(tmp_path, db_url):  # type: ignore[no-untyped-def]
+    make_engine(db_url).dispose()
+    drop_new_columns(db_url)
     engine, sweep_id, _ = make(tmp_path, db_url, [{"trials": 6, "epochs": 1}])
     score(engine, sweep_id, 0, at_chance)
     assert scalar(engine, "SELECT at_chance FROM stages") in (True, 1)
+
+
+def test_old_databases_read_without_writing(tmp_path, db_url):  # type: ignore[no-untyped-def]
+    """status and best read a database from before these columns, and add none (looking
+    never writes); its flags print with the old wording."""
+    engine, sweep_id, name = make(tmp_path, db_url, [{"trials": 8, "epochs": 1}])
+    score(engine, sweep_id, 0, lambda lr: 0.2 + 0.01 * (math.log10(lr) + 9))
+    engine.dispose()
+    drop_new_columns(db_url)
+    status = cli("status", name, "--db", db_url)
+    assert status.exit_code == 0, status.output
+    assert "stage 0: learning_rate: best" in status.output  # no reason recorded: old words
+    assert cli("best", name, "--db", db_url).exit_code == 0
+    from sqlalchemy import inspect
+
+    reader = make_engine(db_url, readonly=True)
+    columns = {c["name"] for c in inspect(reader).get_columns("stages")}
+    assert "at_chance" not in columns
 
 
 

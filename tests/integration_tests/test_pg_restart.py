@@ -80,6 +80,7 @@ def _start_sweep(pg_url: str, redis_url: str, hosts, lease: float  # type: ignor
                           hidden=(16, 48), batch_size=8)  # ~0.1 s per epoch: >2 s of work
     args = ["--db", pg_url, "--redis", redis_url, "--lease-seconds", str(lease),
             "--reconcile-every", "0.5"]
+    make_engine(pg_url).dispose()  # workers serve an existing database, never create one
     workers = [start_worker(hosts(n), n, args) for n in ("w1", "w2")]
     wait_until(lambda: all("serving queue" in w.text() for w in workers), 30,
                "workers serving", lambda: worker_logs(workers))
