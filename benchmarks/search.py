@@ -65,7 +65,6 @@ from coordinator.ensemble import evaluate
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine, transact
-from storage.sweeps import trial_ids_by_idx
 from worker.data import DatasetCache, load_source, split
 from worker.trainer import TrialContext, run_attempt
 
@@ -149,7 +148,7 @@ def run_sweep(cfg: harness.SweepConfig, query: Callable[[Engine, int], T]) -> T:
         made = create_sweep(engine, cfg, "search", _PREPARED[cfg.dataset])
         ctx = TrialContext(engine=engine, worker="search", lease_seconds=3600.0,
                            datasets=_CACHE)
-        trial_ids = transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))
+        trial_ids = first_trials(engine, made)
         while trial_ids:
             stage_id = None
             for tid in trial_ids:
@@ -160,6 +159,15 @@ def run_sweep(cfg: harness.SweepConfig, query: Callable[[Engine, int], T]) -> T:
         out = query(engine, made.sweep_id)
         engine.dispose()
     return out
+
+
+def first_trials(engine: Engine, made: Any) -> list[int]:
+    """Stage 0's trial ids (``--before`` may run a revision whose launch returned them)."""
+    if hasattr(made, "trial_ids"):
+        return list(made.trial_ids)
+    from storage.sweeps import trial_ids_by_idx
+
+    return transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))
 
 
 def best_and_epochs(engine: Engine, sweep_id: int) -> Result:

@@ -296,3 +296,18 @@ def test_a_stage_with_nothing_finished_is_not_called_at_chance(tmp_path, sqlite_
     assert cli("cancel", name, "--db", sqlite_url, "--redis", redis_url).exit_code == 0
     extend_sweep(engine, None, sweep_id)
     assert scalar(engine, "SELECT at_chance FROM stages WHERE idx = 0") in (False, 0)
+
+
+def test_extend_through_the_cli_and_real_workers(tmp_path, sqlite_url, redis_url):  # type: ignore[no-untyped-def]
+    from tests.coordinator_tests.finished_sweep import build, drain
+
+    name = build(sqlite_url, redis_url, tmp_path)
+    res = cli("extend", name, "--db", sqlite_url, "--redis", redis_url, "--trials", "3",
+              "--epochs", "7")
+    assert res.exit_code == 0, res.output
+    assert f"sweep {name}: stage 2 added with 3 trial(s)" in res.output
+    drain(sqlite_url, redis_url, tmp_path)
+    engine = make_engine(sqlite_url, readonly=True)
+    assert rows(engine, "SELECT status, n_stages FROM sweeps") == [("done", 3)]
+    assert scalar(engine, "SELECT COUNT(*) FROM trials t JOIN stages s ON s.id = t.stage_id "
+                          "WHERE s.idx = 2 AND t.status = 'done' AND t.epochs = 7") == 3
