@@ -206,8 +206,10 @@ def run_before(rev: str, jobs: list[tuple[str, int, str, dict[str, Any] | None]]
         archive = subprocess.run(["git", "-C", str(harness.ROOT), "archive", rev],
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        # that revision's packages and benchmark harness first, then this script on top
         code = (f"import sys; sys.path.insert(0, {folder!r}); import coordinator, storage, "
-                f"worker; sys.path.insert(0, {str(Path(__file__).parent)!r}); import search; "
+                f"worker; sys.path.insert(0, {folder + '/benchmarks'!r}); import harness; "
+                f"sys.path[0] = {str(Path(__file__).parent)!r}; import search; "
                 "search.child_main()")
         out = subprocess.run([sys.executable, "-c", code], input=json.dumps([jobs, processes]),
                              capture_output=True, text=True, cwd=folder)
