@@ -43,26 +43,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import harness
 import numpy as np
+from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 
 from coordinator.config import StageConfig
+from coordinator.ensemble import evaluate
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine, transact
-from storage.sweeps import trial_ids_by_idx
 from worker.data import DatasetCache, load_source, split
 from worker.trainer import TrialContext, run_attempt
 
+T = TypeVar("T")
 BUDGET = 300
 RANDOM_STAGES = [{"trials": 60, "epochs": 5}]
 C2F_STAGES = [{"trials": 60, "epochs": 1}, {"trials": 20, "epochs": 5},
@@ -84,6 +90,7 @@ TUNE_GRID = {"keep": [0.1, 0.15, 0.35, 0.5], "margin": [0.0, 0.25, 0.5], "carry"
 class Result:
     best: float  # best validation accuracy of any done trial
     epochs: int  # epochs trained (carried trials' inherited epochs not counted)
+    test: float = 0.0  # held-out test accuracy of that trial's best checkpoint
 
 
 def hard_dataset() -> tuple[np.ndarray, np.ndarray]:
@@ -131,19 +138,17 @@ _CACHE = DatasetCache()
 _PREPARED: dict[str, Any] = {}
 
 
-def run_search(job: tuple[str, int, str, dict[str, Any] | None]) -> tuple[str, Result]:
-    """One sweep to the end, in this process; returns its best accuracy and epochs trained."""
-    dataset, seed, method, settings = job  # dataset: this seed's .npz file
-    stages = RANDOM_STAGES if method == "random" else C2F_STAGES
-    cfg = sweep_config(dataset, seed, stages, settings)
-    if dataset not in _PREPARED:
-        _PREPARED[dataset] = prepare_dataset(cfg)
+def run_sweep(cfg: harness.SweepConfig, query: Callable[[Engine, int], T]) -> T:
+    """One sweep to the end, in this process, on a temporary SQLite file; ``query(engine,
+    sweep_id)`` reads what the caller wants from it before it goes."""
+    if cfg.dataset not in _PREPARED:
+        _PREPARED[cfg.dataset] = prepare_dataset(cfg)
     with tempfile.TemporaryDirectory() as folder, threadpool_limits(1):
         engine = make_engine(f"sqlite:///{folder}/search.db")
-        made = create_sweep(engine, cfg, "search", _PREPARED[dataset])
+        made = create_sweep(engine, cfg, "search", _PREPARED[cfg.dataset])
         ctx = TrialContext(engine=engine, worker="search", lease_seconds=3600.0,
                            datasets=_CACHE)
-        trial_ids = transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))
+        trial_ids = first_trials(engine, made)
         while trial_ids:
             stage_id = None
             for tid in trial_ids:
@@ -151,15 +156,66 @@ def run_search(job: tuple[str, int, str, dict[str, Any] | None]) -> tuple[str, R
             assert stage_id is not None
             done = advance(engine, stage_id)
             trial_ids = list(done.trial_ids) if done else []
-        with engine.connect() as c:
-            best = c.exec_driver_sql("SELECT MAX(best_val_acc) FROM trials "
-                                     "WHERE status = 'done'").scalar()
-            epochs = c.exec_driver_sql(
-                "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
-                "LEFT JOIN trials p ON p.id = t.parent_id "
-                "WHERE c.epoch > COALESCE(p.epochs, 0)").scalar()
+        out = query(engine, made.sweep_id)
         engine.dispose()
-    return method, Result(float(best or 0.0), int(epochs))
+    return out
+
+
+def first_trials(engine: Engine, made: Any) -> list[int]:
+    """Stage 0's trial ids (``--before`` may run a revision whose launch returned them)."""
+    if hasattr(made, "trial_ids"):
+        return list(made.trial_ids)
+    from storage.sweeps import trial_ids_by_idx
+
+    return transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))
+
+
+def best_and_epochs(engine: Engine, sweep_id: int) -> Result:
+    with engine.connect() as c:
+        best = c.exec_driver_sql("SELECT MAX(best_val_acc) FROM trials "
+                                 "WHERE status = 'done'").scalar()
+        epochs = c.exec_driver_sql(
+            "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
+            "LEFT JOIN trials p ON p.id = t.parent_id "
+            "WHERE c.epoch > COALESCE(p.epochs, 0)").scalar()
+    # the best single model, as `hpsweep ensemble` scores it (validation and test split)
+    single = evaluate(engine, sweep_id, "top-k", 1).single if best is not None else None
+    return Result(float(best or 0.0), int(epochs), single.test_acc if single else 0.0)
+
+
+def run_search(job: tuple[str, int, str, dict[str, Any] | None]) -> tuple[str, Result]:
+    """One sweep to the end, in this process; returns its best accuracy and epochs trained."""
+    dataset, seed, method, settings = job  # dataset: this seed's .npz file
+    stages = RANDOM_STAGES if method == "random" else C2F_STAGES
+    return method, run_sweep(sweep_config(dataset, seed, stages, settings), best_and_epochs)
+
+
+def child_main() -> None:
+    """Run the jobs read as JSON from stdin with whatever code was imported first (the
+    ``--before`` tree); print the results as JSON."""
+    jobs, processes = json.load(sys.stdin)
+    done = run_all([tuple(j) for j in jobs], processes)
+    json.dump([[m, dataclasses.asdict(r)] for m, r in done], sys.stdout)
+
+
+def run_before(rev: str, jobs: list[tuple[str, int, str, dict[str, Any] | None]],
+               processes: int) -> list[tuple[str, Result]]:
+    """The same jobs with the product code of git revision ``rev`` (this benchmark's code):
+    the packages of ``rev`` are imported before this script, so they are the ones used."""
+    with tempfile.TemporaryDirectory() as folder:
+        archive = subprocess.run(["git", "-C", str(harness.ROOT), "archive", rev],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        # that revision's packages and benchmark harness first, then this script on top
+        code = (f"import sys; sys.path.insert(0, {folder!r}); import coordinator, storage, "
+                f"worker; sys.path.insert(0, {folder + '/benchmarks'!r}); import harness; "
+                f"sys.path[0] = {str(Path(__file__).parent)!r}; import search; "
+                "search.child_main()")
+        out = subprocess.run([sys.executable, "-c", code], input=json.dumps([jobs, processes]),
+                             capture_output=True, text=True, cwd=folder)
+        if out.returncode != 0:
+            raise RuntimeError(f"--before {rev} failed:\n{out.stderr[-3000:]}")
+    return [(m, Result(**r)) for m, r in json.loads(out.stdout)]
 
 
 def run_all(jobs: list[tuple[str, int, str, dict[str, Any] | None]],
@@ -208,12 +264,37 @@ def print_table(results: dict[tuple[str, str], list[Result]], datasets: list[str
                 verdict = "yes" if beats else f"no (short by {max(sd, b_sd) - (mean - b_mean):.4f})"
                 if name == "c2f defaults":
                     ok = ok and beats
-            rows.append([data, name, f"{mean:.4f} ± {sd:.4f}", f"{ep:.0f} ± {ep_sd:.0f}",
+            tests = [r.test for r in res]
+            rows.append([data, name, f"{mean:.4f} ± {sd:.4f}",
+                         f"{statistics.mean(tests):.4f} ± {_sd(tests):.4f}",
+                         f"{ep:.0f} ± {ep_sd:.0f}",
                          f"{statistics.mean(gains):+.4f} ± {statistics.stdev(gains):.4f}"
                          if len(gains) > 1 else "", verdict])
-    print(harness.fmt_table(["dataset", "method", "best val_acc (mean ± sd)", "epochs spent",
+    print(harness.fmt_table(["dataset", "method", "best val_acc (mean ± sd)",
+                             "its test_acc (mean ± sd)", "epochs spent",
                              "paired gain vs random", "beats random by > either sd"], rows))
     return ok
+
+
+def _sd(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def print_before_after(results: dict[tuple[str, str], list[Result]], datasets: list[str],
+                       before: str) -> None:
+    """The defaults of ``before`` and of this tree side by side, paired by seed."""
+    rows = []
+    for data in datasets:
+        old, new = results[(data, before)], results[(data, "c2f defaults")]
+        for what, get in (("best val_acc", lambda r: r.best), ("its test_acc", lambda r: r.test)):
+            a, b = [get(r) for r in old], [get(r) for r in new]
+            diff = [y - x for x, y in zip(a, b, strict=True)]
+            rows.append([data, what, f"{statistics.mean(a):.4f} ± {_sd(a):.4f}",
+                         f"{statistics.mean(b):.4f} ± {_sd(b):.4f}",
+                         f"{statistics.mean(diff):+.4f} ± {_sd(diff):.4f}",
+                         f"{sum(d > 0 for d in diff)}/{sum(d < 0 for d in diff)}"])
+    print(harness.fmt_table(["dataset", "metric", before, "c2f defaults (this tree)",
+                             "paired change", "seeds up/down"], rows))
 
 
 def tune(datasets: Files, seeds: list[int], processes: int) -> None:
@@ -235,6 +316,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--processes", type=int, default=2, help="searches run side by side")
     ap.add_argument("--tune", action="store_true", help="vary one setting at a time first")
+    ap.add_argument("--old-defaults", action="store_true",
+                    help=f"also run the stage defaults before tuning ({OLD_DEFAULTS})")
+    ap.add_argument("--before", metavar="REV", default=None,
+                    help="also run the defaults with the product code of git revision REV "
+                         "(e.g. main), side by side with this tree's")
     ap.add_argument("--vary-split", action="store_true",
                     help="let each seed draw its own train/validation split")
     args = ap.parse_args()
@@ -253,10 +339,21 @@ def main() -> None:
             tune(datasets, seeds, args.processes)
             print()
         methods: dict[str, dict | None] = {"random": None, "c2f defaults": None}
-        if defaults != OLD_DEFAULTS:
+        if args.old_defaults:
             methods["c2f old defaults"] = dict(OLD_DEFAULTS)
         results = compare(datasets, seeds, methods, args.processes)
+        before = f"c2f defaults @{args.before}" if args.before else None
+        if before:
+            jobs = [(label, datasets[label][seed], seed) for label in datasets for seed in seeds]
+            done = run_before(args.before, [(path, seed, "c2f defaults", None)
+                                            for _, path, seed in jobs], args.processes)
+            for (label, _, _), (_, res) in zip(jobs, done, strict=True):
+                results.setdefault((label, before), []).append(res)
+            methods[before] = None
     ok = print_table(results, list(datasets), list(methods))
+    if before:
+        print(f"\nbefore ({args.before}) vs after, equal budget, same seeds and split:")
+        print_before_after(results, list(datasets), before)
     print(f"\ntarget (coarse-to-fine with the defaults beats random by more than either's "
           f"spread, on both datasets): {'MET' if ok else 'MISSED'}; "
           f"{time.perf_counter() - started:.0f} s")

@@ -316,9 +316,13 @@ def best(sweep: str | None, db_url: str, top: int) -> None:
 def resume(sweep: str, db_url: str, redis_url: str) -> None:
     """Re-enqueue whatever the database says is unfinished in SWEEP (idempotent)."""
     from coordinator.control import resume_sweep
+    from coordinator.report import resume_note
 
     engine = _engine(db_url, create=False)
     sweep_id = _sweep_id(engine, sweep)
+    note = resume_note(engine, sweep_id)
+    if note:
+        click.echo(note, err=True)
     done = resume_sweep(engine, _redis(redis_url), sweep_id)
     click.echo(f"reaped {len(done.reaped)} stale, failed {len(done.exhausted)} exhausted, "
                f"re-enqueued {len(done.requeued)} trial(s), re-advanced "
@@ -340,6 +344,31 @@ def cancel(sweep: str, db_url: str, redis_url: str) -> None:
     n = cancel_sweep(engine, _redis(redis_url), sweep_id)
     click.echo(f"cancelled {sweep}: {n} queued trial(s) dropped; running trials stop at "
                "their next epoch boundary")
+
+
+@main.command()
+@click.argument("sweep")
+@db_option
+@redis_option
+@click.option("--trials", type=click.IntRange(1), default=None,
+              help="Trials of the new stage (default: the stage the config planned next, "
+                   "else as many as the last stage).")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="Epochs per trial of the new stage (default: as --trials).")
+def extend(sweep: str, db_url: str, redis_url: str, trials: int | None,
+           epochs: int | None) -> None:
+    """Add a stage to a finished or cancelled SWEEP, planned from its last stage and flags."""
+    from coordinator.extend import ExtendError, extend_sweep
+
+    engine = _engine(db_url)
+    sweep_id = _sweep_id(engine, sweep)
+    try:
+        made = extend_sweep(engine, _redis(redis_url), sweep_id, trials, epochs)
+    except ExtendError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"sweep {made.sweep}: stage {made.stage_idx} added with "
+               f"{len(made.trial_ids)} trial(s); workers run it (`hpsweep status "
+               f"{made.sweep}` to follow)")
 
 
 @main.command()

@@ -631,6 +631,10 @@ def _cross_check(chk: _Problems, values: dict[str, Any]) -> None:
     if split >= 0.9:
         chk.add("test_fraction", f"val_fraction + test_fraction must be < 0.9 (leave data to "
                                  f"train on), got {split:g}")
+    if train.get("schedule") == "step" and "schedule_every" not in train and \
+            "schedule_every" not in space:
+        chk.add("train.schedule.every", "required for kind step (cut the rate every this many "
+                                        "epochs), got nothing")
     if values.get("select") == "ema" and not (train.get("ema_decay") or "ema_decay" in space):
         chk.add("select", "'ema' needs parameter averaging: set train.ema_decay > 0 "
                           "(e.g. 0.999) or search ema_decay, got no ema_decay")

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.config import SweepConfig
-from coordinator.space import iter_configs
+from coordinator.space import Choice, iter_configs
 from storage import sweeps as sweep_store
 from storage import undo
 from storage.db import make_engine, transact
@@ -101,9 +101,27 @@ def first_quorum(cfg: SweepConfig) -> int:
 def prepare_dataset(cfg: SweepConfig) -> tuple[bytes, str, tuple[int, int, int]]:
     """Load and validate the dataset; its canonical bytes, sha256 and shape."""
     X, y = data.load_source(cfg.dataset)
-    data.split(X, y, cfg.seed, cfg.val_fraction, cfg.test_fraction)  # fails early if too small
+    parts = data.split(X, y, cfg.seed, cfg.val_fraction, cfg.test_fraction)  # fails if too small
+    check_batch_size(cfg, len(parts.y_train))
     blob = data.encode(X, y)
     return blob, data.sha256(blob), (X.shape[0], X.shape[1], int(y.max()) + 1)
+
+
+def check_batch_size(cfg: SweepConfig, n_train: int) -> None:
+    """A batch larger than the training rows is a mistake only the dataset reveals:
+    ``DatasetError`` naming the key (the CLI exits 2 before anything is written)."""
+    where, largest = "", None
+    if "batch_size" in cfg.train:
+        where, largest = "train.batch_size", cfg.train["batch_size"]
+    elif "batch_size" in cfg.space:
+        dist = cfg.space["batch_size"]
+        where = "space.batch_size"
+        largest = max(dist.values) if isinstance(dist, Choice) else dist.high
+    if largest is not None and largest > n_train:
+        raise data.DatasetError(
+            f"{where}: {largest} is larger than the {n_train} training rows of "
+            f"{cfg.dataset!r} (after val_fraction {cfg.val_fraction:g} and test_fraction "
+            f"{cfg.test_fraction:g}); use at most {n_train}")
 
 
 def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,

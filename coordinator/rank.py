@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from coordinator.config import StageConfig
 # after every scored `done` trial, in this order; any other status (or a trial
 # without a score) comes last of all
 _LAST = ("diverged", "failed", "cancelled")
+MIN_KEPT = 2  # a fractional keep never shapes the next ranges from fewer trials
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,12 @@ def rank(outcomes: Iterable[TrialOutcome]) -> list[TrialOutcome]:
 def kept_for_refinement(ranked: Sequence[TrialOutcome], stage: StageConfig) -> list[TrialOutcome]:
     """The top ``stage.keep`` of the scored ``done`` trials of a ranked list.
 
-    A fraction keeps ``ceil(keep * n_done)`` (at least 1), a count keeps that many.
+    A fraction keeps ``ceil(keep * n_done)`` but at least ``MIN_KEPT`` (one trial cannot
+    span a range), a count keeps that many.
     """
     done = [t for t in ranked if is_scored(t)]
     if isinstance(stage.keep, float) and stage.keep < 1:
-        n = max(1, math.ceil(stage.keep * len(done) - 1e-9))  # 0.14 * 50 is 7.000000000000001
+        n = max(MIN_KEPT, math.ceil(stage.keep * len(done) - 1e-9))  # 0.14 * 50 is 7.0000…01
     else:
         n = int(stage.keep)
     return done[:n]
@@ -61,3 +64,18 @@ def _rank_key(t: TrialOutcome) -> tuple:
 
 def _status(t: TrialOutcome) -> str:
     return str(getattr(t.status, "value", t.status))  # a TrialStatus enum or its string
+
+
+def scored_trials(ranked: Sequence[TrialOutcome]) -> list[tuple[Mapping[str, Any], float | None]]:
+    """(params, utility) of the scored and diverged trials of a ranked list, best first,
+    for ``refine.boundary_flags``: utility is higher for better trials, equal for equal
+    (score, val_loss), and None for a diverged one (worse than any scored trial); failed,
+    cancelled and unfinished trials say nothing and are left out."""
+    scored = [t for t in ranked if is_scored(t)]
+    out: list[tuple[Mapping[str, Any], float | None]] = []
+    for _, group in itertools.groupby(scored, key=lambda t: _rank_key(t)[:3]):
+        tied = list(group)  # equal score and loss: the same utility (mid-rank)
+        utility = float(len(scored) - len(out) - (len(tied) - 1) / 2)
+        out += [(t.params, utility) for t in tied]
+    out += [(t.params, None) for t in ranked if _status(t) == "diverged"]
+    return out

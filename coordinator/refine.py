@@ -20,25 +20,34 @@ from numbers import Real
 from typing import Any
 
 from coordinator.config import StageConfig
+from coordinator.evidence import MIN_TREND_TRIALS, Point, edge_side
 from coordinator.space import Choice, Dist, Range
 from worker.nn.hyper import SPEC
 
-EXTEND = 0.5  # an edge optimum pushes that edge out by this fraction of the width
+EXTEND = 0.5  # a flagged side moves out by this fraction of the width the first time
+# ... and by the whole width, at least this many decades, doubled per repeat, when the flag
+# repeats or nothing in the stage beat chance
+CHANCE_DECADES = 3.0
 MIN_WIDTH = 0.05  # a refined range keeps at least this fraction of the current width
 # ... and never less than this many decades (log) or this fraction of its magnitude
 # (linear), so that many stages in a row cannot shrink it to floating-point noise
 MIN_DECADES = 1e-3
 MIN_RELATIVE = 1e-6
 OPEN_GAP = 0.01  # distance kept from an open limit, as a fraction of the current width
+Scored = tuple[Mapping[str, Any], "float | None"]  # params, utility (None: diverged)
 DEFAULT_EDGE = next(f.default for f in dataclasses.fields(StageConfig) if f.name == "edge")
 
 
 @dataclass(frozen=True)
 class BoundaryFlag:
-    """A stage's best ``value`` of ``param`` lies in the edge zone of ``[low, high]``.
+    """A stage's results point past the ``side`` edge of ``param``'s ``[low, high]``.
 
-    ``at_limit``: that edge is a hard limit (``limit`` says which, e.g. ">= 0"), so
-    the range cannot widen there. ``scale`` only affects how the message prints.
+    ``value`` is the stage's best value of it (own trials only). ``reason`` says which
+    evidence fired: ``trend`` (the best is the most extreme value and scores rise towards
+    it), ``edge`` (too few trials for a trend: the best lies in the edge zone) or
+    ``diverged`` (every trial diverged). ``at_limit``: that edge is a hard limit
+    (``limit`` says which, e.g. ">= 0"), so the range cannot widen there. ``scale``
+    only affects how the message prints.
     """
 
     param: str
@@ -49,6 +58,7 @@ class BoundaryFlag:
     at_limit: bool
     scale: str = "linear"
     limit: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,50 +68,131 @@ class _Bound:
     text: str  # for messages, e.g. ">= 0" or "<= 0.3, the config's max"
 
 
+@dataclass(frozen=True)
+class Travel:
+    """How the flagged sides move: ``sides`` maps a parameter to the sides its flags
+    extend (hard limits already excluded), ``repeats`` counts the stages in a row just
+    before this one that flagged the same side (each doubles the push), and
+    ``at_chance``: nothing in the stage beat chance, so its values locate nothing."""
+
+    sides: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    repeats: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    at_chance: bool = False
+
+
+def travel_of(flags: Sequence[BoundaryFlag], history: Sequence[tuple[int, str, str]],
+              stage_idx: int, at_chance: bool = False) -> Travel:
+    """The ``Travel`` for a stage's ``flags``; ``history``: (stage idx, param, side) of
+    the sweep's earlier flags that were not at a limit."""
+    sides: dict[str, set[str]] = {}
+    for f in flags:
+        if not f.at_limit:
+            sides.setdefault(f.param, set()).add(f.side)
+    seen = set(history)
+    repeats = {}
+    for param, params_sides in sides.items():
+        for side in params_sides:
+            k = 0
+            while (stage_idx - 1 - k, param, side) in seen:
+                k += 1
+            repeats[(param, side)] = k
+    return Travel({p: frozenset(v) for p, v in sides.items()}, repeats, at_chance)
+
+
 def refine(space: Mapping[str, Dist], kept: Sequence[Mapping[str, Any]],
-           best: Mapping[str, Any], stage: StageConfig) -> dict[str, Dist]:
+           best: Mapping[str, Any], stage: StageConfig,
+           travel: Travel | None = None) -> dict[str, Dist]:
     """The next stage's space, shaped by this stage's ``kept`` trials and its ``best``.
 
     A range spans the kept values padded by ``stage.margin`` x its width, within the
-    current range, except that a best value in the edge zone (``stage.edge``) pushes
-    that edge out by half the width unless a hard limit stops it. A choice keeps
-    the values the kept trials (and the best) used. No kept trials: unchanged.
+    current range. A flagged side (``travel.sides``; without ``travel``, a best value in
+    the edge zone ``stage.edge``) is pushed out by ``EXTEND`` x the width; when the flag
+    repeats, by the width (at least ``CHANCE_DECADES``) x 2 per stage in a row that
+    flagged it before; never past a hard limit. When the
+    stage is ``at_chance`` its kept values mean nothing: unflagged ranges stay as they
+    are and a flagged one moves past its edge (``_travel_range``). A choice keeps the
+    values the kept trials (and the best) used. No kept trials: unchanged.
     """
-    if not kept:
+    if not kept and not (travel and travel.at_chance):
         return dict(space)
     out: dict[str, Dist] = {}
     for name, dist in space.items():
         values = [p.get(name) for p in kept] + [best.get(name)]
         if isinstance(dist, Choice):
-            out[name] = _refine_choice(dist, values)
+            out[name] = dist if travel and travel.at_chance else _refine_choice(dist, values)
+            continue
+        numbers = [float(v) for v in values if _is_number(v)]
+        value = best.get(name)
+        best_value = float(value) if _is_number(value) else None
+        if travel is None:
+            side = boundary_side(dist, best_value, stage.edge) if best_value is not None \
+                else None
+            sides = frozenset([side] if side else [])
+            travel_here = Travel({name: sides})
         else:
-            numbers = [float(v) for v in values if _is_number(v)]
-            value = best.get(name)
-            best_value = float(value) if _is_number(value) else None
-            out[name] = _refine_range(name, dist, numbers, best_value, stage) if numbers else dist
+            travel_here = travel
+        if travel_here.at_chance:
+            out[name] = _travel_range(name, dist, travel_here, stage)
+        else:
+            out[name] = _refine_range(name, dist, numbers, travel_here, stage) if numbers \
+                else dist
     return out
 
 
-def boundary_flags(space: Mapping[str, Dist], best: Mapping[str, Any],
+def boundary_flags(space: Mapping[str, Dist], trials: Sequence[Scored],
                    edge: float | None = None) -> list[BoundaryFlag]:
-    """Numeric parameters whose ``best`` value lies in the outer ``edge`` of their range.
+    """Numeric parameters whose stage results point past an edge of their range.
 
-    ``edge`` defaults to ``StageConfig.edge``; pass the stage's own.
+    ``trials`` are the stage's own trials, best first (``rank.scored_trials``): a
+    value outside a parameter's range (a carried trial's, drawn from an older range)
+    is left out of that parameter's evidence. ``edge`` (default ``StageConfig.edge``)
+    only matters for stages too small to show a trend (``evidence.edge_side``).
+    Every trial diverged: ``learning_rate`` is flagged low (the notes' first
+    suspect for an exploding loss), nothing else.
     """
     edge = DEFAULT_EDGE if edge is None else edge
     flags = []
     for name, dist in space.items():
-        value = best.get(name)
-        if not isinstance(dist, Range) or not _is_number(value):
+        if not isinstance(dist, Range):
             continue
-        side = boundary_side(dist, float(value), edge)
-        if side is None:
+        points, values, best = _points(dist, name, trials)
+        reason = "trend"
+        if best is None and points and name == "learning_rate" and all(
+                p.diverged for p in points):
+            side, best, reason = "low", min(range(len(points)), key=lambda i: points[i].x), \
+                "diverged"
+        else:
+            side = edge_side(points, best, edge)
+            if side is not None and len(points) < MIN_TREND_TRIALS:
+                reason = "edge"
+        if side is None or best is None:
             continue
         bound = _hard_limits(name, dist)[0 if side == "low" else 1]
-        flags.append(BoundaryFlag(name, value, dist.low, dist.high, side,
+        flags.append(BoundaryFlag(name, values[best], dist.low, dist.high, side,
                                   is_at_limit(name, dist, side), dist.scale,
-                                  bound.text if bound else ""))
+                                  bound.text if bound else "", reason))
     return flags
+
+
+def _points(dist: Range, name: str,
+            trials: Sequence[Scored]) -> tuple[list[Point], list[float], int | None]:
+    """The trials inside ``dist`` as evidence points, their values, and the best's index."""
+    lo, hi = _scaled(dist, dist.low), _scaled(dist, dist.high)
+    slack = 1e-9 * max(1.0, abs(lo), abs(hi))
+    points, values, best = [], [], None
+    for params, utility in trials:
+        value = params.get(name)
+        if not _is_number(value):
+            continue
+        x = _scaled(dist, float(value))
+        if not lo - slack <= x <= hi + slack:
+            continue  # carried from another range: it says nothing about this one
+        if utility is not None and (best is None or utility > points[best].utility):
+            best = len(points)
+        points.append(Point((x - lo) / (hi - lo), -1.0 if utility is None else utility,
+                            diverged=utility is None))
+        values.append(value)
+    return points, values, best
 
 
 def boundary_side(dist: Range, value: float, edge: float) -> str | None:
@@ -115,18 +206,65 @@ def boundary_side(dist: Range, value: float, edge: float) -> str | None:
     return None
 
 
-def flag_message(flag: BoundaryFlag) -> str:
-    """One warning line a person will notice."""
-    integer = all(isinstance(x, int) for x in (flag.low, flag.high))
-    fmt = _fmt_e if flag.scale == "log" and not integer else _fmt_g
-    head = (f"{flag.param}: best {fmt(flag.value)} is at the {flag.side} edge of "
-            f"[{fmt(flag.low)}, {fmt(flag.high)}]")
+def flag_message(flag: BoundaryFlag, action: str = "") -> str:
+    """One warning line a person will notice. ``action`` says what to do or what
+    hpsweep did about it (default, for a user's own range: widen it)."""
+    fmt = _formatter(flag)
+    span = f"[{fmt(flag.low)}, {fmt(flag.high)}]"
+    if flag.reason == "trend":
+        head = (f"{flag.param}: scores rise towards the {flag.side} edge of {span} "
+                f"(best {fmt(flag.value)})")
+    elif flag.reason == "diverged":
+        head = f"{flag.param}: every trial diverged in {span}"
+    else:
+        head = f"{flag.param}: best {fmt(flag.value)} is at the {flag.side} edge of {span}"
     if flag.at_limit:
         limit = flag.limit or _spec_limit_text(flag)
         return f"{head}, which is its hard limit ({limit})" if limit else \
             f"{head}, which is its hard limit"
     where = "above" if flag.side == "high" else "below"
-    return f"{head} — the optimum may lie {where}; widen the range"
+    return f"{head} — the optimum may lie {where}; {action or 'widen the range'}"
+
+
+def flag_action(flag: BoundaryFlag, stage_idx: int, n_stages: int, sweep_name: str,
+                next_range: Mapping[str, Any] | None) -> str:
+    """What hpsweep did about a flag of stage ``stage_idx`` (``next_range``: the next
+    stage's range of the parameter, a ``stage_ranges`` row, if that stage exists), or
+    what the user can do: widen their own range, or extend a sweep that ended on it."""
+    if flag.at_limit:
+        return ""
+    if next_range is not None:
+        if next_range.get("scale") == "choice":
+            return ""
+        whole = bool(next_range.get("integer"))
+
+        def fmt(x: float) -> str:
+            return str(round(x)) if whole else format_value(flag.param, x, flag.scale)
+
+        span = f"[{fmt(next_range['low'])}, {fmt(next_range['high'])}]"
+        moved = next_range["high"] > flag.high if flag.side == "high" else \
+            next_range["low"] < flag.low
+        return (f"stage {stage_idx + 1} extended the range to {span}" if moved else
+                f"stage {stage_idx + 1} sampled {span}")
+    if stage_idx < n_stages - 1:
+        return f"stage {stage_idx + 1} extends the range"
+    if stage_idx == 0:
+        return f"widen the range in the config (or `hpsweep extend {sweep_name}`)"
+    return (f"this was the last stage: `hpsweep extend {sweep_name}` adds a stage whose "
+            "range moves past this edge")
+
+
+def format_value(param: str, value: float, scale: str = "linear") -> str:
+    """A parameter's value as people write it: integers as integers, log ranges in
+    short e-notation, others with ``g``."""
+    spec = SPEC.get(param)
+    if (spec is not None and spec.kind is int) or isinstance(value, int):
+        return str(round(value))
+    return _fmt_e(value) if scale == "log" else _fmt_g(value)
+
+
+def _formatter(flag: BoundaryFlag):  # type: ignore[no-untyped-def]
+    return lambda x: format_value(flag.param, x, flag.scale)
 
 
 def _spec_limit_text(flag: BoundaryFlag) -> str:
@@ -145,7 +283,20 @@ def _spec_limit_text(flag: BoundaryFlag) -> str:
 # ---------------------------------------------------------------------------- ranges
 
 
-def _refine_range(name: str, dist: Range, values: list[float], best: float | None,
+def _push(name: str, dist: Range, travel: Travel, side: str) -> float:
+    """How far (in scale units) a flagged side moves; 0 when it is not flagged."""
+    if side not in travel.sides.get(name, ()) or is_at_limit(name, dist, side):
+        return 0.0
+    width = _scaled(dist, dist.high) - _scaled(dist, dist.low)
+    repeats = travel.repeats.get((name, side), 0)
+    base = EXTEND * width
+    # nothing learned, or the last push did not bracket the optimum: leave decisively
+    if travel.at_chance or repeats:
+        base = max(width, CHANCE_DECADES) if dist.scale == "log" else width
+    return base * 2**repeats
+
+
+def _refine_range(name: str, dist: Range, values: list[float], travel: Travel,
                   stage: StageConfig) -> Range:
     lo_c, hi_c = _scaled(dist, dist.low), _scaled(dist, dist.high)
     width = hi_c - lo_c
@@ -153,11 +304,32 @@ def _refine_range(name: str, dist: Range, values: list[float], best: float | Non
     points = [min(max(_scaled(dist, v), lo_c), hi_c) for v in values]
     lo = max(min(points) - stage.margin * width, lo_c)
     hi = min(max(points) + stage.margin * width, hi_c)
-    side = boundary_side(dist, best, stage.edge) if best is not None else None
-    if side == "low" and not is_at_limit(name, dist, "low"):
-        lo = lo_c - EXTEND * width
-    if side == "high" and not is_at_limit(name, dist, "high"):
-        hi = hi_c + EXTEND * width
+    push_lo, push_hi = (_push(name, dist, travel, s) for s in ("low", "high"))
+    lo, hi = (lo_c - push_lo if push_lo else lo), (hi_c + push_hi if push_hi else hi)
+    return _bounded_range(name, dist, lo, hi)
+
+
+def _travel_range(name: str, dist: Range, travel: Travel, stage: StageConfig) -> Range:
+    """At chance: a flagged range moves past its flagged edge (keeping a margin of the old
+    range); an unflagged one stays as it is."""
+    lo_c, hi_c = _scaled(dist, dist.low), _scaled(dist, dist.high)
+    margin = stage.margin * (hi_c - lo_c)
+    push_lo, push_hi = (_push(name, dist, travel, s) for s in ("low", "high"))
+    if push_lo and push_hi:
+        lo, hi = lo_c - push_lo, hi_c + push_hi
+    elif push_hi:
+        lo, hi = hi_c - margin, hi_c + push_hi
+    elif push_lo:
+        lo, hi = lo_c - push_lo, lo_c + margin
+    else:
+        return dist
+    return _bounded_range(name, dist, lo, hi)
+
+
+def _bounded_range(name: str, dist: Range, lo: float, hi: float) -> Range:
+    """``[lo, hi]`` (in scale) within the hard limits, no narrower than the floors."""
+    lo_c, hi_c = _scaled(dist, dist.low), _scaled(dist, dist.high)
+    width = hi_c - lo_c
     lim_lo, lim_hi = _scaled_limits(name, dist)
     lo, hi = max(lo, min(lim_lo, lo_c)), min(hi, max(lim_hi, hi_c))
     floor = MIN_DECADES if dist.scale == "log" else MIN_RELATIVE * max(abs(lo_c), abs(hi_c))

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from coordinator.refine import BoundaryFlag, flag_message
+from coordinator.refine import BoundaryFlag, flag_action, flag_message, format_value
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
@@ -65,17 +65,50 @@ def flag_lines(s: Session, sweep_id: int, last_stage_only: bool = False) -> list
     if last_stage_only and flags:
         last = max(idx for idx, _ in flags)
         flags = [(i, f) for i, f in flags if i == last]
-    return [f"stage {idx}: " + flag_message(BoundaryFlag(f.param, f.value, f.low, f.high,
-                                                          f.side, f.at_limit, f.scale, f.limit))
-            for idx, f in flags]
+    sweep = sweep_store.get_sweep(s, sweep_id)
+    assert sweep is not None
+    stages = {st.idx: st for st in sweep_store.stages_of(s, sweep_id) if st.kind == "search"}
+    out = []
+    for idx, f in flags:
+        flag = BoundaryFlag(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
+                            f.limit, f.reason)
+        out.append(f"stage {idx}: " + flag_message(flag, _flag_action(s, sweep, stages, idx,
+                                                                      flag)))
+    return out
 
 
-def _range_text(row: dict[str, Any]) -> str:
+def _flag_action(s: Session, sweep: sweep_store.SweepInfo,
+                 stages: dict[int, sweep_store.StageInfo], idx: int, flag: BoundaryFlag) -> str:
+    """What hpsweep did about a flag (the next stage's range), or what the user can do."""
+    following = stages.get(idx + 1)
+    row = sweep_store.stage_ranges(s, following.id).get(flag.param) if following else None
+    return flag_action(flag, idx, sweep.n_stages, sweep.name, row)
+
+
+def chance_lines(s: Session, sweep_id: int) -> list[str]:
+    """A warning when no trial of the sweep beats chance (``stages.at_chance``)."""
+    chance = sweep_store.chance_of(s, sweep_id)
+    if chance is None:
+        return []
+    _, threshold = chance
+    best = trial_store.best_score(s, sweep_id)
+    if best is not None and best > threshold:
+        return []
+    got = "no trial finished with a score" if best is None else f"best val_acc {best:.4f}"
+    return [f"NO TRIAL BEATS CHANCE: {got}, not above {threshold:.4f} (guessing one class, "
+            "plus 3 standard deviations on the validation rows). Nothing learned: look at "
+            "the learning rate first (far too low: losses barely move; far too high: trials "
+            "diverge), then the data and its labels. Recorded in stages.at_chance."]
+
+
+def _range_text(row: dict[str, Any], param: str = "", brackets_only: bool = False) -> str:
     if row["scale"] == "choice":
         return "{" + row["choices"].strip("[]") + "}"
-    fmt = "{:.1e}" if row["scale"] == "log" else "{:.4g}"
-    return f"[{fmt.format(row['low'])}, {fmt.format(row['high'])}]" + (
-        " log" if row["scale"] == "log" else "")
+    def fmt(x: float) -> str:
+        return str(round(x)) if row.get("integer") else format_value(param, x, row["scale"])
+
+    text = f"[{fmt(row['low'])}, {fmt(row['high'])}]"
+    return text if brackets_only or row["scale"] != "log" else text + " log"
 
 
 def status_text(engine: Engine, sweep_id: int) -> str:
@@ -92,14 +125,17 @@ def status_text(engine: Engine, sweep_id: int) -> str:
             out.append(f"  {label}: {st.n_trials} trials x {st.epochs} epoch(s), "
                        f"{st.status} — {tally or 'no trials'}")
             for p, row in sweep_store.stage_ranges(s, st.id).items():
-                out.append(f"      {p:<16} {_range_text(row)}")
+                out.append(f"      {p:<16} {_range_text(row, p)}")
             for top in trial_store.best_trials(s, sweep_id, st.id, limit=1):
                 assert top.best_val_acc is not None
-                out.append(f"      best: trial {top.id}, val_acc {top.best_val_acc:.4f}")
+                carried = f" (carried from stage {st.idx - 1})" if top.parent_id else ""
+                out.append(f"      best: trial {top.id}{carried}, val_acc "
+                           f"{top.best_val_acc:.4f}")
         flags = flag_lines(s, sweep_id)
         if flags:
             out.append("boundary warnings:")
             out += [f"  ! {line}" for line in flags]
+        out += [f"!! {line}" for line in chance_lines(s, sweep_id)]
         return "\n".join(out)
 
     return transact(engine, work)
@@ -139,5 +175,16 @@ def best_text(engine: Engine, sweep_id: int, top: int) -> str:
 
 
 def warnings_text(engine: Engine, sweep_id: int) -> str:
-    lines = transact(engine, lambda s: flag_lines(s, sweep_id, last_stage_only=False))
+    lines = transact(engine, lambda s: chance_lines(s, sweep_id) + flag_lines(s, sweep_id))
     return "\n".join(f"warning: {line}" for line in lines)
+
+
+def resume_note(engine: Engine, sweep_id: int) -> str:
+    """Why ``resume`` does nothing for a sweep that is not running, and what does."""
+    sweep = transact(engine, lambda s: sweep_store.get_sweep(s, sweep_id))
+    assert sweep is not None
+    if sweep.status == "running":
+        return ""
+    return (f"sweep {sweep.name} is {sweep.status}: resume only re-enqueues the unfinished "
+            f"work of running sweeps. To continue it, `hpsweep extend {sweep.name}` adds a "
+            "stage planned from the trials that finished (its flags followed).")

@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.config import StageConfig, SweepConfig
+from coordinator.evidence import chance_threshold, is_at_chance
 from coordinator.launch import plan_trials, trial_seed
-from coordinator.rank import TrialOutcome, kept_for_refinement, rank
-from coordinator.refine import boundary_flags, refine
+from coordinator.rank import TrialOutcome, kept_for_refinement, rank, scored_trials
+from coordinator.refine import Travel, boundary_flags, refine, travel_of
 from coordinator.schedule import longest_first, trial_cost
 from coordinator.space import dist_from_row
 from storage import sweeps as sweep_store
@@ -67,20 +68,14 @@ def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
     ranked = rank(outcomes(quorum))
     best = ranked[0] if ranked and ranked[0].status == "done" else None
     this_cfg = cfg.stages[stage.idx]
-    if best is not None:
-        flags = boundary_flags(space, best.params, this_cfg.edge)
-        sweep_store.add_flags(s, sweep.id, stage.id, [
-            sweep_store.FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
-                                f.limit)
-            for f in flags])
+    travel = _flag_stage(s, sweep, stage, cfg, space, quorum, best)
     next_idx = stage.idx + 1
     if next_idx >= len(cfg.stages):
         return Advanced(stage.id, queue=sweep.queue)
     next_cfg = cfg.stages[next_idx]
-    next_space: dict[str, Any] = dict(space)
-    if best is not None:
-        kept = kept_for_refinement(ranked, this_cfg)
-        next_space = refine(space, [k.params for k in kept], best.params, this_cfg)
+    kept = kept_for_refinement(ranked, this_cfg)
+    next_space = refine(space, [k.params for k in kept], best.params if best else {}, this_cfg,
+                        travel)
     carried = carried_specs(ranked, this_cfg, next_cfg, cfg, next_idx)
     fresh = plan_trials(cfg, next_idx, next_space, next_cfg.trials - len(carried),
                         first_idx=len(carried))
@@ -94,6 +89,32 @@ def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
     if next_idx == len(cfg.stages) - 1:
         ids = _longest_first(s, sweep, ids, carried + fresh, this_cfg.epochs)
     return Advanced(stage.id, new_stage, tuple(ids), queue=sweep.queue)
+
+
+def _flag_stage(s: Session, sweep: sweep_store.SweepInfo, stage: sweep_store.StageInfo,
+                cfg: SweepConfig, space: dict[str, Any], quorum: list[trial_store.TrialRow],
+                best: TrialOutcome | None) -> Travel:
+    """Record the stage's boundary flags (from its own trials, not carried ones) and
+    whether it beat chance; how its flagged ranges travel."""
+    own = rank(outcomes([t for t in quorum if t.parent_id is None]))
+    flags = boundary_flags(space, scored_trials(own), cfg.stages[stage.idx].edge)
+    recorded = sweep_store.flags_of(s, sweep.id)
+    if not any(idx == stage.idx for idx, _ in recorded):  # `extend` plans from a ranked stage
+        sweep_store.add_flags(s, sweep.id, stage.id, [
+            sweep_store.FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
+                                f.limit, f.reason) for f in flags])
+    size = sweep_store.dataset_size(s, sweep.dataset_sha)
+    at_chance = False
+    diverged = any(t.status == "diverged" for t in quorum)
+    if size is not None:
+        n_val = max(1, round(size[0] * cfg.val_fraction))
+        # nothing scored and nothing diverged (cancelled, failed): no evidence either way
+        at_chance = (best is not None or diverged) and is_at_chance(
+            best.score if best else None, size[1], n_val)
+        sweep_store.mark_chance(s, stage.id, at_chance, chance_threshold(size[1], n_val))
+    history = [(idx, f.param, f.side) for idx, f in recorded
+               if not f.at_limit and idx < stage.idx]
+    return travel_of(flags, history, stage.idx, at_chance)
 
 
 def _longest_first(s: Session, sweep: sweep_store.SweepInfo, ids: list[int],

@@ -31,7 +31,7 @@ from storage.models import (
     Trial,
     TrialStatus,
 )
-from storage.sweeps import param_value
+from storage.sweeps import flag_reasons, param_value
 
 MAX_POINTS = 4000  # scatter / parallel-coordinates points sent for one sweep
 TOP_ALWAYS = 50  # best trials always among the points, whatever the sampling
@@ -174,9 +174,10 @@ def flag_rows(s: Session, sweep_id: int) -> list[dict[str, Any]]:
     rows = s.execute(select(Stage.idx, BoundaryFlag).join(Stage, Stage.id == BoundaryFlag.stage_id)
                      .where(BoundaryFlag.sweep_id == sweep_id)
                      .order_by(Stage.idx, BoundaryFlag.param))
+    reasons = flag_reasons(s, sweep_id)
     return [{"stage": idx, "param": f.param, "value": f.value, "low": f.low, "high": f.high,
              "side": f.side, "at_limit": f.at_limit, "scale": f.scale,
-             "limit": f.hard_limit or ""} for idx, f in rows]
+             "limit": f.hard_limit or "", "reason": reasons.get(f.id, "")} for idx, f in rows]
 
 
 def ensemble_rows(s: Session, sweep_id: int) -> list[dict[str, Any]]:

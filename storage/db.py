@@ -265,6 +265,7 @@ def create_schema(engine: Engine) -> None:
     """Create missing tables and the fingerprint; safe when several processes race to do it."""
     def create() -> None:
         Base.metadata.create_all(engine)
+        _add_missing_columns(engine)
         _create_missing_indexes(engine)
         meta.ensure_fingerprint(engine)
 
@@ -285,6 +286,39 @@ def _prepare(engine: Engine, step: Callable[[], T], attempts: int = 5) -> T:
                 ) from None
             time.sleep(0.2 + random.random() * 0.3)
     raise AssertionError("unreachable")
+
+
+def has_column(s: Session, table: str, column: str) -> bool:
+    """Whether the database has this column: readers never add the columns of a newer
+    version to an old database (looking never writes), so they ask before reading one.
+    Cached per engine."""
+    engine = bind_of(s)
+    cache: dict[str, set[str]] = _COLUMNS.setdefault(engine, {})
+    if table not in cache:
+        cache[table] = {c["name"] for c in inspect(s.connection()).get_columns(table)}
+    return column in cache[table]
+
+
+_COLUMNS: weakref.WeakKeyDictionary[Engine, dict[str, set[str]]] = weakref.WeakKeyDictionary()
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Nullable columns added to existing tables in later versions (``create_all`` only
+    creates whole tables). Racing processes may both try: a duplicate column is fine."""
+    insp = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN '
+                                         f'{column.name} {kind}')
+            except DBAPIError as exc:
+                if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
+                    raise
 
 
 def _create_missing_indexes(engine: Engine) -> None:

@@ -107,6 +107,11 @@ class Stage(Base):
                                       server_default=StageKind.SEARCH.value)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # set when the stage is ranked: did any trial beat chance (chance_acc, the accuracy a
+    # trial must exceed: one class of n_classes plus 3 binomial sds on the validation rows)
+    # (deferred: entity reads skip them, so an older database without them still reads)
+    at_chance: Mapped[bool | None] = mapped_column(Boolean, deferred=True)
+    chance_acc: Mapped[float | None] = mapped_column(Float, deferred=True)
 
 
 class StageRange(Base):
@@ -198,6 +203,8 @@ class BoundaryFlag(Base):
     at_limit: Mapped[bool] = mapped_column(Boolean, default=False)
     scale: Mapped[str] = mapped_column(String(16), default="linear")  # linear | log
     hard_limit: Mapped[str] = mapped_column(Text, default="")  # described, when at_limit
+    # trend | edge | diverged; deferred like stages.at_chance
+    reason: Mapped[str | None] = mapped_column(String(16), deferred=True)
 
 
 class Ensemble(Base):

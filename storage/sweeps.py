@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.db import bind_of, cached_statement
+from storage.db import bind_of, cached_statement, has_column
 from storage.models import (
     FINAL_TRIAL_STATUSES,
     BoundaryFlag,
@@ -75,6 +75,7 @@ class FlagRow:
     at_limit: bool
     scale: str = "linear"
     limit: str = ""
+    reason: str = ""
 
 
 def store_dataset(s: Session, sha: str, name: str, data: bytes, shape: tuple[int, int, int]) -> int:
@@ -391,7 +392,7 @@ def stages_ready_to_advance(s: Session, sweep_id: int | None = None) -> list[tup
 def add_flags(s: Session, sweep_id: int, stage_id: int, flags: list[FlagRow]) -> None:
     s.add_all(BoundaryFlag(sweep_id=sweep_id, stage_id=stage_id, param=f.param, value=f.value,
                            low=f.low, high=f.high, side=f.side, at_limit=f.at_limit,
-                           scale=f.scale, hard_limit=f.limit)
+                           scale=f.scale, hard_limit=f.limit, reason=f.reason or None)
               for f in flags)
 
 
@@ -400,9 +401,18 @@ def flags_of(s: Session, sweep_id: int) -> list[tuple[int, FlagRow]]:
     rows = s.execute(select(Stage.idx, BoundaryFlag).join(Stage, Stage.id == BoundaryFlag.stage_id)
                      .where(BoundaryFlag.sweep_id == sweep_id)
                      .order_by(Stage.idx, BoundaryFlag.param))
+    reasons = flag_reasons(s, sweep_id)
     return [(idx, FlagRow(f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale,
-                          f.hard_limit or ""))
+                          f.hard_limit or "", reasons.get(f.id, "")))
             for idx, f in rows]
+
+
+def flag_reasons(s: Session, sweep_id: int) -> dict[int, str]:
+    """``boundary_flags.reason`` by flag id ({} on a database older than that column)."""
+    if not has_column(s, "boundary_flags", "reason"):
+        return {}
+    return {i: r or "" for i, r in s.execute(select(BoundaryFlag.id, BoundaryFlag.reason)
+                                             .where(BoundaryFlag.sweep_id == sweep_id))}
 
 
 def finish_sweep(s: Session, sweep_id: int, status: str = SweepStatus.DONE.value) -> bool:
@@ -410,3 +420,44 @@ def finish_sweep(s: Session, sweep_id: int, status: str = SweepStatus.DONE.value
                                         Sweep.status == SweepStatus.RUNNING.value)
                     .values(status=status, finished_at=func.now()))
     return res.rowcount == 1
+
+
+def dataset_size(s: Session, sha: str) -> tuple[int, int] | None:
+    """(n_rows, n_classes) of a stored dataset, without reading its bytes."""
+    row = s.execute(select(Dataset.n_rows, Dataset.n_classes)
+                    .where(Dataset.sha256 == sha)).first()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def mark_chance(s: Session, stage_id: int, at_chance: bool, chance_acc: float) -> None:
+    """Record whether any trial of the stage beat chance (``stages.at_chance``)."""
+    s.execute(update(Stage).where(Stage.id == stage_id)
+              .values(at_chance=at_chance, chance_acc=chance_acc))
+
+
+def chance_of(s: Session, sweep_id: int) -> tuple[bool, float] | None:
+    """(at chance, chance_acc) of the sweep's latest ranked search stage, or None (also on
+    a database older than those columns)."""
+    if not has_column(s, "stages", "at_chance"):
+        return None
+    row = s.execute(select(Stage.at_chance, Stage.chance_acc)
+                    .where(Stage.sweep_id == sweep_id, Stage.at_chance.is_not(None),
+                           Stage.kind == StageKind.SEARCH.value)
+                    .order_by(Stage.idx.desc()).limit(1)).first()
+    return (bool(row[0]), float(row[1])) if row else None
+
+
+def reopen_sweep(s: Session, sweep_id: int, was: str, config: dict[str, Any],
+                 n_stages: int) -> bool:
+    """Compare-and-set a finished or cancelled sweep (status ``was``) back to running with
+    a longer ``config``; closes its search stages (their trials are all final)."""
+    res = s.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status == was)
+                    .values(status=SweepStatus.RUNNING.value, finished_at=None,
+                            config=json.dumps(config), n_stages=n_stages))
+    if res.rowcount != 1:
+        return False
+    s.execute(update(Stage).where(Stage.sweep_id == sweep_id,
+                                  Stage.kind == StageKind.SEARCH.value,
+                                  Stage.status != StageStatus.DONE.value)
+              .values(status=StageStatus.DONE.value, finished_at=func.now()))
+    return True

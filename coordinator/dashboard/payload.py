@@ -8,12 +8,14 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from coordinator.refine import BoundaryFlag, flag_message
+from coordinator.refine import BoundaryFlag, flag_action, flag_message
 from storage import dashboard as reads
 from storage.db import transact
 
-FLAG_HELP = ("A boundary flag means a stage's best value of a parameter sat at the edge of the "
-             "range that stage sampled: the true optimum may lie outside it.")
+FLAG_HELP = ("A boundary flag means a stage's own trials point past an edge of the range that "
+             "stage sampled (the best is the most extreme value tried there and the scores "
+             "rise towards it, or every trial diverged): the true optimum may lie outside it, "
+             "and the next stage's range moves past that edge.")
 
 
 def sweeps(engine: Engine) -> dict[str, Any]:
@@ -28,7 +30,7 @@ def sweep(engine: Engine, sweep_id: int) -> dict[str, Any] | None:
         stages = reads.stage_rows(s, sweep_id)
         flags = reads.flag_rows(s, sweep_id)
         for f in flags:
-            f["message"] = _flag_message(f, stages)
+            f["message"] = _flag_message(f, stages, header)
         return {"sweep": header, "stages": stages, "flags": flags, "flag_help": FLAG_HELP,
                 "top": reads.top_trials(s, sweep_id), "unscored": reads.unscored_trials(
                     s, sweep_id), "ensembles": reads.ensemble_rows(s, sweep_id),
@@ -38,13 +40,18 @@ def sweep(engine: Engine, sweep_id: int) -> dict[str, Any] | None:
     return transact(engine, work)
 
 
-def _flag_message(flag: dict[str, Any], stages: list[dict[str, Any]]) -> str:
+def _flag_message(flag: dict[str, Any], stages: list[dict[str, Any]],
+                  header: dict[str, Any]) -> str:
     """``hpsweep status``'s words for a flag; integer parameters shown as integers."""
     ranges = next((st["ranges"] for st in stages if st["idx"] == flag["stage"]), {})
     whole = ranges.get(flag["param"], {}).get("integer", False)
     value, low, high = ((round(flag[k]) if whole else flag[k]) for k in ("value", "low", "high"))
-    return flag_message(BoundaryFlag(flag["param"], value, low, high, flag["side"],
-                                     flag["at_limit"], flag["scale"], flag["limit"]))
+    f = BoundaryFlag(flag["param"], value, low, high, flag["side"], flag["at_limit"],
+                     flag["scale"], flag["limit"], flag.get("reason", ""))
+    following = next((st["ranges"] for st in stages if st["idx"] == flag["stage"] + 1
+                      and st["kind"] == "search"), {})
+    return flag_message(f, flag_action(f, flag["stage"], header["n_stages"], header["name"],
+                                       following.get(flag["param"])))
 
 
 def points(engine: Engine, sweep_id: int) -> dict[str, Any]:

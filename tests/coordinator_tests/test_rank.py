@@ -60,7 +60,7 @@ STAGE_RANKED = rank([t(i, score=i / 100) for i in range(1, 31)]
 @pytest.mark.parametrize("keep, expected", [
     (0.25, 8),  # ceil(7.5)
     (0.1, 3),
-    (0.01, 1),  # at least one
+    (0.01, 2),  # at least two: one trial cannot span a range (issue 12)
     (0.99, 30),
     (5, 5),  # a count
     (1, 1),
@@ -80,9 +80,12 @@ def test_keep_fraction_is_not_fooled_by_float_round_off():
 
 
 def test_kept_is_a_fraction_of_done_trials_only():
-    ranked = rank([t(1, score=0.9), t(2, score=0.8), t(3, "diverged"), t(4, "diverged"),
-                   t(5, "failed"), t(6, "done")])
-    assert [k.trial_id for k in kept_for_refinement(ranked, StageConfig(6, 1, keep=0.5))] == [1]
+    ranked = rank([t(1, score=0.9), t(2, score=0.8), t(7, score=0.7), t(8, score=0.6),
+                   t(9, score=0.5), t(3, "diverged"), t(4, "diverged"), t(5, "failed"),
+                   t(6, "done")])
+    # ceil(0.5 x 5 scored), not a fraction of all 9
+    assert [k.trial_id for k in kept_for_refinement(ranked, StageConfig(9, 1, keep=0.5))] == [
+        1, 2, 7]
     no_done = rank([t(1, "diverged"), t(2, "failed")])
     assert kept_for_refinement(no_done, StageConfig(2, 1, keep=0.5)) == []
     assert kept_for_refinement(no_done, StageConfig(2, 1, keep=3)) == []

@@ -8,15 +8,22 @@ import numpy as np
 import pytest
 
 from coordinator.config import StageConfig
+from coordinator.evidence import Point, chance_threshold, edge_side, is_at_chance, spearman
+from coordinator.rank import TrialOutcome, rank, scored_trials
 from coordinator.refine import (
+    CHANCE_DECADES,
+    EXTEND,
     MIN_DECADES,
     MIN_RELATIVE,
     MIN_WIDTH,
     BoundaryFlag,
+    Travel,
     _unscaled_range,
     boundary_flags,
     flag_message,
+    format_value,
     refine,
+    travel_of,
 )
 from coordinator.space import Choice, Range
 
@@ -216,97 +223,300 @@ def test_whole_space_is_refined_and_extra_params_ignored():
 
 
 # ---------------------------------------------------------------------------- flags
+#
+# The flag rule reads a whole stage: synthetic score surfaces over sampled values.
 
-# (id, param, range, best, edge, expected side or None, at_limit)
-FLAGS = [
-    ("log-high", "learning_rate", Range(1e-6, 1e-1, "log"), 9.3e-2, 0.1, "high", False),
-    ("log-low", "learning_rate", Range(1e-6, 1e-1, "log"), 2e-6, 0.1, "low", False),
-    ("log-interior-though-linearly-low", "learning_rate", Range(1e-6, 1e-1, "log"), 5e-3, 0.1,
-     None, False),
-    ("linear-interior", "dropout", Range(0.0, 0.5), 0.25, 0.1, None, False),
-    ("linear-low-hard-limit", "dropout", Range(0.0, 0.5), 0.001, 0.1, "low", True),
-    ("linear-high-room-below-1", "dropout", Range(0.0, 0.5), 0.48, 0.1, "high", False),
-    ("linear-high-next-to-open-1", "dropout", Range(0.9, 0.999), 0.998, 0.1, "high", True),
-    ("int-low-limit-1", "batch_size", Range(1, 64, integer=True), 1, 0.1, "low", True),
-    ("int-log-low-room", "hidden_size", Range(16, 512, "log", integer=True), 16, 0.1, "low",
-     False),
-    ("int-log-depth-at-1", "depth", Range(1, 8, "log", integer=True), 1, 0.1, "low", True),
-    ("user-max", "reg", Range(1e-4, 1e-1, "log", max=1e-1), 0.09, 0.1, "high", True),
-    ("user-min-below-edge", "reg", Range(1e-4, 1e-1, "log", min=1e-6), 1.1e-4, 0.1, "low", False),
-    ("wider-edge", "dropout", Range(0.0, 0.8), 0.6, 0.3, "high", False),
-    ("default-edge-too-narrow", "dropout", Range(0.1, 0.5), 0.4, 0.1, None, False),
-    ("outside-the-range", "learning_rate", Range(1e-6, 1e-3, "log"), 5e-2, 0.1, "high", False),
+
+def surface(dist: Range, xs, score, name="learning_rate"):
+    """Trials at normalised positions ``xs`` of ``dist`` scored by ``score(x)`` (None:
+    diverged), best first, as ``boundary_flags`` takes them."""
+    lo, hi = (lg(dist.low), lg(dist.high)) if dist.scale == "log" else (dist.low, dist.high)
+    trials = []
+    for x in xs:
+        v = lo + x * (hi - lo)
+        value = 10 ** v if dist.scale == "log" else v
+        if dist.integer:
+            value = round(value)
+        trials.append(({name: value}, score(x)))
+    scored = sorted((t for t in trials if t[1] is not None), key=lambda t: -t[1])
+    return scored + [t for t in trials if t[1] is None]
+
+
+def side_of(dist, xs, score, name="learning_rate", edge=0.1):
+    flags = boundary_flags({name: dist}, surface(dist, xs, score, name), edge)
+    assert len(flags) <= 1
+    return flags[0].side if flags else None
+
+
+def uniform_xs(seed, n=12):
+    return list(np.random.default_rng(seed).uniform(size=n))
+
+
+LR = Range(1e-9, 1e-6, "log")
+
+# (id, normalised xs, score(x), expected side)
+SURFACES = [
+    ("rising", [0.05, 0.2, 0.3, 0.5, 0.55, 0.6, 0.7, 0.78, 0.8, 0.1, 0.4, 0.65], lambda x: x,
+     "high"),
+    # the old rule missed it: the best (0.8) is nowhere near the top 10 % of the range
+    ("rising-empty-edge-zone", [0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.15, 0.35, 0.45],
+     lambda x: x, "high"),
+    ("falling", [0.15, 0.2, 0.3, 0.5, 0.55, 0.6, 0.7, 0.78, 0.95, 0.1, 0.4, 0.65], lambda x: -x,
+     "low"),
+    ("rising-noisy-runner-up-best", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.25,
+                                     0.55], lambda x: x + (0.2 if x == 0.85 else 0.0), "high"),
+    ("interior-peak", [0.05, 0.15, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.85, 0.95, 0.99],
+     lambda x: -(x - 0.5) ** 2, None),
+    ("peak-then-divergence", [0.05, 0.15, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.85, 0.95, 0.99],
+     lambda x: None if x > 0.8 else -(x - 0.6) ** 2, None),
+    # the old rule flagged it: the best lies in the edge zone, but nothing trends there
+    ("flat-best-at-edge", [0.95, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.15, 0.35, 0.45],
+     lambda x: 1.0 if x == 0.95 else [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5][
+         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.15, 0.35, 0.45].index(x)] * -0.1, None),
+    ("all-equal", [0.1, 0.3, 0.5, 0.7, 0.9], lambda x: 0.5, None),
+    ("diverging-above-the-best", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+     lambda x: None if x > 0.15 else 1.0, "low"),
+    ("every-trial-diverged", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], lambda x: None, "low"),
+    ("too-few-for-a-trend-edge-zone", [0.1, 0.95, 0.5], lambda x: x, "high"),
+    ("too-few-for-a-trend-interior", [0.1, 0.85, 0.5], lambda x: x, None),
 ]
 
 
-@pytest.mark.parametrize("param, dist, best, edge, side, at_limit", [c[1:] for c in FLAGS],
-                         ids=[c[0] for c in FLAGS])
-def test_boundary_flags(param, dist, best, edge, side, at_limit):
-    flags = boundary_flags({param: dist, "update_rule": Choice(("sgd",))},
-                           {param: best, "update_rule": "sgd"}, edge)
-    if side is None:
-        assert flags == []
-        return
-    [flag] = flags
-    assert (flag.param, flag.value, flag.low, flag.high) == (param, best, dist.low, dist.high)
-    assert (flag.side, flag.at_limit) == (side, at_limit)
+@pytest.mark.parametrize("xs, score, side", [c[1:] for c in SURFACES],
+                         ids=[c[0] for c in SURFACES])
+def test_flag_rule_on_score_surfaces(xs, score, side):
+    assert side_of(LR, xs, score) == side
 
 
-def test_flags_match_refinement_extends_exactly_when_not_at_limit():
-    for _, param, dist, best, edge, side, at_limit in FLAGS:
-        if side is None or edge != 0.1:
-            continue
-        new = refined(param, dist, [best], best)
-        moved = new.high > dist.high if side == "high" else new.low < dist.low
-        assert moved is not at_limit, param
+def test_every_trial_diverged_flags_only_the_learning_rate():
+    space = {"learning_rate": LR, "reg": Range(1e-6, 1e-1, "log")}
+    trials = [({"learning_rate": 10 ** -(6 + i / 4), "reg": 10 ** -(1 + i / 3)}, None)
+              for i in range(8)]
+    [flag] = boundary_flags(space, trials)
+    assert (flag.param, flag.side, flag.reason) == ("learning_rate", "low", "diverged")
+    assert flag.value == min(t[0]["learning_rate"] for t in trials)
+    assert "every trial diverged in [1e-09, 1e-06]" in flag_message(flag)
 
 
-def test_default_edge_is_the_stage_default():
-    space = {"dropout": Range(0.1, 0.5)}
-    assert boundary_flags(space, {"dropout": 0.47}) != []
-    assert boundary_flags(space, {"dropout": 0.45}) == []
-    assert boundary_flags(space, {"dropout": 0.45}, edge=0.2) != []
-    assert boundary_flags(space, {}) == [] and boundary_flags(space, {"dropout": None}) == []
+@pytest.mark.parametrize("seed", range(20))
+def test_monotone_surfaces_are_flagged_whatever_the_draw(seed):
+    """The issue's case: 12 trials, the score rising with the rate. The old edge-zone rule
+    fired only when the largest draw landed in the top 10 % (2 of 8 seeds missed)."""
+    xs = uniform_xs(seed)
+    noise = np.random.default_rng(100 + seed).normal(0, 0.02, size=len(xs))
+    bumpy = dict(zip(xs, noise, strict=True))
+    assert side_of(LR, xs, lambda x: x + bumpy[x]) == "high"
+    assert side_of(LR, xs, lambda x: -x - bumpy[x]) == "low"
 
 
-@pytest.mark.parametrize("flag, message", [
-    (boundary_flags({"learning_rate": Range(1e-6, 1e-1, "log")}, {"learning_rate": 9.3e-2})[0],
+def test_false_alarms_are_rare_on_interior_optima_and_flat_parameters():
+    """12 trials: a flat parameter raises a flag only when its noise looks like a trend
+    (the old rule: whenever the best fell in either edge zone, ~20 %). A peak in the
+    middle is flagged only when the draws happen to miss one side of it."""
+    peaked = flat = 0
+    for seed in range(400):
+        xs = uniform_xs(seed)
+        rng = np.random.default_rng(1000 + seed)
+        noise = dict(zip(xs, rng.normal(0, 0.02, size=len(xs)), strict=True))
+        peaked += side_of(LR, xs, lambda x, e=noise: -(x - 0.5) ** 2 + e[x]) is not None
+        flat += side_of(LR, xs, lambda x, e=noise: e[x]) is not None
+    assert peaked / 400 <= 0.08
+    assert flat / 400 <= 0.08
+
+
+def test_carried_trials_outside_the_range_are_not_evidence():
+    """A carried trial (from an older, wider range) is the stage's best but lies below the
+    range: it must not make the range look flagged at its low edge."""
+    dist = Range(2.15e-3, 1.42e-1, "log")
+    own = surface(dist, [0.1, 0.3, 0.45, 0.5, 0.55, 0.7, 0.9], lambda x: -(x - 0.5) ** 2)
+    carried = ({"learning_rate": 1.82e-4}, 10.0)
+    assert boundary_flags({"learning_rate": dist}, [carried, *own]) == []
+
+
+@pytest.mark.parametrize("param, dist, side, at_limit, value", [
+    ("dropout", Range(0.0, 0.5), "low", True, 0.0),
+    ("dropout", Range(0.0, 0.5), "high", False, 0.5),
+    ("dropout", Range(0.9, 0.999), "high", True, 0.999),
+    ("hidden_size", Range(16, 512, "log", integer=True), "low", False, 16),
+    ("depth", Range(1, 8, "log", integer=True), "low", True, 1),
+    ("batch_size", Range(1, 64, integer=True), "low", True, 1),
+    ("reg", Range(1e-4, 1e-1, "log", max=1e-1), "high", True, 0.1),
+    ("reg", Range(1e-4, 1e-1, "log", min=1e-6), "low", False, 1e-4),
+], ids=["dropout-0", "dropout-room", "dropout-open-1", "int-log-room", "depth-1", "int-1",
+        "user-max", "user-min-below"])
+def test_flags_know_hard_limits_and_keep_integers(param, dist, side, at_limit, value):
+    xs = [0.0, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0]
+    score = (lambda x: x) if side == "high" else (lambda x: -x)
+    [flag] = boundary_flags({param: dist}, surface(dist, xs, score, param))
+    assert (flag.param, flag.side, flag.at_limit, flag.reason) == (param, side, at_limit, "trend")
+    assert (flag.low, flag.high) == (dist.low, dist.high)
+    assert flag.value == pytest.approx(value)
+    if dist.integer:
+        assert type(flag.value) is int
+
+
+def test_spearman_with_ties():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [5, 5, 5]) == 0.0
+    assert 0 < spearman([1, 2, 3, 4], [1, 1, 2, 2]) < 1
+
+
+def test_edge_side_needs_a_best():
+    assert edge_side([Point(0.9, -1.0, True)], None, 0.1) is None
+    assert edge_side([], 0, 0.1) is None
+
+
+def test_scored_trials_give_ties_one_utility_and_diverged_none():
+    ranked = rank([TrialOutcome(1, "done", 0.5, 2.0, {"a": 1}),
+                   TrialOutcome(2, "done", 0.5, 2.0, {"a": 2}),
+                   TrialOutcome(3, "done", 0.9, 1.0, {"a": 3}),
+                   TrialOutcome(4, "diverged", None, None, {"a": 4}),
+                   TrialOutcome(5, "failed", None, None, {"a": 5})])
+    got = scored_trials(ranked)
+    assert [p["a"] for p, _ in got] == [3, 1, 2, 4]
+    assert [u for _, u in got] == [3.0, 1.5, 1.5, None]
+
+
+# ---------------------------------------------------------------------------- travel
+
+
+def test_travel_counts_the_stages_in_a_row_that_flagged_the_same_side():
+    flags = [BoundaryFlag("learning_rate", 1e-7, 1e-9, 1e-7, "high", False, "log"),
+             BoundaryFlag("dropout", 0.0, 0.0, 0.5, "low", True)]
+    history = [(0, "learning_rate", "high"), (1, "learning_rate", "high"),
+               (0, "reg", "low"), (2, "reg", "low")]
+    t = travel_of(flags, history, 2)
+    assert dict(t.sides) == {"learning_rate": frozenset({"high"})}  # at a limit: no travel
+    assert t.repeats == {("learning_rate", "high"): 2}
+    assert travel_of(flags, history[:1], 2).repeats == {("learning_rate", "high"): 0}
+
+
+@pytest.mark.parametrize("repeats", [0, 1, 3])
+def test_a_repeated_flag_pushes_twice_as_far_each_time(repeats):
+    dist = Range(1e-4, 1e-2, "log")
+    travel = Travel({"learning_rate": frozenset({"high"})},
+                    {("learning_rate", "high"): repeats})
+    new = refine({"learning_rate": dist}, [{"learning_rate": 9e-3}], {"learning_rate": 9e-3},
+                 STAGE, travel)["learning_rate"]
+    push = EXTEND * 2 if repeats == 0 else max(2, CHANCE_DECADES) * 2**repeats
+    assert lg(new.high) == pytest.approx(-2 + push)
+
+
+def test_unflagged_sides_do_not_move_even_with_the_best_at_the_edge():
+    dist = Range(1e-4, 1e-2, "log")
+    new = refine({"learning_rate": dist}, [{"learning_rate": 9.9e-3}],
+                 {"learning_rate": 9.9e-3}, STAGE, Travel())["learning_rate"]
+    assert new.high == 1e-2
+
+
+def test_at_chance_a_flagged_range_moves_past_its_edge_and_others_stay():
+    space = {"learning_rate": Range(1e-9, 1e-7, "log"), "reg": Range(1e-6, 1e-1, "log"),
+             "momentum": Choice((0.5, 0.9))}
+    kept = [{"learning_rate": 9e-8, "reg": 1e-3, "momentum": 0.9}] * 2
+    travel = Travel({"learning_rate": frozenset({"high"})}, {}, at_chance=True)
+    new = refine(space, kept, kept[0], STAGE, travel)
+    lr = new["learning_rate"]
+    assert lg(lr.low) == pytest.approx(-7 - STAGE.margin * 2)
+    assert lg(lr.high) == pytest.approx(-7 + CHANCE_DECADES)
+    assert new["reg"] == space["reg"] and new["momentum"] == space["momentum"]
+    # flagged again at chance: twice as far
+    again = refine({"learning_rate": lr}, kept, kept[0], STAGE,
+                   Travel({"learning_rate": frozenset({"high"})},
+                          {("learning_rate", "high"): 1}, at_chance=True))["learning_rate"]
+    assert lg(again.high) == pytest.approx(lg(lr.high) + 2 * max(CHANCE_DECADES, width(lr)))
+
+
+def test_at_chance_with_every_trial_diverged_the_rate_moves_down():
+    space = {"learning_rate": Range(1e1, 1e3, "log")}
+    travel = Travel({"learning_rate": frozenset({"low"})}, {}, at_chance=True)
+    lr = refine(space, [], {}, STAGE, travel)["learning_rate"]
+    assert lg(lr.low) == pytest.approx(1 - CHANCE_DECADES)
+    assert lg(lr.high) == pytest.approx(1 + STAGE.margin * 2)
+
+
+def test_three_stages_at_chance_reach_a_useful_rate_six_decades_up():
+    """The issue's 1e-9..1e-7 sweep on a synthetic surface: chance below 1e-2, then a bowl
+    around 0.3 with divergence above 3. Two refinements must put 0.3 well inside."""
+    space = {"learning_rate": Range(1e-9, 1e-7, "log")}
+    history: list[tuple[int, str, str]] = []
+    rng = np.random.default_rng(0)
+    for idx in range(2):
+        lr_dist = space["learning_rate"]
+        values = [lr_dist.sample(rng) for _ in range(20)]
+        trials = [({"learning_rate": v}, None if v > 3 else
+                   (0.1 + 1e-3 * lg(v) if v < 1e-2 else 1 - (lg(v) - lg(0.3)) ** 2))
+                  for v in values]
+        trials = sorted((t for t in trials if t[1] is not None), key=lambda t: -t[1]) + [
+            t for t in trials if t[1] is None]
+        flags = boundary_flags(space, trials)
+        at_chance = all(u is None or u < 0.2 for _, u in trials)
+        travel = travel_of(flags, history, idx, at_chance)
+        history += [(idx, f.param, f.side) for f in flags]
+        kept = [p for p, _ in trials[:3]]
+        space = refine(space, kept, kept[0], STAGE, travel)
+    lr = space["learning_rate"]
+    assert lr.low < 0.05 and lr.high > 2
+
+
+def test_chance_threshold_and_at_chance():
+    assert chance_threshold(10, 252) == pytest.approx(0.1 + 3 * math.sqrt(0.09 / 252))
+    assert is_at_chance(None, 10, 252) and is_at_chance(0.135, 10, 252)
+    assert not is_at_chance(0.2, 10, 252)
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+def flag(**kw):
+    base = {"param": "learning_rate", "value": 3.9e-7, "low": 1e-9, "high": 1e-6,
+            "side": "high", "at_limit": False, "scale": "log", "limit": "", "reason": "trend"}
+    return BoundaryFlag(**{**base, **kw})
+
+
+@pytest.mark.parametrize("f, action, message", [
+    (flag(), "", "learning_rate: scores rise towards the high edge of [1e-09, 1e-06] "
+     "(best 3.9e-07) — the optimum may lie above; widen the range"),
+    (flag(), "stage 1 extends it to [9e-09, 1e-03]", "learning_rate: scores rise towards the "
+     "high edge of [1e-09, 1e-06] (best 3.9e-07) — the optimum may lie above; stage 1 extends "
+     "it to [9e-09, 1e-03]"),
+    (flag(reason="edge", value=9.3e-2, low=1e-6, high=1e-1), "",
      "learning_rate: best 9.3e-02 is at the high edge of [1e-06, 1e-01] — the optimum may lie "
      "above; widen the range"),
-    (boundary_flags({"dropout": Range(0.0, 0.5)}, {"dropout": 0.001})[0],
+    (flag(param="dropout", value=0.001, low=0.0, high=0.5, side="low", at_limit=True,
+          scale="linear", limit=">= 0", reason="edge"), "",
      "dropout: best 0.001 is at the low edge of [0, 0.5], which is its hard limit (>= 0)"),
-    (boundary_flags({"reg": Range(3.16e-5, 1e-1, "log", max=0.1)}, {"reg": 0.099})[0],
-     "reg: best 9.9e-02 is at the high edge of [3.16e-05, 1e-01], which is its hard limit "
-     "(<= 0.1, the config's max)"),
-    (boundary_flags({"hidden_size": Range(16, 512, "log", integer=True)}, {"hidden_size": 16})[0],
-     "hidden_size: best 16 is at the low edge of [16, 512] — the optimum may lie below; widen "
-     "the range"),
-    (boundary_flags({"dropout": Range(0.9, 0.999)}, {"dropout": 0.998})[0],
+    (flag(param="reg", value=0.099, low=3.16e-5, high=0.1, at_limit=True,
+          limit="<= 0.1, the config's max"), "",
+     "reg: scores rise towards the high edge of [3.16e-05, 1e-01] (best 9.9e-02), which is "
+     "its hard limit (<= 0.1, the config's max)"),
+    # rebuilt from a row: floats for an integer parameter still print as integers
+    (flag(param="hidden_size", value=211.0, low=16.0, high=512.0, side="low"), "",
+     "hidden_size: scores rise towards the low edge of [16, 512] (best 211) — the optimum "
+     "may lie below; widen the range"),
+    (flag(param="dropout", value=0.998, low=0.9, high=0.999, at_limit=True, scale="linear",
+          limit="< 1", reason=""), "",
      "dropout: best 0.998 is at the high edge of [0.9, 0.999], which is its hard limit (< 1)"),
-    (BoundaryFlag("x", 1.0, 1.0, 2.0, "low", True), "x: best 1 is at the low edge of [1, 2], "
-     "which is its hard limit"),
-    # rebuilt from a boundary_flags row, without scale or limit
-    (BoundaryFlag("dropout", 0.001, 0.0, 0.5, "low", True), "dropout: best 0.001 is at the low "
-     "edge of [0, 0.5], which is its hard limit (>= 0)"),
-    (BoundaryFlag("depth", 1, 1, 8, "low", True), "depth: best 1 is at the low edge of [1, 8], "
-     "which is its hard limit"),
-], ids=["widen", "hard-limit", "user-max", "integer", "open-limit", "bare", "row-spec-limit",
-        "row-not-on-spec-limit"])
-def test_flag_messages(flag, message):
-    assert flag_message(flag) == message
+    (BoundaryFlag("x", 1.0, 1.0, 2.0, "low", True), "", "x: best 1 is at the low edge of "
+     "[1, 2], which is its hard limit"),
+    (BoundaryFlag("dropout", 0.001, 0.0, 0.5, "low", True), "", "dropout: best 0.001 is at the "
+     "low edge of [0, 0.5], which is its hard limit (>= 0)"),
+    (BoundaryFlag("depth", 1, 1, 8, "low", True), "", "depth: best 1 is at the low edge of "
+     "[1, 8], which is its hard limit"),
+], ids=["widen", "derived-extended", "edge", "hard-limit", "user-max", "integer-row",
+        "open-limit", "bare", "row-spec-limit", "row-not-on-spec-limit"])
+def test_flag_messages(f, action, message):
+    assert flag_message(f, action) == message
+
+
+def test_integers_print_as_integers():
+    assert format_value("hidden_size", 211.00000000000003, "log") == "211"
+    assert format_value("batch_size", 64.0) == "64"
+    assert format_value("learning_rate", 3.16e-5, "log") == "3.16e-05"
+    assert format_value("dropout", 0.25) == "0.25"
 
 
 # ---------------------------------------------------------------------------- issue 4
-
-
-def test_issue4_learning_rate_range_far_too_low_is_flagged_and_widened():
-    space = {"learning_rate": Range(1e-9, 1e-6, "log")}
-    kept = [{"learning_rate": v} for v in (9e-7, 7e-7, 4e-7, 8e-7, 6e-7)]
-    best = kept[0]
-    [flag] = boundary_flags(space, best, STAGE.edge)
-    assert (flag.param, flag.side, flag.at_limit) == ("learning_rate", "high", False)
-    assert "the optimum may lie above; widen the range" in flag_message(flag)
-    assert refine(space, kept, best, STAGE)["learning_rate"].high > 1e-6
 
 
 def test_issue4_wide_range_with_interior_best_narrows_stage_after_stage():
