@@ -253,7 +253,7 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str]
 
     from coordinator.runner import WorkerPool
 
-    _engine(db_url)  # a bad URL fails once here, not in n children
+    _engine(db_url).dispose()  # a bad URL fails once here, not in n children; holds none
     _redis(redis_url).close()
     pool = WorkerPool(n, db_url, redis_url, queue, args, blas_threads=blas_threads)
     stopping = False
