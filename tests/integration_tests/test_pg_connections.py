@@ -171,3 +171,24 @@ def test_without_the_flag_pgbouncer_is_a_clear_error(pgbouncer_bin, pg_url,
             transact(engine, lambda s: s.execute(text("SELECT 1")))
         assert time.monotonic() - started < RETRY_PATIENCE / 2
         engine.dispose()
+
+
+def test_read_only_engines_stay_read_only_through_pgbouncer(pgbouncer_bin, pg_url,
+                                                            tmp_path: Path) -> None:
+    """Without startup options, a read-only engine begins each transaction READ ONLY; and
+    the same statement run many times (psycopg would prepare it) works on any server
+    connection."""
+    user, dbname = pg_url.split("//")[1].split("@")[0], pg_url.rsplit("/", 1)[1]
+    with PgBouncer(tmp_path / "pgbouncer", users=[user], pool_size=2) as bouncer:
+        url = bouncer.url(user, dbname)
+        writer, reader = make_engine(url), make_engine(url, readonly=True)
+        try:
+            for i in range(20):
+                engine = writer if i % 2 else reader
+                assert transact(engine, lambda s, i=i: s.execute(
+                    text("SELECT count(*) + :i FROM sweeps"), {"i": i}).scalar()) == i
+            with pytest.raises(DBAPIError, match="read-only transaction"):
+                transact(reader, lambda s: s.execute(text("CREATE TABLE t (i int)")))
+        finally:
+            writer.dispose()
+            reader.dispose()
