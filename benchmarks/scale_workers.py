@@ -45,8 +45,9 @@ from worker import queue as q
 PER_POOL = 16
 CONNECTION_ERRORS = re.compile(
     r"too many clients|remaining connection slots|too many connections|"
-    r"database busy or disconnected|connection (?:to server )?.*failed|server closed|"
-    r"prepared statement|unsupported startup parameter|query_wait_timeout|Traceback", re.I)
+    r"connection (?:to server )?.*failed|server closed|terminating connection|"
+    r"prepared statement|unsupported startup parameter|query_wait_timeout|pool limit", re.I)
+OTHER_ERRORS = re.compile(r"Traceback|ERROR|deadlock detected|could not serialize", re.I)
 SWEEP_YAML = """\
 name: {name}
 dataset: spiral
@@ -71,18 +72,21 @@ class Round:
     curve_rows: int
     wall: float
     problems: tuple[str, ...]
-    log_errors: int
+    log_errors: tuple[str, ...]  # the worker log lines that name a connection error
+    other_errors: tuple[str, ...]  # other errors the workers logged (deadlocks, tracebacks)
 
     @property
     def ok(self) -> bool:
-        return self.status == "done" and not self.problems and not self.log_errors
+        return (self.status == "done" and not self.problems and not self.log_errors
+                and not self.other_errors)
 
 
 class PeakConnections:
-    """The largest number of server connections to ``dbname`` seen, sampled every 20 ms."""
+    """The largest and mean number of server connections to ``dbname``, sampled every
+    20 ms."""
 
     def __init__(self, dbname: str) -> None:
-        self.dbname, self.peak = dbname, 0
+        self.dbname, self.peak, self._sum, self._n = dbname, 0, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -100,7 +104,11 @@ class PeakConnections:
             while not self._stop.wait(0.02):
                 (n,), = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
                                       (self.dbname,)).fetchall()
-                self.peak = max(self.peak, n)
+                self.peak, self._sum, self._n = max(self.peak, n), self._sum + n, self._n + 1
+
+    @property
+    def mean(self) -> float:
+        return self._sum / max(self._n, 1)
 
 
 class Pools:
@@ -222,8 +230,8 @@ def run_mode(mode: str, workers: int, args: argparse.Namespace) -> list[Round]:
             for i in range(1, args.rounds + 1):
                 results.append(one_round(mode, i, workers, engine, pools, args, db_url,
                                          redis_url))
-                print(f"  {fmt_round(results[-1])}; server connections peak {peak.peak}",
-                      flush=True)
+                print(f"  {fmt_round(results[-1])}\n    server connections so far: peak "
+                      f"{peak.peak}, mean {peak.mean:.1f}", flush=True)
         finally:
             pools.stop()
             engine.dispose()
@@ -240,17 +248,22 @@ def one_round(mode: str, index: int, workers: int, engine: Engine, pools: Pools,
     status = wait_for_end(engine, name, args.timeout)
     wall = time.perf_counter() - started
     trials, curve_rows, problems = sweep_problems(engine, name)
-    errors = CONNECTION_ERRORS.findall(pools.log_text()[seen:])
+    lines = pools.log_text()[seen:].splitlines()
+    errors = tuple(line for line in lines if CONNECTION_ERRORS.search(line))
+    others = tuple(line for line in lines
+                   if OTHER_ERRORS.search(line) and not CONNECTION_ERRORS.search(line))
     return Round(mode, index, workers, status, trials, curve_rows, wall, tuple(problems),
-                 len(errors))
+                 errors, others)
 
 
 def fmt_round(r: Round) -> str:
     verdict = "ok" if r.ok else "FAILED"
-    extra = f" problems: {', '.join(r.problems[:5])}" if r.problems else ""
+    extra = f"\n    problems: {', '.join(r.problems[:5])}" if r.problems else ""
+    extra += "".join(f"\n    log: {line[:200]}" for line in
+                     (*r.log_errors[:3], *sorted(set(r.other_errors))[:3]))
     return (f"{r.mode} round {r.index}: {r.workers} workers, sweep {r.status}, {r.trials} trials, "
-            f"{r.curve_rows} curve rows, {r.wall:.1f} s, {r.log_errors} connection errors in "
-            f"worker logs -> {verdict}{extra}")
+            f"{r.curve_rows} curve rows, {r.wall:.1f} s; worker logs: {len(r.log_errors)} "
+            f"connection errors, {len(r.other_errors)} other errors -> {verdict}{extra}")
 
 
 def main() -> None:
@@ -267,6 +280,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900, help="seconds a round may take")
     ap.add_argument("--only", choices=["direct", "pgbouncer"])
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the workers on the way out
     if not harness.postgres_answers():
         sys.exit("no PostgreSQL server at 127.0.0.1:5432")
     modes = [m for m in ("direct", "pgbouncer") if args.only in (None, m)]

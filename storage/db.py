@@ -179,8 +179,10 @@ def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
 
     Connection budget: a worker process uses connections for its trial's
     transactions, its lease keeper and its reconciler, each a short transaction; a
-    pool of one kept connection plus one overflow holds at most one connection
-    while idle and two while training (a third user waits a moment for a free one).
+    pool of one kept connection plus one overflow holds at most one connection while
+    idle and two while training (a third user waits a moment for a free one). The
+    overflow lets the lease keeper renew while the trial's transaction waits on a row
+    lock, so a lock queue cannot cost the attempt its lease.
 
     Through PgBouncer in transaction mode (``?pgbouncer=1``) consecutive
     transactions may run on different server sessions, so nothing may live in a
