@@ -39,14 +39,10 @@ from rq import Worker
 from sqlalchemy import Engine, text
 
 from storage.db import make_engine
-from tests.pgbouncer import PgBouncer, pgbouncer_binary
+from tests.pgbouncer import CONNECTION_ERRORS, PgBouncer, pgbouncer_binary
 from worker import queue as q
 
 PER_POOL = 16
-CONNECTION_ERRORS = re.compile(
-    r"too many clients|remaining connection slots|too many connections|"
-    r"connection (?:to server )?.*failed|server closed|terminating connection|"
-    r"prepared statement|unsupported startup parameter|query_wait_timeout|pool limit", re.I)
 OTHER_ERRORS = re.compile(r"Traceback|ERROR|deadlock detected|could not serialize", re.I)
 SWEEP_YAML = """\
 name: {name}

@@ -9,6 +9,7 @@ files before that).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,13 @@ from pathlib import Path
 from types import TracebackType
 
 CANDIDATES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
+# what a worker logs when it cannot get or keep a database connection (not a deadlock or
+# serialization retry: those are about locks, not connections)
+CONNECTION_ERRORS = re.compile(
+    r"too many clients|remaining connection slots|too many connections|"
+    r"connection (?:to server )?.*failed|server closed|terminating connection|"
+    r"prepared statement|unsupported startup parameter|query_wait_timeout|QueuePool limit",
+    re.I)
 
 
 def pgbouncer_binary() -> str | None:

@@ -33,13 +33,10 @@ from tests.integration_tests.cluster import (
     worker_logs,
     write_config,
 )
-from tests.pgbouncer import PgBouncer
+from tests.pgbouncer import CONNECTION_ERRORS, PgBouncer
 
 pytestmark = [pytest.mark.integration]
 
-# what a worker logs when it cannot get or keep a database connection
-CONNECTION_TROUBLE = re.compile(r"too many|connection|disconnected|database busy|Traceback|"
-                                r"remaining connection slots|prepared statement", re.I)
 SERVER_LIMIT = 4
 
 
@@ -153,7 +150,7 @@ def test_twelve_workers_through_pgbouncer_over_a_limit_of_four(
             engine.dispose()
     names = set(re.findall(r"worker (\S+) serving queue", pool.text()))
     assert len(names) == 12, pool.text()[-3000:]
-    assert not CONNECTION_TROUBLE.search(pool.text()), pool.text()[-5000:]
+    assert not CONNECTION_ERRORS.search(pool.text()), pool.text()[-5000:]
     assert server_peak <= SERVER_LIMIT
 
 
