@@ -32,16 +32,16 @@ from sqlalchemy import Engine, text  # noqa: E402
 from threadpoolctl import threadpool_info  # noqa: E402
 
 from coordinator.config import SweepConfig, parse_config  # noqa: E402
-from coordinator.launch import create_sweep, prepare_dataset  # noqa: E402
+from coordinator.launch import create_sweep, enqueue_stage, prepare_dataset  # noqa: E402
 from coordinator.runner import WorkerPool  # noqa: E402
 from storage.db import make_engine  # noqa: E402
+from tests.support.redis_lease import leased_redis_db  # noqa: E402
 from worker import queue as q  # noqa: E402
 
 LOCAL_REDIS = "redis://127.0.0.1:6379"
 PG_ADMIN_URLS = ("postgresql://postgres@127.0.0.1:5432/postgres",
                  "postgresql://postgres@127.0.0.1:5432/test",
                  "postgresql://root@127.0.0.1:5432/test")
-REDIS_DBS = range(3, 16)
 
 
 # ---------------------------------------------------------------- machine
@@ -82,26 +82,9 @@ def local_redis_answers() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def leased_redis() -> Iterator[str]:
-    """A database number of the local Redis leased like the tests do, flushed after."""
-    lock = Redis.from_url(f"{LOCAL_REDIS}/0")
-    token = f"bench-{os.getpid()}-{uuid.uuid4().hex}"
-    db = next((d for d in REDIS_DBS if lock.set(f"hpsweep-test-db:{d}", token, nx=True,
-                                                 ex=3600)), None)
-    if db is None:
-        raise RuntimeError("no free Redis database 3..15 on the local server")
-    url = f"{LOCAL_REDIS}/{db}"
-    conn = Redis.from_url(url)
-    conn.flushdb()
-    try:
-        yield url
-    finally:
-        conn.flushdb()
-        conn.close()
-        if lock.get(f"hpsweep-test-db:{db}") == token.encode():
-            lock.delete(f"hpsweep-test-db:{db}")
-        lock.close()
+def leased_redis() -> contextlib.AbstractContextManager[str]:
+    """A database number of the local Redis leased like the tests do, emptied after."""
+    return leased_redis_db(LOCAL_REDIS, label="bench")
 
 
 def _pg_admin():  # type: ignore[no-untyped-def]
@@ -250,7 +233,7 @@ class Bench:
         pids = [p.pid for p in self.pool.procs]
         cpu0, busy0 = process_cpu(pids), self.job_seconds()
         started = time.perf_counter()
-        q.enqueue_trials(q.make_queue(self.conn, self.queue), list(made.trial_ids))
+        enqueue_stage(self.engine, self.conn, self.queue, made.stage_id, made.n_trials)
         status = text("SELECT status FROM sweeps WHERE id = :id")
         while True:
             with self.reader.connect() as c:

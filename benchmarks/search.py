@@ -58,7 +58,8 @@ from threadpoolctl import threadpool_limits
 from coordinator.config import StageConfig
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
-from storage.db import make_engine
+from storage.db import make_engine, transact
+from storage.sweeps import trial_ids_by_idx
 from worker.data import DatasetCache, load_source, split
 from worker.trainer import TrialContext, run_attempt
 
@@ -142,7 +143,7 @@ def run_search(job: tuple[str, int, str, dict[str, Any] | None]) -> tuple[str, R
         made = create_sweep(engine, cfg, "search", _PREPARED[dataset])
         ctx = TrialContext(engine=engine, worker="search", lease_seconds=3600.0,
                            datasets=_CACHE)
-        trial_ids = list(made.trial_ids)
+        trial_ids = transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))
         while trial_ids:
             stage_id = None
             for tid in trial_ids:

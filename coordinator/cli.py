@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+from coordinator.cli_errors import HpsweepGroup
+from worker.defaults import DEFAULT_DB, DEFAULT_QUEUE, DEFAULT_REDIS
 
-DEFAULT_DB = "sqlite:///hpsweep.db"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+F = TypeVar("F", bound=Callable[..., Any])
 STOP_GRACE = 60.0  # seconds a stopped worker pool waits for its epochs in flight
 
 db_option = click.option(
@@ -30,8 +29,12 @@ db_option = click.option(
 redis_option = click.option(
     "--redis", "redis_url", envvar="HPSWEEP_REDIS", show_envvar=True, default=DEFAULT_REDIS,
     show_default=True, help="Redis URL that carries the jobs.")
-queue_option = click.option("--queue", default="hpsweep", show_default=True,
+queue_option = click.option("--queue", default=DEFAULT_QUEUE, show_default=True,
                             help="RQ queue name.")
+max_trials_option = click.option(
+    "--max-trials", type=click.IntRange(1), default=None,
+    help="Most trials one stage may have (default 1,000,000: a typo such as "
+    "`trials: 100000000` is refused, exit 2, before anything is written).")
 
 
 def _setup_logging(level: str = "INFO") -> None:
@@ -39,32 +42,29 @@ def _setup_logging(level: str = "INFO") -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _engine(db_url: str, readonly: bool = False):  # type: ignore[no-untyped-def]
-    from storage.db import StorageError, make_engine
+def _engine(db_url: str, readonly: bool = False,  # type: ignore[no-untyped-def]
+            create: bool = True):
+    """``create``: hpsweep's schema where missing; otherwise the database must exist
+    (``DatabaseNotFound``, exit 2) and nothing is created. ``readonly`` for commands that
+    only look."""
+    from storage.db import make_engine
 
-    try:
-        return make_engine(db_url, readonly=readonly)
-    except StorageError as exc:
-        raise click.ClickException(str(exc)) from None
+    return make_engine(db_url, readonly=readonly, create=create)
 
 
 def _redis(url: str):  # type: ignore[no-untyped-def]
-    from worker.queue import QueueError, connect
+    from worker.queue import connect
 
-    try:
-        return connect(url)
-    except QueueError as exc:
-        raise click.ClickException(str(exc)) from None
+    return connect(url)
 
 
-def _load_config(path: str):  # type: ignore[no-untyped-def]
-    from coordinator.config import ConfigError, load_config
+def _checked_launch(config: str, max_trials: int | None):  # type: ignore[no-untyped-def]
+    """The config and its dataset, both checked before anything is written."""
+    from coordinator.config import MAX_TRIALS_PER_STAGE, load_config
+    from coordinator.launch import prepare_dataset
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        click.echo(f"error: invalid sweep config\n{exc}", err=True)
-        sys.exit(2)
+    cfg = load_config(config, max_trials=max_trials or MAX_TRIALS_PER_STAGE)
+    return cfg, prepare_dataset(cfg)
 
 
 def _sweep_id(engine, name: str | None) -> int:  # type: ignore[no-untyped-def]
@@ -81,7 +81,8 @@ def _sweep_id(engine, name: str | None) -> int:  # type: ignore[no-untyped-def]
     return sweep.id
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=HpsweepGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="hpsweep")
 def main() -> None:
     """hpsweep: coarse-to-fine hyperparameter sweeps of a NumPy network.
@@ -105,29 +106,26 @@ def main() -> None:
               help="Best trials to print at the end.")
 @click.option("--lease-seconds", type=click.FloatRange(0.5), default=30.0, show_default=True,
               help="A trial whose worker is silent this long is retried elsewhere.")
+@max_trials_option
 def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: str, top: int,
-        lease_seconds: float) -> None:
+        lease_seconds: float, max_trials: int | None) -> None:
     """Launch CONFIG, run N local workers with live progress, print the best trials."""
     from coordinator import report
-    from coordinator.embedded import EmbeddedRedis, EmbeddedRedisError
-    from coordinator.launch import launch as do_launch
-    from coordinator.launch import prepare_dataset
+    from coordinator.embedded import EmbeddedRedis
+    from coordinator.launch import launch_new
+    from coordinator.lifetime import handle_stop_signals
     from coordinator.progress import ProgressPrinter
     from coordinator.runner import WorkerPool, supervise
 
     _setup_logging("WARNING")
-    cfg = _load_config(config)
-    dataset = _call(lambda: prepare_dataset(cfg))  # a bad dataset exits 2 before any write
-    engine = _engine(db_url)
+    # Every check (config, dataset, Redis) before the database is created.
+    cfg, dataset = _checked_launch(config, max_trials)
     with ExitStack() as stack:
         if redis_url is None:
-            try:
-                redis_url = stack.enter_context(EmbeddedRedis())
-            except EmbeddedRedisError as exc:
-                raise click.ClickException(str(exc)) from None
+            redis_url = stack.enter_context(EmbeddedRedis())
         conn = _redis(redis_url)
-        made = do_launch(engine, conn, cfg, queue, dataset)
-        click.echo(f"sweep {made.name}: {len(made.trial_ids)} trials in stage 0 of "
+        engine, made = launch_new(db_url, conn, cfg, queue, dataset)
+        click.echo(f"sweep {made.name}: {made.n_trials} trials in stage 0 of "
                    f"{len(cfg.stages)}; {workers} worker(s)", err=True)
         pool = WorkerPool(workers, db_url, redis_url, queue,
                           ["--lease-seconds", str(lease_seconds), "--reconcile-every", "3",
@@ -135,13 +133,14 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
         stack.callback(pool.stop)
         pool.start()
         printer = ProgressPrinter()
-        signal.signal(signal.SIGTERM, _interrupt)
+        handle_stop_signals(_interrupt)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
         try:
             final = supervise(engine, conn, made.sweep_id, pool, printer.update)
         except KeyboardInterrupt:
-            printer.close()
-            click.echo(f"interrupted: sweep {made.name} is saved; continue it with "
-                       f"`hpsweep resume {made.name}` and workers", err=True)
+            with suppress(OSError):  # after SIGHUP the terminal may be gone (EIO)
+                printer.close()
+                click.echo(f"interrupted: sweep {made.name} is saved; continue it with "
+                           f"`hpsweep resume {made.name}` and workers", err=True)
             sys.exit(130)
         printer.close()
     click.echo(f"sweep {made.name}: {final.status}")
@@ -155,38 +154,36 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _call(fn: Callable[[], Any]) -> Any:
-    """Run a library call, turning expected failures into clean CLI errors."""
-    from worker.data import DatasetError
-
-    try:
-        return fn()
-    except DatasetError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-
-
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @db_option
 @redis_option
 @queue_option
-def launch(config: str, db_url: str, redis_url: str, queue: str) -> None:
-    """Create and enqueue the sweep of CONFIG, print its name, return."""
-    from coordinator.launch import launch as do_launch
-    from coordinator.launch import prepare_dataset
-    from worker.queue import QueueError, connect
+@max_trials_option
+def launch(config: str, db_url: str, redis_url: str, queue: str, max_trials: int | None) -> None:
+    """Create and enqueue the sweep of CONFIG, print its name, return.
+
+    A Redis that is down is no reason to lose the sweep: it is saved, and
+    `hpsweep resume NAME` (or any worker's reconciler) enqueues it later. A Redis
+    URL that can never work (bad scheme, port or db number) exits 2 first.
+    """
+    from coordinator.launch import launch_new
+    from worker.queue import BadRedisURL, QueueError, connect
 
     _setup_logging("WARNING")
-    cfg = _load_config(config)
-    dataset = _call(lambda: prepare_dataset(cfg))  # a bad dataset exits 2 before any write
-    engine = _engine(db_url)
+    cfg, dataset = _checked_launch(config, max_trials)
     try:
         conn = connect(redis_url)
+    except BadRedisURL:
+        raise
     except QueueError as exc:
-        click.echo(f"warning: {exc}; the sweep is saved and workers will enqueue it", err=True)
+        unreachable = str(exc)
         conn = None
-    made = do_launch(engine, conn, cfg, queue, dataset)
+    _, made = launch_new(db_url, conn, cfg, queue, dataset)
+    if conn is None:
+        click.echo(f"warning: {unreachable}\nsweep {made.name} is saved but not enqueued: "
+                   f"once Redis is up, run `hpsweep resume {made.name}` (same --redis), or "
+                   "workers will enqueue it from the database when they start", err=True)
     click.echo(made.name)
 
 
@@ -234,16 +231,11 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
         return
     from threadpoolctl import threadpool_limits
 
-    from storage.db import StorageError
     from worker.process import WorkerOptions, serve
-    from worker.queue import QueueError
 
     threadpool_limits(limits=blas_threads)
-    try:
-        serve(redis_url, WorkerOptions(queue=queue, burst=burst, max_jobs=max_jobs,
-                                       reconcile_every=reconcile_every, fork=fork))
-    except (StorageError, QueueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    serve(redis_url, WorkerOptions(queue=queue, burst=burst, max_jobs=max_jobs,
+                                   reconcile_every=reconcile_every, fork=fork))
 
 
 def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str],
@@ -251,9 +243,11 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str]
     """Run ``n`` worker processes until they all exit (or SIGTERM / Ctrl-C stops them)."""
     import time
 
+    from coordinator.lifetime import handle_stop_signals
     from coordinator.runner import WorkerPool
 
-    _engine(db_url).dispose()  # a bad URL fails once here, not in n children; holds none
+    _engine(db_url, create=False).dispose()  # a bad URL fails once here, not in n children;
+    # the supervisor then holds no connection
     _redis(redis_url).close()
     pool = WorkerPool(n, db_url, redis_url, queue, args, blas_threads=blas_threads)
     stopping = False
@@ -262,7 +256,7 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str]
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, _stop)
+    handle_stop_signals(_stop)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
     pool.start()
     try:
         while not stopping and any(p.poll() is None for p in pool.procs):
@@ -288,7 +282,7 @@ def status(sweep: str | None, db_url: str, watch: bool, interval: float) -> None
     from coordinator.live import watch_status
     from coordinator.report import status_text
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, readonly=True)
     sweep_id = _sweep_id(engine, sweep)
     if not watch:
         click.echo(status_text(engine, sweep_id))
@@ -308,7 +302,7 @@ def best(sweep: str | None, db_url: str, top: int) -> None:
     """The best trials of SWEEP (default: latest) with their parameters."""
     from coordinator import report
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, readonly=True)
     sweep_id = _sweep_id(engine, sweep)
     click.echo(report.best_text(engine, sweep_id, top))
     warnings = report.warnings_text(engine, sweep_id)
@@ -322,14 +316,16 @@ def best(sweep: str | None, db_url: str, top: int) -> None:
 @redis_option
 def resume(sweep: str, db_url: str, redis_url: str) -> None:
     """Re-enqueue whatever the database says is unfinished in SWEEP (idempotent)."""
-    from worker.reconcile import reconcile
+    from coordinator.control import resume_sweep
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, create=False)
     sweep_id = _sweep_id(engine, sweep)
-    done = reconcile(engine, _redis(redis_url), sweep_id)
+    done = resume_sweep(engine, _redis(redis_url), sweep_id)
     click.echo(f"reaped {len(done.reaped)} stale, failed {len(done.exhausted)} exhausted, "
                f"re-enqueued {len(done.requeued)} trial(s), re-advanced "
-               f"{len(done.advanced)} stage(s)")
+               f"{len(done.advanced)} stage(s); repaired: closed {len(done.closed)} "
+               f"stage(s), finished {len(done.finished)} sweep(s), cancelled "
+               f"{len(done.cancelled)} leftover trial(s)")
 
 
 @main.command()
@@ -340,7 +336,7 @@ def cancel(sweep: str, db_url: str, redis_url: str) -> None:
     """Stop SWEEP: no new stage, queued trials dropped, running ones stop at epoch end."""
     from coordinator.control import cancel_sweep
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, create=False)
     sweep_id = _sweep_id(engine, sweep)
     n = cancel_sweep(engine, _redis(redis_url), sweep_id)
     click.echo(f"cancelled {sweep}: {n} queued trial(s) dropped; running trials stop at "
@@ -348,19 +344,31 @@ def cancel(sweep: str, db_url: str, redis_url: str) -> None:
 
 
 @main.command()
-@click.argument("sql")
+@click.argument("sql", required=False)
+@click.option("--file", "-f", "sql_file", type=click.File("r"), default=None,
+              help="Read the statement from this file ('-': stdin).")
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="Output format.")
-def query(sql: str, db_url: str, fmt: str) -> None:
-    """Run a read-only SQL statement (SELECT/WITH) over the results."""
-    from coordinator.query import FORMATTERS, QueryError, check_read_only, run_query
+              show_default=True, help="Output format. NULL prints as empty (table, csv) or "
+              "null (json); intervals as seconds; dates and times as ISO 8601; numeric "
+              "(Decimal) as a number; bytes as base64 (csv, json) or <N bytes> (table).")
+def query(sql: str | None, sql_file: Any, db_url: str, fmt: str) -> None:
+    """Run a read-only SQL statement (SELECT/WITH) over the results.
 
-    try:
-        check_read_only(sql)
-        rows = run_query(_engine(db_url, readonly=True), sql)
-    except QueryError as exc:
-        raise click.UsageError(str(exc)) from None
+    SQL is the statement, or '-' to read it from stdin; --file reads it from a file.
+    It is sent to the database as written: no :name parameters, '%' is literal.
+    """
+    from coordinator.query import FORMATTERS, check_read_only, run_query
+
+    if (sql is None) == (sql_file is None):
+        raise click.UsageError("give the SQL statement, '-' (stdin) or --file PATH, one of them")
+    if sql_file is not None:
+        sql = sql_file.read()
+    elif sql == "-":
+        sql = sys.stdin.read()
+    assert sql is not None
+    check_read_only(sql)  # before opening anything
+    rows = run_query(_engine(db_url, readonly=True), sql)
     click.echo(FORMATTERS[fmt](rows).rstrip("\n"))
 
 
@@ -386,11 +394,12 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
              redis_url: str) -> None:
     """Evaluate an ensemble of SWEEP's models on validation and test; record it."""
     from coordinator import ensemble as ens
+    from coordinator.lifetime import handle_stop_signals
     from coordinator.live import StepBar
     from coordinator.progress import use_color
     from coordinator.runner import WorkerPool
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, create=False)  # writes its own rows only, creates no table
     sweep_id = _sweep_id(engine, sweep)
     conn = _redis(redis_url) if method == "seeds" else None
     with ExitStack() as stack:
@@ -404,16 +413,16 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
             pool.start()
             return pool.revive
 
+        handle_stop_signals(_interrupt)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
         try:
             out = ens.run_ensemble(engine, sweep_id, method, k, conn=conn, wait=wait,
                                    on_progress=steps,
                                    start_workers=start_workers if workers else None)
-        except ens.EnsembleError as exc:
-            raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            steps.close()
-            click.echo("interrupted: the seed trials stay queued; run the same command again "
-                       "to wait for them and combine", err=True)
+            with suppress(OSError):  # after SIGHUP the terminal may be gone (EIO)
+                steps.close()
+                click.echo("interrupted: the seed trials stay queued; run the same command "
+                           "again to wait for them and combine", err=True)
             sys.exit(130)
     if isinstance(out, ens.SeedsPlan):
         click.echo(ens.plan_text(out))
@@ -428,13 +437,10 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
 @db_option
 def plot(sweep: str | None, out_dir: str, db_url: str) -> None:
     """Write PNG plots of SWEEP (default: latest) into --out; print their paths."""
-    from coordinator.plots import PlotError, write_plots
+    from coordinator.plots import write_plots
 
-    engine = _engine(db_url)
-    try:
-        paths = write_plots(engine, _sweep_id(engine, sweep), out_dir)
-    except PlotError as exc:
-        raise click.ClickException(str(exc)) from None
+    engine = _engine(db_url, readonly=True)
+    paths = write_plots(engine, _sweep_id(engine, sweep), out_dir)
     for path in paths:
         click.echo(str(path))
 
@@ -450,9 +456,46 @@ def export(sweep: str | None, fmt: str, output: Any, db_url: str) -> None:
     """One row per trial of SWEEP (default: latest), its parameters as columns."""
     from coordinator.export import export_text
 
-    engine = _engine(db_url)
+    engine = _engine(db_url, readonly=True)
     click.echo(export_text(engine, _sweep_id(engine, sweep), fmt).rstrip("\n"), file=output)
 
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; anything but loopback requires --token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="TCP port.")
+@click.option("--token", envvar="HPSWEEP_DASHBOARD_TOKEN", show_envvar=True, default=None,
+              help="Secret every request must carry (required with a non-loopback --host).")
+def dashboard(db_url: str, host: str, port: int, token: str | None) -> None:
+    """Serve a read-only live web dashboard of the database's sweeps (Ctrl-C stops)."""
+    try:
+        from coordinator.dashboard.server import (
+            DashboardError,
+            ListenError,
+            check_binding,
+            dashboard_url,
+            listen,
+            open_database,
+            serve,
+        )
+    except ImportError as exc:
+        raise click.ClickException(f"the dashboard needs its extra ({exc.name} is missing): "
+                                   "pip install 'hpsweep[dashboard]'") from None
+    from storage.db import StorageError
+
+    try:
+        check_binding(host, token)
+        engine = open_database(db_url)
+        sock = listen(host, port)
+    except DashboardError as exc:
+        raise click.UsageError(str(exc)) from None
+    except (StorageError, ListenError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"hpsweep dashboard (read-only): "
+               f"{dashboard_url(host, sock.getsockname()[1], token)}  Ctrl-C stops", err=True)
+    serve(engine, sock, token)
 
 if __name__ == "__main__":
     main()

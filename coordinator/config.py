@@ -33,6 +33,9 @@ INIT_MODES = ("shared", "per_trial")
 # train.schedule as a mapping: sub-key -> the flat SPEC name it stands for
 SCHEDULE_KEYS = {"kind": "schedule", "every": "schedule_every", "factor": "schedule_factor",
                  "patience": "schedule_patience", "k": "schedule_k", "unit": "schedule_unit"}
+# Refused unless --max-trials allows more: a typo (trials: 100000000) must not fill
+# the database and Redis. A launch's memory does not grow with it; disk and Redis do.
+MAX_TRIALS_PER_STAGE = 1_000_000
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _BAD = object()  # a value that failed validation (its problem is already recorded)
 
@@ -139,8 +142,12 @@ class SweepConfig:
         return parse_config(dict(d), source="<stored config>", base_dir=None, check_files=False)
 
 
-def load_config(path: str | os.PathLike[str]) -> SweepConfig:
-    """Read, parse and validate a YAML sweep file; ``ConfigError`` lists every problem."""
+def load_config(path: str | os.PathLike[str], *,
+                max_trials: int | None = MAX_TRIALS_PER_STAGE) -> SweepConfig:
+    """Read, parse and validate a YAML sweep file; ``ConfigError`` lists every problem.
+
+    ``max_trials``: the most trials a stage may ask for (None: no limit).
+    """
     path, source = Path(path), str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -155,11 +162,11 @@ def load_config(path: str | os.PathLike[str]) -> SweepConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError([f"{source}: {_yaml_problem(e)}"]) from None
-    return parse_config(data, source, path.resolve().parent)
+    return parse_config(data, source, path.resolve().parent, max_trials=max_trials)
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None, *,
-                 check_files: bool = True) -> SweepConfig:
+                 check_files: bool = True, max_trials: int | None = None) -> SweepConfig:
     """Validate parsed YAML into a ``SweepConfig``; ``ConfigError`` lists every problem.
 
     A relative dataset path is tried against the current directory, then
@@ -180,6 +187,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         if value is not _BAD:
             values[key] = value
     _cross_check(chk, values)
+    _check_trial_limit(chk, values.get("stages", ()), max_trials)
     if chk.problems:
         raise ConfigError(chk.problems)
     return SweepConfig(**values)
@@ -496,6 +504,14 @@ def _stage(chk: _Problems, path: str, entry: Any) -> Any:
     if _BAD in values.values() or "trials" not in values or "epochs" not in values:
         return _BAD
     return StageConfig(**values)
+
+
+def _check_trial_limit(chk: _Problems, stages: tuple[StageConfig, ...],
+                       max_trials: int | None) -> None:
+    for i, stage in enumerate(stages):
+        if max_trials is not None and stage.trials > max_trials:
+            chk.add(f"stages[{i}].trials", f"at most {max_trials} trials per stage, got "
+                                           f"{stage.trials}; pass --max-trials N to allow more")
 
 
 def _keep(chk: _Problems, path: str, value: Any) -> Any:

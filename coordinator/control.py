@@ -1,4 +1,5 @@
-"""Stopping a sweep: the database first, then the queue."""
+"""Driving a sweep from outside the workers: resume and cancel (the database first,
+then the queue)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,21 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from coordinator.stages import advance
+from storage import repair as repair_store
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus
 from worker import queue as q
+from worker.reconcile import Reconciled, reconcile
+
+
+def resume_sweep(engine: Engine, conn: Redis, sweep_id: int) -> Reconciled:
+    """Repair the sweep from the database: reap lost trials, do the transitions whose
+    trigger was lost (close, finish, and plan a due stage here, not in a job), and
+    enqueue every queued trial Redis does not hold. Idempotent."""
+    return reconcile(engine, conn, sweep_id, advance=lambda stage_id: advance(engine, stage_id))
 
 
 def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:
@@ -21,10 +32,16 @@ def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:
     running trials see the status at their next epoch boundary.
     """
     def work(s: Session) -> tuple[list[int], str]:
+        # the transition lock first: an advancement planning the next stage right now
+        # commits before this reads the trials to cancel (or sees the sweep cancelled)
+        sweep_store.lock_sweep(s, sweep_id)
         sweep = sweep_store.get_sweep(s, sweep_id)
         assert sweep is not None
         sweep_store.finish_sweep(s, sweep_id, SweepStatus.CANCELLED.value)
-        return trial_store.cancel_unfinished(s, sweep_id), sweep.queue
+        dropped = trial_store.cancel_unfinished(s, sweep_id)
+        # a stage whose last open trials were just dropped is over: close it now
+        repair_store.close_finished_stages(s, sweep_id)
+        return dropped, sweep.queue
 
     ids, queue_name = transact(engine, work)
     if conn is not None and ids:

@@ -2,12 +2,17 @@
 
 Listens only on a private unix socket in a fresh temporary folder, keeps
 nothing on disk, and is stopped (and its folder removed) on exit, including
-after Ctrl-C.
+after Ctrl-C. If the owning process dies without cleaning up (``kill -9``), the kernel
+kills the server (Linux) and the next embedded Redis removes the folder left behind.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -16,6 +21,12 @@ from types import TracebackType
 
 from redis import Redis
 from redis.exceptions import RedisError
+
+from coordinator.lifetime import die_with_parent, is_running, process_identity
+
+PREFIX = "hpsweep-redis-"
+OWNER = "owner"  # the owning process's identity (pid and start time), written at start
+YOUNG = 60.0  # seconds a folder without an owner file may be one being created right now
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -47,13 +58,18 @@ class EmbeddedRedis:
         return f"unix://{self._dir / 'redis.sock'}?db=0"
 
     def start(self, timeout: float = 10.0) -> str:
-        self._dir = Path(tempfile.mkdtemp(prefix="hpsweep-redis-"))
+        remove_stale_folders(Path(tempfile.gettempdir()))
+        self._dir = Path(tempfile.mkdtemp(prefix=PREFIX))
+        _write_owner(self._dir)
         sock = self._dir / "redis.sock"
         self._proc = subprocess.Popen(
             [redis_server_binary(), "--port", "0", "--unixsocket", str(sock),
              "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
              "--dir", str(self._dir), "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            # SIGKILL when this process dies: the server keeps nothing worth a clean
+            # shutdown (no persistence), and its jobs die with it either way.
+            preexec_fn=die_with_parent(signal.SIGKILL))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -90,3 +106,48 @@ class EmbeddedRedis:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def remove_stale_folders(tmp: Path) -> list[Path]:
+    """Remove the embedded-Redis folders in ``tmp`` left by dead processes; returns them.
+
+    A folder is stale when its recorded owner is no longer running (same pid *and* start
+    time, so a recycled pid keeps nothing alive), or, for a folder without an owner file
+    (older hpsweep, or one being created right now), when it is over a minute old and
+    nothing listens on its socket. Only this user's own folders are considered.
+    """
+    removed = []
+    for folder in tmp.glob(f"{PREFIX}*"):
+        try:
+            info = folder.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if _is_stale(folder, info.st_mtime):
+                shutil.rmtree(folder)
+                removed.append(folder)
+        except OSError:
+            continue  # removed meanwhile, or not ours to read: leave it
+    return removed
+
+
+def _write_owner(folder: Path) -> None:
+    # written whole, then renamed: a concurrent clean-up never reads a half-written owner
+    part = folder / f".{OWNER}"
+    part.write_text(process_identity(os.getpid()) or f"{os.getpid()} ")
+    part.replace(folder / OWNER)
+
+
+def _is_stale(folder: Path, mtime: float) -> bool:
+    owner = folder / OWNER
+    if owner.exists():
+        return not is_running(owner.read_text())
+    return time.time() - mtime > YOUNG and not _answers(folder / "redis.sock")
+
+
+def _answers(sock: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+            return True
+        except OSError:
+            return False

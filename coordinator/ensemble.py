@@ -35,6 +35,7 @@ from storage import ensembles as ensemble_store
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
+from storage.meta import identity
 from storage.models import StageKind, StageStatus, SweepStatus
 from worker.data import DatasetCache, Splits
 from worker.nn.checkpoint import CheckpointError
@@ -51,6 +52,11 @@ StartWorkers = Callable[[str], Callable[[], object]]
 
 class EnsembleError(RuntimeError):
     """This ensemble cannot be built; the message says why and what to do."""
+
+
+class EnsembleUsageError(EnsembleError):
+    """The sweep cannot give the ensemble asked for (bad input, exit 2): e.g. snapshots
+    of a sweep run without ``keep_snapshots``."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def load_weights(engine: Engine, member: Member) -> dict[str, np.ndarray]:
         return params_from_checkpoint(saved[member.epoch], member.weights)
     except CheckpointError as exc:
         if member.weights == "ema":
-            raise EnsembleError(
+            raise EnsembleUsageError(
                 f"trial {member.trial_id} trained without a running average of its weights: "
                 "set `ema_decay` (e.g. 0.999) under `train:` and run the sweep again") from None
         raise EnsembleError(f"trial {member.trial_id}: unusable checkpoint: {exc}") from None
@@ -206,6 +212,13 @@ def _top_k(s: Session, sweep_id: int, k: int) -> list[Member]:
 
 
 def _snapshots(s: Session, sweep_id: int, k: int) -> list[Member]:
+    sweep = sweep_store.get_sweep(s, sweep_id)
+    assert sweep is not None
+    if not sweep.config.get("keep_snapshots"):
+        raise EnsembleUsageError(
+            f"sweep {sweep.name} kept no snapshots (its config has no `keep_snapshots`): "
+            "set `keep_snapshots: K` in the sweep config and run it again, or use another "
+            "--method")
     best = _best_trial(s, sweep_id)
     saved = trial_store.checkpoint_data(s, best.id, "snapshot")[:k]
     if not saved:
@@ -279,7 +292,7 @@ def queue_seeds(engine: Engine, conn: Redis | None, sweep_id: int, k: int) -> Se
     plan = plan_seeds(engine, sweep_id, k)
     queued = [t.id for t in transact(engine, lambda s: trial_store.trials_of(
         s, sweep_id, plan.stage_id)) if t.status == "queued"]
-    enqueue_or_defer(conn, plan.queue, queued)
+    enqueue_or_defer(conn, plan.queue, queued, identity(engine))
     return plan
 
 

@@ -12,16 +12,22 @@ from rq import get_current_job
 
 from coordinator.stages import advance
 from worker import queue as q
-from worker.jobs import runtime
+from worker.jobs import check_origin, runtime
 
 log = logging.getLogger("hpsweep.worker")
 
 
-def advance_stage(stage_id: int) -> str:
-    """Close stage ``stage_id`` and enqueue the next one's trials (exactly once)."""
+def advance_stage(stage_id: int, fingerprint: str | None = None,
+                  database: str | None = None) -> str:
+    """Close stage ``stage_id`` and enqueue the next one's trials (exactly once).
+
+    ``fingerprint`` and ``database`` name the database the stage belongs to.
+    """
     if isinstance(stage_id, bool) or not isinstance(stage_id, int):
         raise TypeError(f"advance_stage takes an integer stage id, got {stage_id!r}")
-    done = advance(runtime().engine, stage_id)
+    check_origin(fingerprint, database)
+    rt = runtime()
+    done = advance(rt.engine, stage_id)
     if done is None:
         return "noop"
     if done.sweep_done:
@@ -29,7 +35,8 @@ def advance_stage(stage_id: int) -> str:
         return "sweep done"
     job = get_current_job()
     if job is not None:
-        q.enqueue_trials(q.make_queue(job.connection, done.queue), list(done.trial_ids))
+        q.enqueue_trials(q.make_queue(job.connection, done.queue), list(done.trial_ids),
+                         rt.identity)
     log.info("stage %d advanced: stage %s with %d trial(s)", stage_id, done.next_stage_id,
              len(done.trial_ids))
     return "advanced"

@@ -8,10 +8,12 @@ enqueued. If Redis is down at that moment nothing is lost: the trials are
 
 from __future__ import annotations
 
+import itertools
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from redis import Redis
@@ -19,20 +21,27 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.config import SweepConfig
-from coordinator.space import sample_configs
+from coordinator.space import iter_configs
 from storage import sweeps as sweep_store
-from storage.db import transact
+from storage import undo
+from storage.db import make_engine, transact
+from storage.meta import DatabaseIdentity, identity
 from worker import data
 from worker import queue as q
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+LAUNCH_BATCH = 2_000  # trials sampled, inserted and enqueued at a time: ~10 MB in flight
 
 
 @dataclass(frozen=True)
 class Launched:
     sweep_id: int
     name: str
-    trial_ids: tuple[int, ...]
+    stage_id: int
+    n_trials: int
     enqueued: bool
 
 
@@ -63,13 +72,26 @@ def fixed_params(cfg: SweepConfig) -> dict[str, Any]:
 def plan_trials(cfg: SweepConfig, stage_idx: int, space: dict[str, Any], n: int,
                 first_idx: int = 0) -> list[sweep_store.TrialSpec]:
     """``n`` new trials sampled from ``space`` with the stage's budget."""
+    return list(iter_trials(cfg, stage_idx, space, n, first_idx))
+
+
+def iter_trials(cfg: SweepConfig, stage_idx: int, space: dict[str, Any], n: int,
+                first_idx: int = 0) -> Iterator[sweep_store.TrialSpec]:
+    """``plan_trials`` one trial at a time, the same trials in the same order."""
     epochs = cfg.stages[stage_idx].epochs
-    samples = sample_configs(space, n, stage_rng(cfg.seed, stage_idx))
     fixed = fixed_params(cfg)
-    return [sweep_store.TrialSpec(idx=first_idx + i,
-                                  seed=trial_seed(cfg, stage_idx, first_idx + i),
-                                  epochs=epochs, params={**fixed, **p})
-            for i, p in enumerate(samples)]
+    samples = iter_configs(space, n, stage_rng(cfg.seed, stage_idx))
+    for i, p in enumerate(samples):
+        yield sweep_store.TrialSpec(idx=first_idx + i, seed=trial_seed(cfg, stage_idx,
+                                                                       first_idx + i),
+                                    epochs=epochs, params={**fixed, **p})
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 def first_quorum(cfg: SweepConfig) -> int:
@@ -86,9 +108,15 @@ def prepare_dataset(cfg: SweepConfig) -> tuple[bytes, str, tuple[int, int, int]]
 
 def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
                  dataset: tuple[bytes, str, tuple[int, int, int]]) -> Launched:
-    """Write the sweep and its first stage in one transaction."""
+    """Write the sweep and its first stage in one transaction.
+
+    The trials are sampled and inserted ``LAUNCH_BATCH`` at a time, so memory stays
+    flat however many there are; one transaction keeps the launch atomic (a failure
+    midway leaves no sweep behind). On SQLite that transaction holds the write lock
+    until it commits: other writers wait (busy timeout, then retries).
+    """
     blob, sha, shape = dataset
-    specs = plan_trials(cfg, 0, dict(cfg.space), cfg.stages[0].trials)
+    n = cfg.stages[0].trials
 
     def work(s: Session) -> Launched:
         dataset_id = sweep_store.store_dataset(s, sha, Path(cfg.dataset).name, blob, shape)
@@ -96,26 +124,39 @@ def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
         sweep_id = sweep_store.create_sweep(
             s, name=name, config=cfg.to_dict(), dataset_id=dataset_id, seed=cfg.seed,
             queue=queue_name, n_stages=len(cfg.stages), max_attempts=cfg.max_attempts)
-        stage_id = sweep_store.add_stage(s, sweep_id, 0, cfg.stages[0].epochs,
-                                         cfg.stages[0].trials,
+        stage_id = sweep_store.add_stage(s, sweep_id, 0, cfg.stages[0].epochs, n,
                                          {p: d.to_row() for p, d in cfg.space.items()},
                                          quorum=first_quorum(cfg))
-        ids = sweep_store.add_trials(s, sweep_id, stage_id, specs)
-        return Launched(sweep_id, name, tuple(ids), False)
+        for batch in batches(iter_trials(cfg, 0, dict(cfg.space), n), LAUNCH_BATCH):
+            sweep_store.add_trials(s, sweep_id, stage_id, batch)
+        return Launched(sweep_id, name, stage_id, n, False)
 
     return transact(engine, work)
 
 
-def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int]) -> bool:
+def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int],
+                     origin: DatabaseIdentity) -> bool:
     """Enqueue; on a Redis failure leave the trials queued in the DB for the reconciler."""
     if conn is None:
         return False
     try:
-        q.enqueue_trials(q.make_queue(conn, queue_name), trial_ids)
+        q.enqueue_trials(q.make_queue(conn, queue_name), trial_ids, origin)
     except Exception as exc:  # noqa: BLE001 - the DB holds the trials; reconcile later
         log.warning("could not enqueue %d trial(s) (%s); workers will pick them up from the "
                     "database when Redis is back", len(trial_ids), exc)
         return False
+    return True
+
+
+def enqueue_stage(engine: Engine, conn: Redis | None, queue_name: str, stage_id: int,
+                  n_trials: int) -> bool:
+    """Enqueue a stage's trials in ``idx`` order, ``LAUNCH_BATCH`` ids read at a time."""
+    origin = identity(engine)
+    for lo in range(0, n_trials, LAUNCH_BATCH):
+        ids = transact(engine, lambda s, lo=lo: sweep_store.trial_ids_by_idx(
+            s, stage_id, lo, lo + LAUNCH_BATCH))
+        if not enqueue_or_defer(conn, queue_name, ids, origin):
+            return False
     return True
 
 
@@ -128,5 +169,17 @@ def launch(engine: Engine, conn: Redis | None, cfg: SweepConfig,
     """
     dataset = dataset or prepare_dataset(cfg)
     made = create_sweep(engine, cfg, queue_name, dataset)
-    ok = enqueue_or_defer(conn, queue_name, list(made.trial_ids))
-    return Launched(made.sweep_id, made.name, made.trial_ids, ok)
+    ok = enqueue_stage(engine, conn, queue_name, made.stage_id, made.n_trials)
+    return replace(made, enqueued=ok)
+
+
+def launch_new(db_url: str, conn: Redis | None, cfg: SweepConfig, queue_name: str,
+               dataset: tuple[bytes, str, tuple[int, int, int]]) -> tuple[Engine, Launched]:
+    """Open (creating if needed) the database at ``db_url`` and launch into it.
+
+    If that fails, whatever it created is removed: a new SQLite file, or the tables
+    of a database that had none. Once the sweep is saved, nothing is ever removed.
+    """
+    with undo.removed_on_failure(db_url) as track:
+        engine = track(make_engine(db_url))
+        return engine, launch(engine, conn, cfg, queue_name, dataset)

@@ -1,11 +1,13 @@
 """``hpsweep plot``: four PNG views of a sweep (matplotlib, Agg backend, no display).
 
 1. ``1_lr_reg.png``: learning rate against regularisation, log axes, coloured by
-   validation accuracy, one panel per search stage with that stage's range as a box;
+   validation accuracy on a scale fitted to the data, one panel per search stage with that
+   stage's range as a box and its flagged edges in red, the best trial starred, diverged,
+   failed and cancelled trials apart (a legend says which is which);
 2. ``2_params.png``: validation accuracy against each numeric searched parameter,
-   first-stage range edges drawn, boundary-flagged parameters marked;
-3. ``3_curves.png``: training and validation curves of the top trials, diverged
-   trials in a panel of their own;
+   every stage's range edges drawn, boundary-flagged parameters and the best trial marked;
+3. ``3_curves.png``: training and validation curves of the top trials (ranked as
+   ``hpsweep best`` ranks them), diverged trials in a panel of their own;
 4. ``4_best_so_far.png``: best validation accuracy against trials completed.
 
 matplotlib is an optional extra, imported only here and only when plotting.
@@ -21,6 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from coordinator.rank import TrialOutcome, is_scored, rank
 from storage import history
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
@@ -80,8 +83,27 @@ def gather(engine: Engine, sweep_id: int) -> SweepView:
 
 
 def top_trials(trials: list[trial_store.TrialRow], n: int) -> list[trial_store.TrialRow]:
-    done = [t for t in trials if t.status == "done" and t.best_val_acc is not None]
-    return sorted(done, key=lambda t: (-t.best_val_acc, t.id))[:n]  # type: ignore[operator]
+    """The ``n`` best scored trials in ``hpsweep best``'s order (``coordinator.rank``:
+    accuracy, ties by lower validation loss, then id)."""
+    by_id = {t.id: t for t in trials}
+    ranked = rank(TrialOutcome(t.id, t.status, t.best_val_acc, t.best_val_loss) for t in trials)
+    return [by_id[o.trial_id] for o in ranked if is_scored(o)][:n]
+
+
+def is_plotted_score(t: trial_store.TrialRow) -> bool:
+    """Coloured by its accuracy: a ``done`` trial with a score. A trial that diverged
+    after a good first epoch keeps that epoch's ``best_val_acc`` but is drawn apart."""
+    return t.status == "done" and t.best_val_acc is not None
+
+
+def accuracy_range(trials: list[trial_store.TrialRow]) -> tuple[float, float]:
+    """The colour scale: fitted to the scored trials (a fixed 0-1 scale paints every
+    late-stage point the same colour)."""
+    accs = [t.best_val_acc for t in trials if is_plotted_score(t)]
+    if not accs:
+        return 0.0, 1.0
+    lo, hi = min(accs), max(accs)  # type: ignore[type-var]
+    return (lo - 0.005, hi + 0.005) if hi - lo < 1e-9 else (lo, hi)  # type: ignore[operator]
 
 
 def best_so_far(accs: list[float | None]) -> list[float | None]:
@@ -119,88 +141,134 @@ def _scale_of(view: SweepView, param: str) -> str:
 
 def _lr_reg(plt, view: SweepView):  # type: ignore[no-untyped-def]
     n = max(1, len(view.stages))
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1, 4.2), squeeze=False, sharex=True,
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1, 4.4), squeeze=False, sharex=True,
                              sharey=True)
+    vmin, vmax = accuracy_range(view.trials)
+    best = top_trials(view.trials, 1)
     scatter = None
     for ax, st in zip(axes[0], view.stages or [None], strict=True):
         rows = [t for t in view.trials if st is None or t.stage_id == st.id]
-        pts = [(_num(t.params.get("learning_rate")), _num(t.params.get("reg")), t.best_val_acc)
-               for t in rows]
-        pts = [(x, y, a) for x, y, a in pts if x and y and x > 0 and y > 0]
-        good = [(x, y, a) for x, y, a in pts if a is not None]
-        bad = [(x, y) for x, y, a in pts if a is None]
+        pts = [(t, _num(t.params.get("learning_rate")), _num(t.params.get("reg"))) for t in rows]
+        pts = [(t, x, y) for t, x, y in pts if x and y and x > 0 and y > 0]
+        good = [(t, x, y) for t, x, y in pts if is_plotted_score(t)]
         if good:
-            scatter = ax.scatter([p[0] for p in good], [p[1] for p in good],
-                                 c=[p[2] for p in good], cmap="viridis", vmin=0, vmax=1,
-                                 s=22, edgecolors="k", linewidths=0.3)
-        if bad:
-            ax.scatter([p[0] for p in bad], [p[1] for p in bad], marker="x", c="0.6", s=18,
-                       label="diverged / failed")
-            ax.legend(loc="lower left", fontsize=7)
+            scatter = ax.scatter([p[1] for p in good], [p[2] for p in good],
+                                 c=[p[0].best_val_acc for p in good], cmap="viridis", vmin=vmin,
+                                 vmax=vmax, s=22, edgecolors="k", linewidths=0.3)
+        for statuses, style in UNSCORED_STYLES:
+            bad = [(x, y) for t, x, y in pts if t.status in statuses]
+            if bad:
+                ax.scatter([p[0] for p in bad], [p[1] for p in bad], s=20, **style)
+        top = [(x, y) for t, x, y in pts if best and t.id == best[0].id]
+        if top:
+            ax.scatter(*zip(*top, strict=True), marker="*", s=220, facecolors="none",
+                       edgecolors="k", linewidths=1.3, label=f"best trial ({best[0].id})",
+                       zorder=5)
         if st is not None:
-            _range_box(ax, view.ranges[st.id])
+            _range_box(ax, view.ranges[st.id], [f for idx, f in view.flags if idx == st.idx])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("learning_rate")
         ax.set_title(f"stage {st.idx}: {len(rows)} trials x {st.epochs} ep" if st else "no stage",
                      fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower left", fontsize=6)
     axes[0][0].set_ylabel("reg")
     if scatter is not None:
-        fig.colorbar(scatter, ax=list(axes[0]), label="validation accuracy")
+        fig.colorbar(scatter, ax=list(axes[0]), label="validation accuracy (fitted scale)")
     fig.suptitle(f"{view.name}: learning rate vs regularisation, coarse to fine")
     return fig
 
 
-def _range_box(ax, ranges: dict[str, dict[str, Any]]) -> None:  # type: ignore[no-untyped-def]
+UNSCORED_STYLES = (  # trials without a score of their own, drawn apart from the colour scale
+    (("diverged",), {"marker": "x", "c": "tab:red", "label": "diverged"}),
+    (("failed", "cancelled"), {"marker": "x", "c": "0.55", "label": "failed / cancelled"}),
+)
+
+
+def _range_box(ax, ranges: dict[str, dict[str, Any]],  # type: ignore[no-untyped-def]
+               flags: list[sweep_store.FlagRow]) -> None:
     lr, reg = ranges.get("learning_rate"), ranges.get("reg")
     if not lr or not reg or lr["low"] is None or reg["low"] is None:
         return
     if min(lr["low"], reg["low"]) <= 0:
         return
     x0, x1, y0, y1 = lr["low"], lr["high"], reg["low"], reg["high"]
-    ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color="tab:red", lw=1.2,
+    ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color="tab:blue", lw=1.2,
             label="stage range")
+    label = "boundary flag"
+    for f in flags:  # the edge where this stage's best sat, in red
+        if f.param not in ("learning_rate", "reg"):
+            continue
+        edge = f.low if f.side == "low" else f.high
+        xs, ys = ([edge, edge], [y0, y1]) if f.param == "learning_rate" else ([x0, x1],
+                                                                              [edge, edge])
+        ax.plot(xs, ys, color="tab:red", lw=3, label=label)
+        label = "_nolegend_"
 
 
 def _params(plt, view: SweepView):  # type: ignore[no-untyped-def]
     params = numeric_params(view) or ["(none)"]
     cols = min(3, len(params))
     nrows = math.ceil(len(params) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols, 3.4 * nrows + 0.6),
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols, 3.4 * nrows + 0.9),
                              squeeze=False)
     flagged: dict[str, list[sweep_store.FlagRow]] = {}
     for _, f in view.flags:
         flagged.setdefault(f.param, []).append(f)
-    first = view.ranges[view.stages[0].id] if view.stages else {}
+    best = top_trials(view.trials, 1)
     for i, ax in enumerate(axes.flat):
         if i >= len(params) or params[i] == "(none)":
             ax.axis("off")
             continue
         p = params[i]
-        for st in view.stages:
-            rows = [t for t in view.trials if t.stage_id == st.id and t.best_val_acc is not None
+        for k, st in enumerate(view.stages):
+            rows = [t for t in view.trials if t.stage_id == st.id and is_plotted_score(t)
                     and _num(t.params.get(p)) is not None]
             ax.scatter([_num(t.params[p]) for t in rows], [t.best_val_acc for t in rows], s=14,
-                       label=f"stage {st.idx}", alpha=0.8)
-        edge = first.get(p, {})
-        for v in (edge.get("low"), edge.get("high")):
-            if v is not None:
-                ax.axvline(v, color="0.4", ls="--", lw=1)
-        for f in flagged.get(p, []):
-            ax.axvline(f.value, color="tab:red", lw=1.5)
+                       color=f"C{k}", label=f"stage {st.idx}", alpha=0.8)
+            _range_edges(ax, view.ranges[st.id].get(p, {}), f"C{k}", f"stage {st.idx} range")
+        for j, f in enumerate(flagged.get(p, [])):
+            ax.axvline(f.value, color="tab:red", lw=1.5,
+                       label="boundary-flagged best" if j == 0 else "_nolegend_")
+        if best and _num(best[0].params.get(p)) is not None:
+            ax.scatter([_num(best[0].params[p])], [best[0].best_val_acc], marker="*", s=200,
+                       facecolors="none", edgecolors="k", linewidths=1.2, zorder=5,
+                       label=f"best trial ({best[0].id})")
         if _scale_of(view, p) == "log":
-            ax.set_xscale("log")
-            ax.minorticks_off()  # minor labels of a narrow log range overlap
+            _log_axis(ax, _is_integer(view, p))
         title = p + ("  ⚠ boundary: " + ", ".join(sorted({f.side for f in flagged[p]}))
                      if p in flagged else "")
         ax.set_title(title, fontsize=9, color="tab:red" if p in flagged else "black")
         ax.set_xlabel(p)
         ax.set_ylabel("validation accuracy")
-    axes.flat[0].legend(fontsize=7, loc="lower left")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels) or 1), fontsize=7)
     fig.suptitle(f"{view.name}: validation accuracy vs each parameter "
-                 "(dashed: first range; red: boundary-flagged best)")
-    fig.tight_layout()
+                 "(dashed: each stage's range; red: boundary-flagged best)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+def _range_edges(ax, row: dict[str, Any], color: str, label: str) -> None:  # type: ignore[no-untyped-def]
+    for v in (row.get("low"), row.get("high")):
+        if v is not None:
+            ax.axvline(v, color=color, ls="--", lw=1, alpha=0.8, label=label)
+            label = "_nolegend_"
+
+
+def _is_integer(view: SweepView, param: str) -> bool:
+    return bool(view.stages and view.ranges[view.stages[0].id].get(param, {}).get("integer"))
+
+
+def _log_axis(ax, integer: bool) -> None:  # type: ignore[no-untyped-def]
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())  # minor labels of a narrow log range overlap
+    if integer:  # hidden_size 16..512: a tick per power of two, not one per decade
+        ax.xaxis.set_major_locator(LogLocator(base=2))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _curves(plt, view: SweepView):  # type: ignore[no-untyped-def]

@@ -3,7 +3,8 @@
 The supervisor restarts workers that die, reconciles (lost jobs, expired
 leases) every few seconds, and returns when the sweep leaves ``running``.
 Every process it started is stopped before it returns, Ctrl-C included;
-the sweep itself stays resumable in the database.
+the sweep itself stays resumable in the database. If the supervising process
+dies instead (``kill -9``), its workers stop by themselves (``coordinator.lifetime``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from dataclasses import dataclass, field
 from redis import Redis
 from sqlalchemy import Engine
 
+from coordinator.lifetime import die_with_parent
 from coordinator.report import Progress, progress
 from worker.reconcile import reconcile
+
+BAD_INPUT = 2  # a worker's exit code for a wrong --db / a job of another database
+
+
+class WorkersRefused(RuntimeError):
+    """Every worker of a pool stopped on bad input; restarting them would loop."""
+
 
 BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -36,6 +45,9 @@ class WorkerPool:
     queue: str
     extra_args: list[str] = field(default_factory=list)
     blas_threads: int = 1
+    # An orphaned worker that has not stopped gracefully this long after its pool's
+    # process died exits at once (its trial's lease then expires and it is retried).
+    orphan_grace: float = 60.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     restarts: int = 0
 
@@ -44,20 +56,37 @@ class WorkerPool:
         # Pin BLAS before NumPy starts in the child: N trainers x N threads thrash 2 cores.
         env.update({v: str(self.blas_threads) for v in BLAS_VARS})
         env.pop("HPSWEEP_WORKER_NAME", None)
-        cmd = [sys.executable, "-m", "coordinator.cli", "worker", "--queue", self.queue,
+        # coordinator.child runs `hpsweep worker` and stops it once this process is gone.
+        cmd = [sys.executable, "-m", "coordinator.child", str(os.getpid()),
+               str(self.orphan_grace), "worker", "--queue", self.queue,
                "--blas-threads", str(self.blas_threads), *self.extra_args]
-        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        # Their own session: Ctrl-C or a closed terminal reaches only this process, which
+        # stops the workers in order (and stop() can kill a worker's whole group). If this
+        # process dies instead, the kernel sends each worker SIGTERM, not SIGKILL: a worker
+        # finishes the epoch in flight and hands its trial back as queued, so `hpsweep
+        # resume` continues at once rather than after the trial's lease expires.
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent(signal.SIGTERM))
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.n)]
 
     def revive(self) -> int:
-        """Restart workers that exited; returns how many."""
+        """Restart workers that exited; returns how many.
+
+        A worker that exited on bad input (exit 2: its database is missing, or a job of
+        another database reached it) would only fail again: it is not restarted, and once
+        every worker has, ``WorkersRefused`` says so instead of restarting them for ever.
+        """
         n = 0
         for i, p in enumerate(self.procs):
-            if p.poll() is not None:
+            code = p.poll()
+            if code is not None and code != BAD_INPUT:
                 self.procs[i] = self._spawn()
                 n += 1
+        if self.procs and all(p.poll() == BAD_INPUT for p in self.procs):
+            raise WorkersRefused("every worker process stopped on bad input (exit 2; their "
+                                 "message is above): check --db and --redis")
         self.restarts += n
         return n
 

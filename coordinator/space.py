@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from numbers import Real
@@ -212,9 +212,13 @@ def sample_configs(space: Mapping[str, Dist], n: int,
     Parameters are drawn in sorted name order, trial after trial, so the result
     does not depend on the mapping's order and the first k of n equal those of k.
     """
+    return list(iter_configs(space, n, rng))
+
+
+def iter_configs(space: Mapping[str, Dist], n: int,
+                 rng: np.random.Generator) -> Iterator[dict[str, Value]]:
+    """``sample_configs`` one configuration at a time (a launch of millions streams them)."""
     names = sorted(space)
-    out = []
     for _ in range(n):
         drawn = {name: space[name].sample(rng) for name in names}
-        out.append({name: drawn[name] for name in space})
-    return out
+        yield {name: drawn[name] for name in space}

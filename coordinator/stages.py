@@ -1,9 +1,11 @@
 """Advance a sweep from one stage to the next, exactly once.
 
-Whichever worker runs the advancement job does it; the compare-and-set on
-the stage's status (running -> done, only while all its trials are final)
-and the creation of the next stage commit in one transaction, so duplicate
-or concurrent advancement jobs create nothing twice and skip nothing.
+Whichever worker runs the advancement job does it, holding the sweep's
+transition lock (``storage.sweeps.lock_sweep``); the compare-and-set on the
+stage's status (running -> advanced once its quorum finished, advanced -> done
+once all its trials did) and the creation of the next stage commit in one
+transaction, so duplicate or concurrent advancement jobs create nothing twice
+and skip nothing.
 """
 
 from __future__ import annotations
@@ -107,18 +109,21 @@ def _longest_first(s: Session, sweep: sweep_store.SweepInfo, ids: list[int],
 
 
 def _advance(s: Session, engine: Engine, stage_id: int) -> Advanced | None:
-    stage = sweep_store.get_stage(s, stage_id)
-    if stage is None:
+    # the sweep's transition lock first, then read: a concurrent close, plan or cancel
+    # of this sweep has committed (and is seen) or waits for this one
+    sweep_id = sweep_store.lock_sweep_of_stage(s, stage_id)
+    if sweep_id is None:
         return None
-    sweep = sweep_store.get_sweep(s, stage.sweep_id)
-    assert sweep is not None
+    stage = sweep_store.get_stage(s, stage_id)
+    sweep = sweep_store.get_sweep(s, sweep_id)
+    assert stage is not None and sweep is not None
     search = stage.kind != StageKind.SEEDS.value  # seeds stages retrain for an ensemble
     result = None
     if sweep_store.claim_stage_advance(s, stage_id):
         result = _plan_next(s, engine, stage, sweep) if search else Advanced(stage_id,
                                                                              queue=sweep.queue)
-    if sweep_store.close_stage(s, stage_id) and search and sweep_store.all_stages_done(
-            s, sweep.id, sweep.n_stages) and sweep_store.finish_sweep(s, sweep.id):
+    if (sweep_store.close_stage(s, stage_id) and search
+            and sweep_store.finish_if_stages_done(s, sweep.id)):
         result = replace(result or Advanced(stage_id, queue=sweep.queue), sweep_done=True)
     return result
 

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import (
     URL,
@@ -34,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from storage import meta
 from storage.models import Base
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,21 @@ BUSY_TIMEOUT_MS = 30_000
 RETRY_PATIENCE = 60.0  # seconds a unit of work keeps retrying a lost database (server restart)
 PERMANENT_ERRORS = ("password authentication failed", "no pg_hba.conf entry", "does not exist",
                     "permission denied", "unsupported startup parameter")
+# What the server or driver says when the URL names no database of any kind (exit 2)
+NOT_A_DATABASE = ("file is not a database", "does not exist")
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smbfs", "smb3", "fuse.sshfs", "9p", "afs")
 
 
 class StorageError(RuntimeError):
     """A database problem worth a clear message (bad URL, unreachable server...)."""
+
+
+class BadDatabaseURL(StorageError):
+    """The database URL is malformed or names an unsupported backend (bad input, exit 2)."""
+
+
+class DatabaseNotFound(StorageError):
+    """No hpsweep database at the URL: no such file, or no hpsweep tables (exit 2)."""
 
 
 def mask_url(url: str) -> str:
@@ -170,7 +182,7 @@ def _pgbouncer_flag(value: str | tuple[str, ...] | None) -> bool:
         return False
     flag = value.strip().lower()
     if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise StorageError(f"?{PGBOUNCER_PARAM}={value!r} in the database URL: use 1 or 0")
+        raise BadDatabaseURL(f"?{PGBOUNCER_PARAM}={value!r} in the database URL: use 1 or 0")
     return flag in ("1", "true", "yes", "on")
 
 
@@ -212,45 +224,108 @@ def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
 
 
 def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Engine:
-    """An engine for ``url`` with the schema created (unless ``create`` is False).
+    """An engine for ``url``.
 
-    ``readonly`` engines refuse writes at the connection level (SQLite
-    ``query_only``, PostgreSQL read-only transactions).
+    ``create``: hpsweep's schema and the database's fingerprint are created where missing
+    (commands that start sweeps). Otherwise, and always with ``readonly``, nothing is
+    created, no file and no table: ``url`` must name an existing hpsweep database, else
+    ``DatabaseNotFound`` (no such file, or no hpsweep tables). ``readonly`` engines also
+    refuse writes at the connection level (SQLite ``query_only``, PostgreSQL read-only
+    transactions).
     """
     try:
         parsed = make_url(url)
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises ArgumentError or ValueError
-        raise StorageError(f"not a database URL: {mask_url(url)!r} ({exc})") from None
+        raise BadDatabaseURL(f"not a database URL: {mask_url(url)!r} ({exc}); expected "
+                             "sqlite:///file.db or postgresql+psycopg://user@host/db") from None
     backend = parsed.get_backend_name()
+    creating = create and not readonly
     if backend == "sqlite":
-        check_sqlite_path(url)
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-        _setup_sqlite(engine, readonly)
+        engine = _sqlite_engine(url, creating, readonly)
     elif backend == "postgresql":
         engine = _postgres_engine(parsed, readonly)
     else:
-        raise StorageError(f"unsupported database {mask_url(url)!r}: use sqlite:/// or "
+        raise BadDatabaseURL(f"unsupported database {mask_url(url)!r}: use sqlite:/// or "
                            "postgresql+psycopg://")
     _dispose_after_fork(engine)
-    if create and not readonly:
+    if creating:
         create_schema(engine)
+    else:
+        require_hpsweep_database(engine, url)
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables; safe when several processes race to do it."""
-    for attempt in range(5):
+def _sqlite_engine(url: str, creating: bool, readonly: bool) -> Engine:
+    """Unless ``creating``, the file must exist: it is opened with ``mode=rw``, which never
+    creates one (no race with a check). Readers get ``query_only``, not ``mode=ro``: a
+    ``mode=ro`` connection cannot remove the ``-wal``/``-shm`` files it creates on opening
+    a WAL database, so looking would leave two files behind; ``mode=rw`` removes them when
+    the last connection closes (and a write-protected file still opens, read-only)."""
+    database = make_url(url).database
+    path = Path(database).expanduser().absolute() if database and database != ":memory:" \
+        else None
+    if path is not None and not creating and not path.is_file():
+        raise DatabaseNotFound(f"no such file: {path} (--db {mask_url(url)}); not an hpsweep "
+                               "database. Give the database's URL with --db or $HPSWEEP_DB")
+    check_sqlite_path(url)
+    if path is not None and not creating:
+        uri = f"file:{quote(str(path))}?mode=rw"
+
+        def connect() -> sqlite3.Connection:  # the engine keeps the user's URL for messages
+            return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   check_same_thread=False)  # as pysqlite does for a file
+
+        engine = create_engine(url, creator=connect)
+    else:
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    _setup_sqlite(engine, readonly)
+    return engine
+
+
+def require_hpsweep_database(engine: Engine, url: str | None = None) -> None:
+    """Raise ``DatabaseNotFound`` unless ``engine`` holds hpsweep's tables (writes nothing)."""
+    shown = mask_url(url or str(engine.url))
+
+    def check() -> bool:
         try:
-            Base.metadata.create_all(engine)
-            _create_missing_indexes(engine)
-            return
+            with engine.connect() as conn:
+                return meta.is_hpsweep_database(conn)
         except DBAPIError as exc:
-            if attempt == 4:
+            if any(s in str(exc.orig) for s in NOT_A_DATABASE):
+                raise DatabaseNotFound(f"{shown}: not an hpsweep database "
+                                       f"({_first_line(exc)})") from None
+            raise
+
+    if not _prepare(engine, check):
+        raise DatabaseNotFound(f"{shown}: not an hpsweep database (no hpsweep tables). Give "
+                               "the database's URL with --db or $HPSWEEP_DB, or launch a "
+                               "sweep there first")
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables and the fingerprint; safe when several processes race to do it."""
+    def create() -> None:
+        Base.metadata.create_all(engine)
+        _create_missing_indexes(engine)
+        meta.ensure_fingerprint(engine)
+
+    _prepare(engine, create)
+
+
+def _prepare(engine: Engine, step: Callable[[], T], attempts: int = 5) -> T:
+    """``step()``, retried a few times on database errors (a server starting, a racing
+    ``CREATE TABLE``); a clear ``StorageError`` if it keeps failing."""
+    for attempt in range(attempts):
+        try:
+            return step()
+        except DBAPIError as exc:
+            if attempt == attempts - 1:
                 raise StorageError(
                     f"cannot reach or prepare database {mask_url(str(engine.url))}: "
                     f"{_first_line(exc)}"
                 ) from None
             time.sleep(0.2 + random.random() * 0.3)
+    raise AssertionError("unreachable")
 
 
 def _create_missing_indexes(engine: Engine) -> None:

@@ -211,3 +211,12 @@ class Ensemble(Base):
     single_val_acc: Mapped[float | None] = mapped_column(Float)
     single_test_acc: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+class Meta(Base):
+    """Facts about the database itself, one row per key; ``fingerprint`` (a uuid4 hex given
+    when the schema is created) names the database in every job (DESIGN principle 7)."""
+
+    __tablename__ = "hpsweep_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

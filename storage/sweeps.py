@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import bind_of, cached_statement
@@ -140,22 +140,46 @@ def add_stage(s: Session, sweep_id: int, idx: int, epochs: int, n_trials: int,
 
 
 def add_trials(s: Session, sweep_id: int, stage_id: int, specs: list[TrialSpec]) -> list[int]:
-    """Create queued trials with their ``params`` rows; returns their ids in order."""
-    rows = [Trial(sweep_id=sweep_id, stage_id=stage_id, idx=t.idx, seed=t.seed, epochs=t.epochs,
-                  parent_id=t.parent_id) for t in specs]
-    s.add_all(rows)
-    s.flush()
-    s.add_all(_param_row(row.id, k, v) for row, t in zip(rows, specs, strict=True)
-              for k, v in t.params.items())
-    return [row.id for row in rows]
+    """Create queued trials with their ``params`` rows; returns their ids in order.
+
+    Core bulk inserts (no ORM objects): a launch streams its trials through here in
+    batches, so its memory does not grow with the number of trials.
+    """
+    if not specs:
+        return []
+    trials = Trial.__table__
+    rows = [{"sweep_id": sweep_id, "stage_id": stage_id, "idx": t.idx, "seed": t.seed,
+             "epochs": t.epochs, "parent_id": t.parent_id} for t in specs]
+    # A plain executemany, then the ids by (stage_id, idx): several times faster than
+    # INSERT … RETURNING row by row, and the unique (stage_id, idx) index finds them.
+    s.execute(insert(trials), rows)
+    lo, hi = min(t.idx for t in specs), max(t.idx for t in specs)
+    found = s.execute(select(Trial.idx, Trial.id).where(
+        Trial.stage_id == stage_id, Trial.idx >= lo, Trial.idx <= hi))
+    by_idx = {idx: trial_id for idx, trial_id in found}
+    ids = [by_idx[t.idx] for t in specs]
+    params = [_param_row(trial_id, k, v) for trial_id, t in zip(ids, specs, strict=True)
+              for k, v in t.params.items()]
+    if params:
+        s.execute(insert(Param.__table__), params)
+    return ids
 
 
-def _param_row(trial_id: int, name: str, value: Any) -> Param:
+def trial_ids_by_idx(s: Session, stage_id: int, lo: int = 0, hi: int | None = None) -> list[int]:
+    """Ids of the stage's trials with ``lo <= idx < hi`` (default: all), in ``idx`` order."""
+    where = [Trial.stage_id == stage_id, Trial.idx >= lo]
+    if hi is not None:
+        where.append(Trial.idx < hi)
+    return list(s.scalars(select(Trial.id).where(*where).order_by(Trial.idx)))
+
+
+def _param_row(trial_id: int, name: str, value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        return Param(trial_id=trial_id, name=name, value=None, value_text=value)
+        return {"trial_id": trial_id, "name": name, "value": None, "value_text": value}
     if isinstance(value, list | tuple):
-        return Param(trial_id=trial_id, name=name, value=None, value_text=json.dumps(value))
-    return Param(trial_id=trial_id, name=name, value=float(value), value_text=None)
+        return {"trial_id": trial_id, "name": name, "value": None,
+                "value_text": json.dumps(value)}
+    return {"trial_id": trial_id, "name": name, "value": float(value), "value_text": None}
 
 
 def param_value(value: float | None, value_text: str | None) -> Any:
@@ -225,6 +249,46 @@ def _open_trials(stage_id: Any, below: Any = None):  # type: ignore[no-untyped-d
     return select(t.id).where(*cond).exists()
 
 
+def _lock_statement(key: Any):  # type: ignore[no-untyped-def]
+    """SELECT the sweep row (id = ``key``) FOR NO KEY UPDATE: it excludes the other
+    transitions of the sweep, not the inserts of rows that reference it (those take KEY
+    SHARE locks). SQLite compiles it to a plain SELECT: its BEGIN IMMEDIATE write
+    transactions are serialised already."""
+    sw = Sweep.__table__.c
+    return select(sw.id, sw.status).where(sw.id == key).with_for_update(key_share=True)
+
+
+def lock_sweep(s: Session, sweep_id: int) -> str | None:
+    """Take the sweep's transition lock until the transaction ends; returns the sweep's
+    status read under it (None: no such sweep).
+
+    Every state transition of a sweep (plan or close a stage, finish or cancel the
+    sweep, a trial's finish deciding that its stage is due) takes it first, BEFORE
+    reading what the transition depends on: under READ COMMITTED each later statement
+    then sees what the previous holder committed, so no interleaving skips a transition
+    (two stages closing at once each saw the other one open: the sweep never finished).
+    Lock order: the sweep row first, then stage rows. No transition waits on a running
+    trial's row, so a finishing trial may take this lock after updating its own row.
+    A trial's per-epoch writes never take it.
+    """
+    row = s.execute(cached_statement(bind_of(s), "sweep-lock", lambda: _lock_statement(
+        bindparam("p_sweep"))), {"p_sweep": sweep_id}).first()
+    return None if row is None else row[1]
+
+
+def lock_sweep_of_stage(s: Session, stage_id: int) -> int | None:
+    """``lock_sweep`` on the sweep of ``stage_id``; returns the sweep's id (None: no such
+    stage)."""
+    def build():  # type: ignore[no-untyped-def]
+        st = Stage.__table__.c
+        return _lock_statement(select(st.sweep_id).where(st.id == bindparam("p_stage"))
+                               .scalar_subquery())
+
+    row = s.execute(cached_statement(bind_of(s), "sweep-lock-of-stage", build),
+                    {"p_stage": stage_id}).first()
+    return None if row is None else row[0]
+
+
 def claim_stage_advance(s: Session, stage_id: int) -> bool:
     """Compare-and-set running -> advanced once the stage's quorum has finished.
 
@@ -240,49 +304,85 @@ def claim_stage_advance(s: Session, stage_id: int) -> bool:
 
 def close_stage(s: Session, stage_id: int) -> bool:
     """Compare-and-set advanced -> done once every trial of the stage has finished."""
-    res = s.execute(update(Stage).where(Stage.id == stage_id,
-                                        Stage.status == StageStatus.ADVANCED.value,
-                                        ~_open_trials(Stage.id))
-                    .values(status=StageStatus.DONE.value, finished_at=func.now()))
+    def build():  # type: ignore[no-untyped-def]
+        st = Stage.__table__.c
+        return (update(Stage.__table__)
+                .where(st.id == bindparam("p_stage"), st.status == StageStatus.ADVANCED.value,
+                       ~_open_trials(st.id))
+                .values(status=StageStatus.DONE.value, finished_at=func.now()))
+
+    res = s.execute(cached_statement(bind_of(s), "stage-close", build), {"p_stage": stage_id})
     return res.rowcount == 1
 
 
-def all_stages_done(s: Session, sweep_id: int, n_stages: int) -> bool:
-    done = s.scalar(select(func.count()).select_from(Stage).where(
-        Stage.sweep_id == sweep_id, Stage.kind == StageKind.SEARCH.value,
-        Stage.status == StageStatus.DONE.value)) or 0
-    return done >= n_stages
+def search_stages_done():  # type: ignore[no-untyped-def]
+    """SQL: every search stage of the sweep (``sweeps`` row in the outer query) is done."""
+    done = (select(func.count()).select_from(Stage)
+            .where(Stage.sweep_id == Sweep.id, Stage.kind == StageKind.SEARCH.value,
+                   Stage.status == StageStatus.DONE.value)
+            .correlate(Sweep).scalar_subquery())
+    return done >= Sweep.n_stages
+
+
+def finish_if_stages_done(s: Session, sweep_id: int) -> bool:
+    """Compare-and-set running -> done once every search stage of the sweep is done.
+
+    Call it holding ``lock_sweep``: a stage closed by a concurrent transaction is then
+    committed, and seen, before this reads the stages."""
+    def build():  # type: ignore[no-untyped-def]
+        return (update(Sweep).where(Sweep.id == bindparam("p_sweep"),
+                                    Sweep.status == SweepStatus.RUNNING.value,
+                                    search_stages_done())
+                .values(status=SweepStatus.DONE.value, finished_at=func.now()))
+
+    res = s.execute(cached_statement(bind_of(s), "sweep-finish", build), {"p_sweep": sweep_id})
+    return res.rowcount == 1
+
+
+def stage_closable():  # type: ignore[no-untyped-def]
+    """SQL: an advanced stage whose trials have all finished (``close_stage`` is due)."""
+    st = Stage.__table__.c
+    return and_(st.status == StageStatus.ADVANCED.value, ~_open_trials(st.id))
 
 
 def _ready():  # type: ignore[no-untyped-def]
     """A stage whose quorum finished (to advance) or whose trials all did (to close)."""
     st = Stage.__table__.c
-    return and_(or_(
-        and_(st.status == StageStatus.RUNNING.value, ~_open_trials(st.id, st.quorum)),
-        and_(st.status == StageStatus.ADVANCED.value, ~_open_trials(st.id))))
+    return or_(and_(st.status == StageStatus.RUNNING.value, ~_open_trials(st.id, st.quorum)),
+               stage_closable())
 
 
-def stage_is_ready(s: Session, stage_id: int, *, lock: bool = False) -> bool:
-    """Whether the stage's advancement (or closing) is due.
+def settle_stage(s: Session, stage_id: int) -> bool:
+    """In the transaction that just ended one of the stage's trials: under the sweep's
+    transition lock, close the stage if that was its last open trial (and finish the
+    sweep if every stage is then done), in this same commit. Returns whether the stage's
+    advancement (planning the next stage, which needs the coordinator) is due.
 
-    ``lock``: called in the transaction that just finished one of its trials. The stage
-    row is locked first (PostgreSQL; SQLite writers are serialised anyway), so of two
-    trials finishing at once the later one sees the earlier one's final status and no
-    due advancement goes unnoticed.
-    """
+    Of two trials ending at once the later one waits for the lock and sees the earlier
+    one's final status, so no due transition goes unnoticed."""
+    sweep_id = lock_sweep_of_stage(s, stage_id)
+    if sweep_id is None:
+        return False
+    if close_stage(s, stage_id):
+        finish_if_stages_done(s, sweep_id)
+        return False
+    return stage_is_ready(s, stage_id)
+
+
+def stage_is_ready(s: Session, stage_id: int) -> bool:
+    """Whether the stage's advancement (or closing) is due."""
     st, bind = Stage.__table__.c, bind_of(s)
-    if lock:
-        s.execute(cached_statement(bind, "stage-lock", lambda: select(st.id).where(
-            st.id == bindparam("p_stage")).with_for_update()), {"p_stage": stage_id})
     stmt = cached_statement(bind, "stage-ready", lambda: select(st.id).where(
         st.id == bindparam("p_stage"), _ready()))
     return s.execute(stmt, {"p_stage": stage_id}).first() is not None
 
 
 def stages_ready_to_advance(s: Session, sweep_id: int | None = None) -> list[tuple[int, str]]:
-    """(stage id, queue) of stages of running sweeps with an advancement or closing due."""
+    """(stage id, queue) of stages of running sweeps (or 'seeds' stages, which run after
+    their sweep ended) with an advancement or closing due."""
     q = (select(Stage.id, Sweep.queue).join(Sweep, Sweep.id == Stage.sweep_id)
-         .where(Sweep.status == SweepStatus.RUNNING.value, _ready()))
+         .where(or_(Sweep.status == SweepStatus.RUNNING.value,
+                    Stage.kind == StageKind.SEEDS.value), _ready()))
     if sweep_id is not None:
         q = q.where(Sweep.id == sweep_id)
     return [(sid, qn) for sid, qn in s.execute(q)]

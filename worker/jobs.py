@@ -1,9 +1,17 @@
 """RQ entry points of the worker program: ids in, a status string out.
 
-Jobs carry only a trial id. The database URL, the worker's name and lease
-length come from the worker process's environment (set by ``hpsweep worker``),
-read here and in the CLI only. Engines and the dataset cache live for the
-whole worker process, so a trial costs no reconnect and no dataset decode.
+Jobs carry a trial id and the fingerprint of their database. The database URL,
+the worker's name and lease length come from the worker process's environment
+(set by ``hpsweep worker``), read here and in the CLI only. Engines and the
+dataset cache live for the whole worker process, so a trial costs no reconnect
+and no dataset decode.
+
+A job of another database never gets here: the worker hands it back and stops
+(``worker.process``). A job without a fingerprint (enqueued by a version before
+fingerprints, or forged) is refused with ``PermissionError``: RQ records it as
+failed, the worker carries on, and the reconciler of the job's own database
+(any of its workers, or ``hpsweep resume``) enqueues the still ``queued`` trial
+again, this time with its fingerprint. Nothing is lost and nothing loops.
 """
 
 from __future__ import annotations
@@ -17,16 +25,17 @@ from pathlib import Path
 from rq import get_current_job
 from sqlalchemy import Engine
 
+from storage import meta
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
-from storage.db import make_engine, transact
+from storage.db import create_schema, make_engine, transact
 from worker import queue as q
 from worker.data import DatasetCache
+from worker.defaults import DEFAULT_DB
 from worker.trainer import LeaseKeeper, TrialContext, run_attempt
 
 log = logging.getLogger("hpsweep.worker")
 
-DEFAULT_DB = "sqlite:///hpsweep.db"
 DEFAULT_LEASE_SECONDS = 30.0
 
 
@@ -46,9 +55,17 @@ class Runtime:
 
     @property
     def engine(self) -> Engine:
+        """The worker's database. A worker never creates one (``DatabaseNotFound`` when the
+        URL names no hpsweep database); it adds what a newer version needs to an old one."""
         if self._engine is None:
-            self._engine = make_engine(self.db_url)
+            engine = make_engine(self.db_url, create=False)
+            create_schema(engine)
+            self._engine = engine
         return self._engine
+
+    @property
+    def identity(self) -> meta.DatabaseIdentity:
+        return meta.identity(self.engine)
 
     @property
     def keeper(self) -> LeaseKeeper:
@@ -83,10 +100,27 @@ def runtime() -> Runtime:
     return _runtime
 
 
-def run_trial(trial_id: int) -> str:
-    """Train one trial to a final status; advance its stage if it was the last."""
+def check_origin(fingerprint: str | None, database: str | None) -> None:
+    """Refuse a job that does not name this worker's database (see the module's doc)."""
+    own = runtime().identity
+    if not q.is_fingerprint(fingerprint):
+        raise PermissionError("job carries no valid database fingerprint (enqueued by an "
+                              "older hpsweep, or forged): refused; its own database's "
+                              "reconciler enqueues the trial again")
+    if fingerprint != own.fingerprint:
+        raise PermissionError(f"job belongs to database {database!r} (fingerprint "
+                              f"{fingerprint}), not to this worker's {own.description} "
+                              f"(fingerprint {own.fingerprint})")
+
+
+def run_trial(trial_id: int, fingerprint: str | None = None, database: str | None = None) -> str:
+    """Train one trial to a final status; advance its stage if it was the last.
+
+    ``fingerprint`` and ``database`` name the database the trial belongs to.
+    """
     if isinstance(trial_id, bool) or not isinstance(trial_id, int):
         raise TypeError(f"run_trial takes an integer trial id, got {trial_id!r}")
+    check_origin(fingerprint, database)
     rt = runtime()
     engine = rt.engine
     ctx = TrialContext(engine=engine, worker=rt.worker, lease_seconds=rt.lease_seconds,
@@ -117,4 +151,4 @@ def request_advance_if_finished(engine: Engine, stage_id: int,
     job = get_current_job()
     if job is None:
         return
-    q.enqueue_advance(q.make_queue(job.connection, job.origin), stage_id)
+    q.enqueue_advance(q.make_queue(job.connection, job.origin), stage_id, meta.identity(engine))

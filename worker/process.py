@@ -11,6 +11,10 @@ monitoring) already detect a lost trial. ``--fork`` selects RQ's ``Worker`` inst
 SIGTERM stops gracefully: the trial in flight stops at its next epoch
 boundary, is handed back as ``queued`` (its checkpoint intact) and is picked
 up by another worker; a second SIGTERM stops at once.
+
+A worker serves only its own database (DESIGN principle 7): it never creates
+one, and a job naming another database's fingerprint goes back to the front of
+its queue, untouched, while the worker stops with ``WrongDatabase``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from worker import queue as q
@@ -41,7 +46,50 @@ class _StopAware:
 
     def request_stop(self, signum, frame):  # type: ignore[no-untyped-def]
         runtime().stop_requested = True
-        return super().request_stop(signum, frame)  # type: ignore[misc]
+        try:
+            return super().request_stop(signum, frame)  # type: ignore[misc]
+        except RedisError as exc:
+            # RQ notes the request in Redis from inside the signal handler; with Redis gone
+            # (an embedded one dies with the pool that started both) that error would fail
+            # the trial in flight instead of letting it hand back at the epoch's end.
+            log.warning("stop requested; Redis did not record it: %s", exc)
+            return None
+
+
+class WrongDatabase(RuntimeError):
+    """A job of another database reached this worker; it is back in its queue."""
+
+
+class _OwnDatabaseOnly:
+    """Mixin: look at each job before performing it; a job of another database goes back
+    to the front of its queue and the worker stops (``wrong_database`` says why).
+
+    This runs between RQ's dequeue (which moved the job id into the queue's intermediate
+    list) and ``prepare_execution`` (which would register it as started), so handing it
+    back is undoing the move: the job's hash is untouched and still ``queued``, and no
+    registry holds it. A job naming no database is performed, and refused by the job
+    function (see ``worker.jobs``).
+    """
+
+    wrong_database: str | None = None
+
+    def execute_job(self, job: Job, queue: Queue):  # type: ignore[no-untyped-def]
+        origin = q.job_origin(job)
+        own = runtime().identity
+        if origin is None or origin.fingerprint == own.fingerprint:
+            return super().execute_job(job, queue)  # type: ignore[misc]
+        with self.connection.pipeline() as pipe:  # type: ignore[attr-defined]
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.lpush(queue.key, job.id)
+            pipe.execute()
+        self.wrong_database = (
+            f"job {job.id} belongs to database {origin.description}, not to this worker's "
+            f"{own.description} (fingerprints {origin.fingerprint[:8]}… and "
+            f"{own.fingerprint[:8]}…): left it in queue {queue.name!r} and stopped. Start the "
+            "worker with --db (or $HPSWEEP_DB) naming the job's database; databases that "
+            "share a Redis server need a Redis database number each (redis://host:6379/N)")
+        self._stop_requested = True  # RQ's loop ends before its next dequeue
+        return None
 
 
 class _FewerRoundTrips:
@@ -73,11 +121,11 @@ class _FewerRoundTrips:
         return super().set_state(state, pipeline)  # type: ignore[misc]
 
 
-class HpsweepWorker(_StopAware, _FewerRoundTrips, SimpleWorker):
+class HpsweepWorker(_OwnDatabaseOnly, _StopAware, _FewerRoundTrips, SimpleWorker):
     pass
 
 
-class HpsweepForkWorker(_StopAware, Worker):
+class HpsweepForkWorker(_OwnDatabaseOnly, _StopAware, Worker):
     pass
 
 
@@ -125,7 +173,7 @@ def serve(redis_url: str, opts: WorkerOptions) -> None:
     a Redis outage needs no one to restart workers.
     """
     rt = runtime()
-    _ = rt.engine  # fail fast on a bad database before taking jobs
+    _ = rt.identity  # fail fast on a bad or missing database before taking jobs
     conn = q.connect(redis_url)
     reconciler = None if opts.burst else Reconciler(redis_url, opts.reconcile_every).start()
     if opts.burst:
@@ -135,7 +183,10 @@ def serve(redis_url: str, opts: WorkerOptions) -> None:
         for restart in itertools.count():
             # a new RQ name after a restart: the old one may still look alive in Redis
             name = rt.worker if restart == 0 else f"{rt.worker}-r{restart}"
-            _work(_rq_worker(conn, opts, name), opts)
+            rq_worker = _rq_worker(conn, opts, name)
+            _work(rq_worker, opts)
+            if rq_worker.wrong_database:
+                raise WrongDatabase(rq_worker.wrong_database)
             if opts.burst or opts.max_jobs is not None or rt.stop_requested:
                 return
             log.warning("worker %s: RQ's loop quit on an error; serving again once Redis "
@@ -147,7 +198,7 @@ def serve(redis_url: str, opts: WorkerOptions) -> None:
             reconciler.stop()
 
 
-def _rq_worker(conn: Redis, opts: WorkerOptions, name: str) -> Worker:
+def _rq_worker(conn: Redis, opts: WorkerOptions, name: str) -> HpsweepWorker | HpsweepForkWorker:
     cls = HpsweepForkWorker if opts.fork else HpsweepWorker
     return cls([q.make_queue(conn, opts.queue)], connection=conn, name=name,
                serializer=JSONSerializer, job_class=q.AllowlistJob)

@@ -265,8 +265,9 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
 
 def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: EpochResult,
                       seconds: float) -> bool:
-    """The diverged epoch's row (non-finite metrics as NULL) and the final status; returns
-    whether the stage's advancement is now due."""
+    """The diverged epoch's row (non-finite metrics as NULL) and the final status; closes
+    the stage if this was its last trial (``settle_stage``); returns whether the stage's
+    advancement is now due."""
     row = curve_row(res, seconds)
 
     def work(s) -> bool:  # type: ignore[no-untyped-def]
@@ -274,18 +275,19 @@ def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: E
                                  row)
         trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
                            f"loss diverged in epoch {res.epoch}")
-        return sweep_store.stage_is_ready(s, trial.stage_id, lock=True)
+        return sweep_store.settle_stage(s, trial.stage_id)
 
     return transact(ctx.engine, work, core=True)
 
 
 def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
            error: str | None = None, stage_id: int | None = None) -> bool:
-    """The attempt's final status; with ``stage_id``, also whether that stage's advancement
-    is now due (checked in the same transaction: no extra round trip per trial)."""
+    """The attempt's final status; with ``stage_id``, also closes that stage if this was its
+    last trial, and returns whether its advancement is now due (``settle_stage``, in the
+    same transaction: no extra round trip per trial)."""
     def work(s) -> bool:  # type: ignore[no-untyped-def]
         trial_store.finish(s, ctx.engine, trial_id, token, status, error)
-        return stage_id is not None and sweep_store.stage_is_ready(s, stage_id, lock=True)
+        return stage_id is not None and sweep_store.settle_stage(s, stage_id)
 
     return transact(ctx.engine, work, core=True)
 
@@ -325,7 +327,7 @@ def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attem
     try:
         if final:
             finish(ctx, trial.id, token, TrialStatus.FAILED.value,
-                   f"attempts exhausted; last error: {error}")
+                   f"attempts exhausted; last error: {error}", stage_id=trial.stage_id)
         else:
             transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token,
                                                                f"attempt failed: {error}"))
@@ -359,7 +361,8 @@ def train(ctx: TrialContext, claim: Claim, token: str,
             return TrialStatus.DIVERGED.value, ran, record_divergence(ctx, trial, token, res,
                                                                       seconds)
         if not record_epoch(ctx, trial, token, state, res, seconds, best, sweep.config):
-            finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled")
+            finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled",
+                   stage_id=trial.stage_id)
             return TrialStatus.CANCELLED.value, ran, None
     ready = finish(ctx, trial.id, token, TrialStatus.DONE.value, stage_id=trial.stage_id)
     return TrialStatus.DONE.value, ran, ready

@@ -207,7 +207,8 @@ def test_seeds_end_to_end_through_workers(tmp_path, db_url, redis_url) -> None: 
 
     for method, hint in (("average", "ema_decay"), ("snapshots", "keep_snapshots")):
         res = cli("ensemble", name, "--method", method, "--db", db_url)
-        assert res.exit_code == 1 and hint in res.output, res.output
+        assert res.exit_code == 2 and hint in res.output, res.output  # bad input, not a crash
+        assert "Traceback" not in res.output
 
 
 def test_seeds_with_local_workers_waits_then_combines(finished, redis_url) -> None:  # type: ignore[no-untyped-def]

@@ -90,3 +90,99 @@ def test_plot_without_matplotlib_says_how_to_install(finished, monkeypatch, tmp_
     assert res.exit_code == 1
     assert "pip install 'hpsweep[plot]'" in res.output
     assert not (tmp_path / "p").exists()
+
+
+@pytest.fixture
+def synthetic(sqlite_url):  # type: ignore[no-untyped-def]
+    """A 3-stage sweep (bulk-inserted), its engine and id; one trial diverged after a good
+    first epoch (it keeps that epoch's accuracy, higher than every done trial's)."""
+    from sqlalchemy import update
+
+    from storage.models import Trial
+    from tests.helpers import rows
+    from tests.support.synthetic_sweep import build
+
+    engine = make_engine(sqlite_url)
+    sweep_id = build(engine, 300)
+    late = rows(engine, "SELECT min(id) FROM trials WHERE status = 'diverged'")[0][0]
+    with engine.begin() as conn:
+        conn.execute(update(Trial).where(Trial.id == late).values(best_val_acc=0.9999))
+    yield engine, sweep_id, late
+    engine.dispose()
+
+
+def _close(figs) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib.pyplot as plt
+
+    for fig in figs:
+        plt.close(fig)
+
+
+def test_lr_reg_colour_scale_fits_the_data_and_marks_the_best(synthetic) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers import rows
+
+    engine, sweep_id, late = synthetic
+    lo, hi = rows(engine, "SELECT min(best_val_acc), max(best_val_acc) FROM trials "
+                          "WHERE status = 'done'")[0]
+    best = plots.top_trials(plots.gather(engine, sweep_id).trials, 1)[0]
+    figs = plots.figures(engine, sweep_id)
+    try:
+        panels = [ax for ax in figs[0].axes if ax.get_label() != "<colorbar>"]
+        coloured = [c for ax in panels for c in ax.collections if c.get_array() is not None]
+        assert coloured and all(c.norm.vmin == lo and c.norm.vmax == hi for c in coloured)
+        # the diverged trial is drawn apart, never on the colour scale
+        late_xy = next((t.params["learning_rate"], t.params["reg"])
+                   for t in plots.gather(engine, sweep_id).trials if t.id == late)
+        assert all(tuple(xy) != late_xy for c in coloured for xy in c.get_offsets())
+        stars = [c for ax in panels for c in ax.collections
+                 if c.get_label().startswith("best trial")]
+        assert len(stars) == 1 and stars[0].get_label() == f"best trial ({best.id})"
+        assert tuple(stars[0].get_offsets()[0]) == (best.params["learning_rate"],
+                                                    best.params["reg"])
+        legend = {t.get_text() for ax in panels for t in ax.get_legend().get_texts()}
+        assert {"stage range", "diverged", "boundary flag"} <= legend
+    finally:
+        _close(figs)
+
+
+def test_params_draw_every_stage_range_and_readable_integer_ticks(synthetic) -> None:  # type: ignore[no-untyped-def]
+    engine, sweep_id, _ = synthetic
+    figs = plots.figures(engine, sweep_id)
+    try:
+        by_name = {ax.get_xlabel(): ax for ax in figs[1].axes if ax.axison}
+        lr = by_name["learning_rate"]
+        dashed = [ln for ln in lr.lines if ln.get_linestyle() == "--"]
+        assert len(dashed) == 2 * 3  # low and high of each of the three stages
+        hidden = by_name["hidden_size"]
+        low, high = hidden.get_xlim()
+        ticks = [v for v in hidden.get_xticks() if low <= v <= high]
+        assert len(ticks) >= 3, ticks  # 32, 64, 128, ... not one tick per decade
+        assert any(c.get_label().startswith("best trial") for c in lr.collections)
+    finally:
+        _close(figs)
+
+
+def test_curves_rank_like_hpsweep_best_ties_by_validation_loss(synthetic) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from coordinator.report import best_rows
+    from storage.models import Trial
+    from tests.helpers import rows
+
+    engine, sweep_id, _ = synthetic
+    a, b = (r[0] for r in rows(engine, "SELECT id FROM trials WHERE status = 'done' "
+                                       "ORDER BY id LIMIT 2"))
+    with engine.begin() as conn:  # tied at the top: the lower validation loss ranks first
+        conn.execute(update(Trial).where(Trial.id == a).values(best_val_acc=1.0,
+                                                                best_val_loss=0.5))
+        conn.execute(update(Trial).where(Trial.id == b).values(best_val_acc=1.0,
+                                                                best_val_loss=0.1))
+    top = [t.id for t in plots.top_trials(plots.gather(engine, sweep_id).trials, 5)]
+    assert top[:2] == [b, a]
+    assert top == [r["trial"] for r in best_rows(engine, sweep_id, 5)]
+    figs = plots.figures(engine, sweep_id)
+    try:
+        labels = [ln.get_label() for ln in figs[2].axes[0].lines]
+        assert labels[:2] == [f"trial {b} val", f"trial {b} train"]
+    finally:
+        _close(figs)

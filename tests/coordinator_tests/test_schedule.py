@@ -10,6 +10,7 @@ from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.schedule import STEP_COST, longest_first, trial_cost
 from coordinator.stages import advance
 from storage.db import make_engine, transact
+from storage.sweeps import trial_ids_by_idx
 from storage.trials import trial_params
 from tests.helpers import rows, write_config
 
@@ -43,7 +44,8 @@ def test_the_last_stage_is_enqueued_longest_first(tmp_path, sqlite_url) -> None:
                  "margin": 1.0}, {"trials": 5, "epochs": 3}]))
     engine = make_engine(sqlite_url)
     made = create_sweep(engine, cfg, "q", prepare_dataset(cfg))
-    assert list(made.trial_ids) == sorted(made.trial_ids)  # stage 0 keeps index order
+    stage0_ids = transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))
+    assert stage0_ids == sorted(stage0_ids)  # stage 0 keeps index order
     with engine.begin() as conn:
         conn.execute(text("UPDATE trials SET status = 'done', best_val_acc = 0.5 + idx * 0.01, "
                           "best_val_loss = 1.0, best_epoch = 1 WHERE sweep_id = :s"),

@@ -307,7 +307,8 @@ def _run_reference(config: Path, tmp: Path) -> Curves:
     from coordinator.config import load_config
     from coordinator.launch import create_sweep, prepare_dataset
     from coordinator.stages import advance
-    from storage.db import make_engine
+    from storage.db import make_engine, transact
+    from storage.sweeps import trial_ids_by_idx
     from worker.data import DatasetCache
     from worker.trainer import TrialContext, run_attempt
 
@@ -317,7 +318,7 @@ def _run_reference(config: Path, tmp: Path) -> Curves:
     made = create_sweep(engine, cfg, "reference", prepare_dataset(cfg))
     ctx = TrialContext(engine=engine, worker="reference", lease_seconds=600.0,
                        datasets=DatasetCache(None))
-    trial_ids = list(made.trial_ids)
+    trial_ids = transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))
     with threadpool_limits(limits=1):  # the workers pin BLAS to one thread too
         while trial_ids:
             stage_id = None

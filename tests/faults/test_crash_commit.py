@@ -11,7 +11,8 @@ import pytest
 import storage.trials as trial_store
 from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
-from storage.db import make_engine
+from storage.db import make_engine, transact
+from storage.sweeps import trial_ids_by_idx
 from tests.faults.support import assert_curves_match, reference_curves, rows, write_config
 from worker.data import DatasetCache
 from worker.trainer import TrialContext, run_attempt
@@ -33,7 +34,8 @@ def sweep(tmp_path, dataset, db_url):  # type: ignore[no-untyped-def]
     made = create_sweep(engine, cfg, "hpsweep", prepare_dataset(cfg))
     ctx = TrialContext(engine=engine, worker="w", lease_seconds=30.0,
                        datasets=DatasetCache(None))
-    yield cfg_path, engine, made.sweep_id, made.trial_ids[0], ctx
+    first = transact(engine, lambda s: trial_ids_by_idx(s, made.stage_id))[0]
+    yield cfg_path, engine, made.sweep_id, first, ctx
     engine.dispose()
 
 

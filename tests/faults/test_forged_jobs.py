@@ -3,8 +3,10 @@ written, and the worker goes on serving real trials."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import zlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import inspect
 
 from storage.db import make_engine
+from storage.meta import identity
 from tests.faults.support import (
     Fleet,
     RedisServer,
@@ -26,7 +29,7 @@ from tests.faults.support import (
     wait_for,
     write_config,
 )
-from worker.queue import RUN_TRIAL
+from worker.queue import RUN_TRIAL, origin_kwargs
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -41,9 +44,11 @@ class _Touch:
         return (os.system, (f"touch {self.path}",))
 
 
-def _forge(server: RedisServer, tmp_path: Path) -> tuple[dict[str, str], list[Path]]:
-    """Enqueue forged jobs the way anyone with Redis write access could; job id -> what
-    the worker must answer."""
+def _forge(server: RedisServer, tmp_path: Path, db: dict[str, str]
+           ) -> tuple[dict[str, str], list[Path]]:
+    """Enqueue forged jobs the way anyone with Redis write access could (``db``: the job
+    arguments naming the workers' database, copied from a real job); job id -> what the
+    worker must answer."""
     conn = server.client()
     plain = Queue("hpsweep", connection=conn, serializer=JSONSerializer)  # RQ's own Job class
     sentinels = [tmp_path / f"pwned-{i}" for i in range(5)]
@@ -61,8 +66,18 @@ def _forge(server: RedisServer, tmp_path: Path) -> tuple[dict[str, str], list[Pa
         job = plain.enqueue(RUN_TRIAL, 1, job_id=jid)
         conn.hset(job.key, "data", data)  # the payload replaced behind RQ's back
         expected[jid] = "DeserializationError"
-    job = plain.enqueue(RUN_TRIAL, 999_999, job_id="forged-unknown-trial")
+    job = plain.enqueue(RUN_TRIAL, 999_999, **db, job_id="forged-unknown-trial")
     expected[job.id] = "LookupError: unknown trial 999999"
+    job = plain.enqueue(RUN_TRIAL, 1, job_id="forged-no-fingerprint")
+    expected[job.id] = "PermissionError: job carries no valid database fingerprint"
+    job = plain.enqueue(RUN_TRIAL, 1, fingerprint=1, database=[], job_id="forged-bad-fingerprint")
+    expected[job.id] = "PermissionError: job carries no valid database fingerprint"
+    job = plain.enqueue(RUN_TRIAL, 1, fingerprint="f" * 32, database="a\nerror: injected",
+                        job_id="forged-log-injection")  # another database, unprintable name
+    expected[job.id] = "PermissionError: job belongs to database 'a\\nerror: injected'"
+    job = plain.enqueue(RUN_TRIAL, 1, job_id="forged-kwargs-list")
+    conn.hset(job.key, "data", zlib.compress(json.dumps([RUN_TRIAL, None, [1], [2]]).encode()))
+    expected[job.id] = "must be a mapping"
     job = plain.enqueue(RUN_TRIAL, "1; DROP TABLE trials", job_id="forged-string-id")
     expected[job.id] = "TypeError: run_trial takes an integer trial id"
     return expected, sentinels
@@ -81,8 +96,9 @@ def _answer(server: RedisServer, job_id: str) -> tuple[str | None, str]:
 
 def test_forged_and_broken_jobs_are_refused_and_the_worker_serves_on(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(db)  # a worker serves an existing database, never creates one
     worker = fleet.start()
-    expected, sentinels = _forge(redis_server, tmp_path)
+    expected, sentinels = _forge(redis_server, tmp_path, origin_kwargs(identity(engine)))
     assert wait_for(lambda: all(_answer(redis_server, j)[0] in ("failed", "finished")
                                 for j in expected), 30), (fleet.logs(),
                                                           [_answer(redis_server, j)
@@ -92,9 +108,8 @@ def test_forged_and_broken_jobs_are_refused_and_the_worker_serves_on(
         assert status == "failed", (jid, status, text)
         assert error in text or error in worker.text(), (jid, text, worker.text()[-3000:])
     assert not any(p.exists() for p in sentinels)
-    engine = make_engine(db)
     written = {t: rows(engine, f"SELECT COUNT(*) FROM {t}")[0][0]
-               for t in inspect(engine).get_table_names()}
+               for t in inspect(engine).get_table_names() if t != "hpsweep_meta"}
     assert written and set(written.values()) == {0}, written
     assert worker.alive(), worker.text()
 

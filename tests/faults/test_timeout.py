@@ -3,7 +3,8 @@ point of the epoch loop; the attempt hands the trial back, the reconciler re-enq
 the next attempt resumes from the last committed checkpoint.
 
 hpsweep's own jobs carry a 24 h timeout (leases, not RQ timeouts, find lost trials); this job
-is enqueued by the test with a 1 s timeout, as an older producer or an operator might."""
+is enqueued by the test with a 1 s timeout (and its database's fingerprint), as an operator
+might."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from storage.meta import identity
 from tests.faults.support import (
     Fleet,
     assert_curves_match,
@@ -23,7 +25,7 @@ from tests.faults.support import (
     wait_for,
     write_config,
 )
-from worker.queue import RUN_TRIAL, AllowlistJob, trial_job_id
+from worker.queue import RUN_TRIAL, AllowlistJob, origin_kwargs, trial_job_id
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -38,7 +40,8 @@ def test_job_timeout_mid_epoch_hands_the_trial_back_and_it_resumes(
     (tid,), = rows(engine, "SELECT id FROM trials")
     queue = Queue("hpsweep", connection=redis_server.client(), serializer=JSONSerializer,
                   job_class=AllowlistJob)
-    queue.enqueue(RUN_TRIAL, tid, job_id=trial_job_id(tid), job_timeout=1)
+    queue.enqueue(RUN_TRIAL, tid, **origin_kwargs(identity(engine)), job_id=trial_job_id(tid),
+                  job_timeout=1)
 
     worker = fleet.start()
     assert wait_for(lambda: sweep_status(engine, sweep_id) != "running", 60), fleet.logs()

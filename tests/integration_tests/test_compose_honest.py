@@ -24,7 +24,7 @@ from sqlalchemy import make_url
 
 from coordinator.cli import main
 from coordinator.config import load_config
-from storage.db import make_engine
+from storage.db import _postgres_engine
 
 pytestmark = [pytest.mark.integration]
 
@@ -154,7 +154,7 @@ def test_pgbouncer_pools_transactions_for_the_workers(compose) -> None:
     worker_db = make_url(compose["services"]["worker"]["environment"]["HPSWEEP_DB"])
     assert int(settings["listen_port"]) == worker_db.port
     assert worker_db.query == {"pgbouncer": "1"}
-    engine = make_engine(str(worker_db), create=False)  # hpsweep reads the flag; libpq does not
+    engine = _postgres_engine(worker_db, readonly=False)  # hpsweep reads the flag; libpq won't
     assert engine.url.query == {} and engine.pool.size() == 1
     engine.dispose()
     # a worker holds up to two client connections; the server keeps room for direct clients

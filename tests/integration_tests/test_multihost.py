@@ -40,8 +40,8 @@ def test_three_hosts_finish_a_two_stage_sweep(db_url, tcp_redis_url, hosts) -> N
     config = write_config(launcher.cwd / "sweep.yaml", "blobs.npz", [(30, 1), (6, 3)])
     machines = [hosts(n) for n in NAMES]
     args = ["--db", db_url, "--redis", tcp_redis_url, *FAST]
+    engine = make_engine(db_url)  # workers serve an existing database, never create one
     workers = [start_worker(m, n, args) for m, n in zip(machines, NAMES, strict=True)]
-    engine = make_engine(db_url)
     try:
         wait_until(lambda: all("serving queue" in w.text() for w in workers), 30,
                    "three workers serving", lambda: worker_logs(workers))

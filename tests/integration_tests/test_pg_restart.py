@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.pool import NullPool
 
 from storage.db import make_engine
 from tests.integration_tests.cluster import (
@@ -75,10 +76,11 @@ def _start_sweep(pg_url: str, redis_url: str, hosts, lease: float  # type: ignor
                  ) -> tuple[str, list[WorkerProc]]:
     launcher: Host = hosts("launcher")
     write_blobs(launcher.cwd / "blobs.npz", n=6000, d=16, k=4)
-    config = write_config(launcher.cwd / "sweep.yaml", "blobs.npz", [(8, 2), (3, 6)],
-                          hidden=(16, 48), batch_size=8)  # ~0.1 s per epoch
+    config = write_config(launcher.cwd / "sweep.yaml", "blobs.npz", [(8, 2), (3, 12)],
+                          hidden=(16, 48), batch_size=8)  # ~0.1 s per epoch: >2 s of work
     args = ["--db", pg_url, "--redis", redis_url, "--lease-seconds", str(lease),
             "--reconcile-every", "0.5"]
+    make_engine(pg_url).dispose()  # workers serve an existing database, never create one
     workers = [start_worker(hosts(n), n, args) for n in ("w1", "w2")]
     wait_until(lambda: all("serving queue" in w.text() for w in workers), 30,
                "workers serving", lambda: worker_logs(workers))
@@ -96,7 +98,12 @@ def _assert_finished_cleanly(engine, name: str, workers: list[WorkerProc]) -> No
 
 
 def test_workers_survive_terminated_connections(pg_url, tcp_redis_url, hosts) -> None:
-    engine = make_engine(pg_url)
+    # The observer holds no connection between its queries, so every backend a kill closes
+    # is a worker's. Whether a worker *logs* a drop depends on whether its connection was
+    # busy or idle at that moment (pre-ping replaces idle ones silently): a timing accident,
+    # not a promise. The promise: the drops hit the workers, and the sweep finishes anyway,
+    # nothing failed, nothing duplicated, no worker died.
+    engine = create_engine(pg_url, poolclass=NullPool)
     workers: list[WorkerProc] = []
     try:
         name, workers = _start_sweep(pg_url, tcp_redis_url, hosts, lease=3)
@@ -105,10 +112,9 @@ def test_workers_survive_terminated_connections(pg_url, tcp_redis_url, hosts) ->
         killed = []
         while sweep_status(engine, name) != "done" and len(killed) < 5:
             killed.append(_terminate_backends(pg_url))
-            time.sleep(0.2)  # the sweep lasts ~1 s after its first epoch on a quiet machine
+            time.sleep(0.2)
         assert sum(1 for k in killed if k > 0) >= 3, f"too few kills mid-sweep: {killed}"
         _assert_finished_cleanly(engine, name, workers)
-        assert any("disconnected" in w.text() for w in workers)  # they did see the drops
     finally:
         stop_all(workers)
         engine.dispose()

@@ -67,9 +67,9 @@ def test_sigterm_hands_the_trial_to_another_worker(db_url, tcp_redis_url, hosts)
     config = write_config(launcher.cwd / "sweep.yaml", "big.npz", [(1, EPOCHS)],
                           hidden=(32, 33), batch_size=8)
     args = ["--db", db_url, "--redis", tcp_redis_url, *FAST]
+    engine = make_engine(db_url)  # workers serve an existing database, never create one
     first = start_worker(hosts("first"), "first", args)
     workers = [first]
-    engine = make_engine(db_url)
     try:
         name = launch(launcher, config, db_url, tcp_redis_url)
         (trial_id,), = rows(engine, "SELECT id FROM trials")

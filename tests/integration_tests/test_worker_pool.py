@@ -74,6 +74,7 @@ def test_two_processes_share_the_cache_and_both_take_trials(sqlite_url, tcp_redi
 def test_sigterm_stops_every_process_and_urls_stay_out_of_argv(sqlite_url, tcp_redis_url,
                                                                 hosts) -> None:
     host = hosts("host")
+    make_engine(sqlite_url).dispose()  # workers serve an existing database, never create one
     pool = start_worker(host, None, ["--processes", "2"],
                         env=host.env(HPSWEEP_DB=sqlite_url, HPSWEEP_REDIS=tcp_redis_url))
     try:
