@@ -246,7 +246,8 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str]
     from coordinator.lifetime import handle_stop_signals
     from coordinator.runner import WorkerPool
 
-    _engine(db_url, create=False)  # a bad URL fails once here, not in n children
+    _engine(db_url, create=False).dispose()  # a bad URL fails once here, not in n children;
+    # the supervisor then holds no connection
     _redis(redis_url).close()
     pool = WorkerPool(n, db_url, redis_url, queue, args, blas_threads=blas_threads)
     stopping = False

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import (
+    URL,
     Connection,
     Engine,
     create_engine,
@@ -43,7 +44,7 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
 RETRY_PATIENCE = 60.0  # seconds a unit of work keeps retrying a lost database (server restart)
 PERMANENT_ERRORS = ("password authentication failed", "no pg_hba.conf entry", "does not exist",
-                    "permission denied")
+                    "permission denied", "unsupported startup parameter")
 # What the server or driver says when the URL names no database of any kind (exit 2)
 NOT_A_DATABASE = ("file is not a database", "does not exist")
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smbfs", "smb3", "fuse.sshfs", "9p", "afs")
@@ -171,6 +172,57 @@ def _dispose_after_fork(engine: Engine) -> None:
     os.register_at_fork(after_in_child=_after_fork)
 
 
+PGBOUNCER_PARAM = "pgbouncer"  # ?pgbouncer=1: hpsweep talks to PgBouncer (transaction mode)
+
+
+def _pgbouncer_flag(value: str | tuple[str, ...] | None) -> bool:
+    if isinstance(value, tuple):
+        value = value[-1]
+    if value is None:
+        return False
+    flag = value.strip().lower()
+    if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise BadDatabaseURL(f"?{PGBOUNCER_PARAM}={value!r} in the database URL: use 1 or 0")
+    return flag in ("1", "true", "yes", "on")
+
+
+def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
+    """The engine of a PostgreSQL URL, directly or through PgBouncer.
+
+    Connection budget: a worker process uses connections for its trial's
+    transactions, its lease keeper and its reconciler, each a short transaction; a
+    pool of one kept connection plus one overflow holds at most one connection while
+    idle and two while training (a third user waits a moment for a free one). The
+    overflow lets the lease keeper renew while the trial's transaction waits on a row
+    lock, so a lock queue cannot cost the attempt its lease.
+
+    Through PgBouncer in transaction mode (``?pgbouncer=1``) consecutive
+    transactions may run on different server sessions, so nothing may live in a
+    session: no server-side prepared statements (psycopg prepares a query after
+    five runs), no startup ``options`` (PgBouncer refuses them); PgBouncer's own
+    ``idle_transaction_timeout`` then ends transactions a frozen worker left open,
+    and read-only engines say ``BEGIN READ ONLY`` per transaction.
+    """
+    pgbouncer = _pgbouncer_flag(parsed.query.get(PGBOUNCER_PARAM))
+    args: dict[str, Any] = {"connect_timeout": 5}
+    if pgbouncer:
+        args["prepare_threshold"] = None
+    else:
+        # A worker frozen inside a transaction (SIGSTOP, a hung host) must not hold
+        # its row locks for ever: the server ends such a session after a minute.
+        args["options"] = "-c idle_in_transaction_session_timeout=60000"
+        if readonly:
+            args["options"] += " -c default_transaction_read_only=on"
+    engine = create_engine(
+        parsed.difference_update_query([PGBOUNCER_PARAM]), pool_pre_ping=True, pool_size=1,
+        max_overflow=1, pool_timeout=60, pool_recycle=1800, connect_args=args)
+    if pgbouncer and readonly:
+        @event.listens_for(engine, "connect")
+        def _read_only(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.read_only = True  # psycopg begins each transaction READ ONLY
+    return engine
+
+
 def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Engine:
     """An engine for ``url``.
 
@@ -191,18 +243,7 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Eng
     if backend == "sqlite":
         engine = _sqlite_engine(url, creating, readonly)
     elif backend == "postgresql":
-        # A worker frozen inside a transaction (SIGSTOP, a hung host) must not hold
-        # its row locks for ever: the server ends such a session after a minute.
-        options = "-c idle_in_transaction_session_timeout=60000"
-        if readonly:
-            options += " -c default_transaction_read_only=on"
-        args: dict = {"connect_timeout": 5, "options": options}
-        engine = create_engine(
-            # A worker uses at most three connections at once (trial, heartbeat,
-            # reconciler): keep the server's connection count proportional to workers.
-            url, pool_pre_ping=True, pool_size=3, max_overflow=1, pool_recycle=1800,
-            connect_args=args,
-        )
+        engine = _postgres_engine(parsed, readonly)
     else:
         raise BadDatabaseURL(f"unsupported database {mask_url(url)!r}: use sqlite:/// or "
                            "postgresql+psycopg://")

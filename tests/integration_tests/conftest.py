@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import os
 import subprocess
 import time
 import uuid
@@ -14,12 +14,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tests.integration_tests.cluster import Host
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.pgbouncer import free_port, pgbouncer_binary
 
 
 @pytest.fixture
@@ -33,7 +28,7 @@ def tcp_redis_url(tmp_path: Path) -> Iterator[str]:
     """
     from coordinator.embedded import redis_server_binary
 
-    port, password = _free_port(), f"pw{uuid.uuid4().hex}"
+    port, password = free_port(), f"pw{uuid.uuid4().hex}"
     proc = subprocess.Popen(  # config on stdin ("-"): the password stays out of argv
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(tmp_path), "-"],
@@ -67,3 +62,16 @@ def _wait_for_redis(url: str, timeout: float = 10.0) -> None:
 def hosts(tmp_path: Path):  # type: ignore[no-untyped-def]
     """``hosts(name)`` makes a simulated machine under tmp_path."""
     return lambda name: Host(tmp_path / name).make()
+
+
+@pytest.fixture
+def pgbouncer_bin() -> str:
+    """The pgbouncer executable; skipped without one, except under CI
+    (HPSWEEP_REQUIRE_POSTGRES=1, where ``.ci/run`` installs it): then it fails."""
+    found = pgbouncer_binary()
+    if found is None:
+        if os.environ.get("HPSWEEP_REQUIRE_POSTGRES") == "1":
+            pytest.fail("pgbouncer required (HPSWEEP_REQUIRE_POSTGRES=1) but not installed: "
+                        "apt-get install pgbouncer")
+        pytest.skip("pgbouncer not installed (apt-get install pgbouncer)")
+    return found

@@ -9,6 +9,7 @@ nothing listens on a public address.
 
 from __future__ import annotations
 
+import configparser
 import re
 import shlex
 import tomllib
@@ -19,9 +20,11 @@ from urllib.parse import urlsplit
 import click
 import pytest
 import yaml
+from sqlalchemy import make_url
 
 from coordinator.cli import main
 from coordinator.config import load_config
+from storage.db import _postgres_engine
 
 pytestmark = [pytest.mark.integration]
 
@@ -80,7 +83,8 @@ def _check_hpsweep_args(args: list[str]) -> None:
 
 
 def test_services_exist(compose) -> None:
-    assert set(compose["services"]) >= {"redis", "postgres", "coordinator", "worker"}
+    assert set(compose["services"]) >= {"redis", "postgres", "pgbouncer", "coordinator",
+                                        "worker"}
 
 
 def test_hpsweep_commands_are_real(compose) -> None:
@@ -100,7 +104,9 @@ def test_hpsweep_env_vars_are_read_by_the_cli(compose) -> None:
         assert {"HPSWEEP_DB", "HPSWEEP_REDIS"} <= set(env), name
         assert {k for k in env if k.startswith("HPSWEEP_")} <= cli_vars, name
         db, rq = urlsplit(env["HPSWEEP_DB"]), urlsplit(env["HPSWEEP_REDIS"])
-        assert (db.scheme, db.hostname, db.port) == ("postgresql+psycopg", "postgres", 5432)
+        # workers through PgBouncer (transaction mode: ?pgbouncer=1), the coordinator direct
+        server = ("pgbouncer", 6432, "pgbouncer=1") if name == "worker" else ("postgres", 5432, "")
+        assert (db.scheme, db.hostname, db.port, db.query) == ("postgresql+psycopg", *server)
         assert (db.username, db.password, db.path) == (
             dotenv["POSTGRES_USER"], dotenv["POSTGRES_PASSWORD"], f"/{dotenv['POSTGRES_DB']}")
         assert (rq.scheme, rq.hostname, rq.port) == ("redis", "redis", 6379)
@@ -127,6 +133,47 @@ def test_postgres_keeps_its_data_in_a_named_volume(compose) -> None:
     assert {k: pg["environment"][k] for k in ("POSTGRES_USER", "POSTGRES_PASSWORD",
                                               "POSTGRES_DB")} == {
         k: dotenv[k] for k in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")}
+
+
+def _pgbouncer_ini(compose) -> configparser.ConfigParser:
+    """The pgbouncer.ini the pgbouncer service writes at start (a here-document)."""
+    script = compose["services"]["pgbouncer"]["command"][-1]
+    body = re.search(r"cat > (\S+) <<EOF\n(.*?)\nEOF\n", script, re.S)
+    assert body, script
+    assert f"exec pgbouncer {body.group(1)}" in script
+    ini = configparser.ConfigParser()
+    ini.read_string(body.group(2))
+    return ini
+
+
+def test_pgbouncer_pools_transactions_for_the_workers(compose) -> None:
+    service, ini = compose["services"]["pgbouncer"], _pgbouncer_ini(compose)
+    settings = ini["pgbouncer"]
+    assert settings["pool_mode"] == "transaction"
+    assert ini["databases"]["*"].split() == ["host=postgres", "port=5432"]
+    worker_db = make_url(compose["services"]["worker"]["environment"]["HPSWEEP_DB"])
+    assert int(settings["listen_port"]) == worker_db.port
+    assert worker_db.query == {"pgbouncer": "1"}
+    engine = _postgres_engine(worker_db, readonly=False)  # hpsweep reads the flag; libpq won't
+    assert engine.url.query == {} and engine.pool.size() == 1
+    engine.dispose()
+    # a worker holds up to two client connections; the server keeps room for direct clients
+    server_max = 100  # postgres:16's default max_connections (the service does not change it)
+    assert int(settings["max_db_connections"]) <= server_max - 10
+    assert int(settings["default_pool_size"]) <= int(settings["max_db_connections"])
+    assert int(settings["max_client_conn"]) >= 2 * 500
+    assert service["ulimits"]["nofile"]["soft"] > int(settings["max_client_conn"]) + 100
+    assert int(settings["idle_transaction_timeout"]) > 0  # the guard `options` gave directly
+    script = service["command"][-1]
+    assert settings["auth_file"] in script and "$$POSTGRES_PASSWORD" in script
+    assert {k: service["environment"][k] for k in ("POSTGRES_USER", "POSTGRES_PASSWORD")} == {
+        k: _env_example()[k] for k in ("POSTGRES_USER", "POSTGRES_PASSWORD")}
+    build = service["build"]["dockerfile_inline"]
+    assert "apt-get install" in build and " pgbouncer" in build
+    users = re.findall(r"^USER (\S+)$", build, re.M)
+    assert users and users[-1] not in ("root", "0")  # pgbouncer refuses to run as root
+    assert compose["services"]["worker"]["depends_on"]["pgbouncer"] == {
+        "condition": "service_healthy"}
 
 
 def test_nothing_listens_publicly(compose) -> None:
@@ -185,7 +232,7 @@ def _code_lines(section: str) -> list[str]:
 def test_readme_documents_exactly_these_commands(compose) -> None:
     section = _readme_section()
     lines = _code_lines(section)
-    for expected in ("cp .env.example .env", "docker compose up -d redis postgres",
+    for expected in ("cp .env.example .env", "docker compose up -d redis postgres pgbouncer",
                      "docker compose run --rm coordinator",
                      "docker compose up -d --scale worker=4 worker"):
         assert expected in lines, expected
