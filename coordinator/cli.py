@@ -500,31 +500,18 @@ def export(sweep: str | None, fmt: str, output: Any, db_url: str) -> None:
 def dashboard(db_url: str, host: str, port: int, token: str | None) -> None:
     """Serve a read-only live web dashboard of the database's sweeps (Ctrl-C stops)."""
     try:
-        from coordinator.dashboard.server import (
-            DashboardError,
-            ListenError,
-            check_binding,
-            dashboard_url,
-            listen,
-            open_database,
-            serve,
-        )
+        from coordinator.dashboard.server import check_binding, dashboard_url, listen, serve
     except ImportError as exc:
         raise click.ClickException(f"the dashboard needs its extra ({exc.name} is missing): "
-                                   "pip install 'hpsweep[dashboard]'") from None
-    from storage.db import StorageError
+                                   "pip install -e '.[dashboard]'") from None
 
-    try:
-        check_binding(host, token)
-        engine = open_database(db_url)
-        sock = listen(host, port)
-    except DashboardError as exc:
-        raise click.UsageError(str(exc)) from None
-    except (StorageError, ListenError) as exc:
-        raise click.ClickException(str(exc)) from None
+    check_binding(host, token)
+    engine = _engine(db_url, readonly=True, create=False)
+    sock = listen(host, port)
     click.echo(f"hpsweep dashboard (read-only): "
                f"{dashboard_url(host, sock.getsockname()[1], token)}  Ctrl-C stops", err=True)
     serve(engine, sock, token)
+
 
 if __name__ == "__main__":
     main()

@@ -28,6 +28,8 @@ ERROR_MAP: tuple[tuple[str, str, int, str], ...] = (
     ("storage.db", "DatabaseNotFound", BAD_INPUT, ""),
     ("worker.process", "WrongDatabase", BAD_INPUT, ""),
     ("coordinator.runner", "WorkersRefused", BAD_INPUT, ""),
+    ("coordinator.dashboard.server", "DashboardError", BAD_INPUT, ""),
+    ("coordinator.dashboard.server", "ListenError", RUNTIME, ""),
     ("worker.queue", "BadRedisURL", BAD_INPUT, ""),
     ("coordinator.ensemble", "EnsembleUsageError", BAD_INPUT, ""),
     ("storage.db", "StorageError", RUNTIME, ""),

@@ -131,7 +131,7 @@ def test_bad_token_or_busy_port_is_refused(sqlite_url) -> None:  # type: ignore[
 def test_missing_or_foreign_database_creates_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     missing = tmp_path / "nothing.db"
     res = run_cli("--db", f"sqlite:///{missing}", "--port", "1")
-    assert res.returncode == 2 and "no SQLite database" in res.stderr
+    assert res.returncode == 2 and "no such file" in res.stderr
     assert not missing.exists() and list(tmp_path.iterdir()) == []
     foreign = tmp_path / "other.db"
     sqlite3.connect(foreign).execute("CREATE TABLE notes (x)").connection.commit()

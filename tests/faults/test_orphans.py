@@ -100,7 +100,7 @@ def _mid_training(proc: subprocess.Popen[bytes], log: Path, db: str, children: i
                   recorded: list[Proc], where: str = "") -> list[Proc]:
     """Wait until curve rows are being written and ``children`` processes run below
     ``proc``; returns them (``proc`` itself is added to ``recorded`` at once, they too)."""
-    engine = make_engine(db, readonly=True) if "sqlite" not in db else None
+    engine = None  # made once the run has created the database (readers never create one)
 
     def curves() -> int:
         nonlocal engine
