@@ -265,8 +265,9 @@ def _sqlite_engine(url: str, creating: bool, readonly: bool) -> Engine:
     path = Path(database).expanduser().absolute() if database and database != ":memory:" \
         else None
     if path is not None and not creating and not path.is_file():
-        raise DatabaseNotFound(f"no such file: {path} (--db {mask_url(url)}); not an hpsweep "
-                               "database. Give the database's URL with --db or $HPSWEEP_DB")
+        raise DatabaseNotFound(f"no such file: {path} (--db {mask_url(url)}). Launch a sweep "
+                               "there first, or give an existing database's URL with --db or "
+                               "$HPSWEEP_DB")
     check_sqlite_path(url)
     if path is not None and not creating:
         uri = f"file:{quote(str(path))}?mode=rw"

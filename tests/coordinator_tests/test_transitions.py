@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from coordinator.config import load_config
 from coordinator.control import cancel_sweep
@@ -43,8 +44,13 @@ def two_stage_sweep(tmp_path, engine: Engine, trials: tuple[int, int] = (4, 2), 
 
 
 def _backend_waits_on_a_lock(engine: Engine) -> bool:
-    return bool(scalar(engine, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = "
-                               "current_database() AND wait_event_type = 'Lock'"))
+    # Its own connection: the two transitions already hold the two a worker's pool allows.
+    probe = create_engine(engine.url, poolclass=NullPool)
+    try:
+        return bool(scalar(probe, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = "
+                                  "current_database() AND wait_event_type = 'Lock'"))
+    finally:
+        probe.dispose()
 
 
 def interleave(engine: Engine, first: Callable[[Session], Any],

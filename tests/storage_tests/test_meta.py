@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy.pool import NullPool
 
 from storage import meta
 from storage.db import DatabaseNotFound, make_engine
@@ -43,7 +44,10 @@ def test_a_process_that_loses_the_insert_race_reads_the_winners_fingerprint(engi
     winner = "a" * 32
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM hpsweep_meta"))
-    holder = engine.connect()
+    # The holder is another process: its own connection, outside the engine's pool (a
+    # worker's pool allows two, which the loser and the probe below use).
+    other = create_engine(engine.url, poolclass=NullPool)
+    holder = other.connect()
     tx = holder.begin()
     holder.execute(text("INSERT INTO hpsweep_meta (key, value) VALUES ('fingerprint', :v)"),
                    {"v": winner})
@@ -55,6 +59,7 @@ def test_a_process_that_loses_the_insert_race_reads_the_winners_fingerprint(engi
                                                "granted") > 0, 30)
     tx.commit()
     holder.close()
+    other.dispose()
     loser.join(timeout=60)
     assert got == [winner]
     assert rows(engine, "SELECT value FROM hpsweep_meta") == [(winner,)]
