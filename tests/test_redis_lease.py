@@ -8,7 +8,13 @@ import pytest
 from redis import Redis
 
 from coordinator.embedded import EmbeddedRedis
-from tests.support.redis_lease import LEASE, OWNED, leased_redis_db, redis_db_url
+from tests.support.redis_lease import (
+    LEASE,
+    OWNED,
+    flush_besides_lease,
+    leased_redis_db,
+    redis_db_url,
+)
 
 
 @pytest.fixture
@@ -63,3 +69,13 @@ def test_a_database_locked_by_an_older_suite_is_skipped(private_base: str) -> No
     _client(private_base, 0).set("hpsweep-test-db:3", "older-session")
     with leased_redis_db(private_base) as url:
         assert url == redis_db_url(private_base, 4)
+
+
+def test_losing_the_jobs_keeps_the_lease(private_base: str) -> None:
+    with leased_redis_db(private_base) as url:
+        conn = Redis.from_url(url)
+        conn.set("rq:job:trial-1", "x")
+        flush_besides_lease(conn)
+        assert sorted(conn.keys()) == sorted([OWNED.encode(), LEASE.encode()])
+        with leased_redis_db(private_base) as other:
+            assert other != url  # still leased: no other session can take it

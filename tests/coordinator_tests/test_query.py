@@ -14,6 +14,7 @@ from redis import Redis
 
 from coordinator.cli import main
 from tests.helpers import write_config
+from tests.support.redis_lease import flush_besides_lease
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def launched(tmp_path, db_url, redis_url) -> str:  # type: ignore[no-untyped-def
     res = invoke("launch", str(write_config(tmp_path / "c.yaml")), "--db", db_url,
                  "--redis", redis_url)
     assert res.exit_code == 0, res.output
-    Redis.from_url(redis_url).flushdb()  # only the database matters here
+    flush_besides_lease(Redis.from_url(redis_url))  # only the database matters here
     return db_url
 
 

@@ -17,6 +17,7 @@ from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine
 from tests.helpers import ROOT, assert_curves_complete, rows, scalar, start_worker, write_config
+from tests.support.redis_lease import flush_besides_lease
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +182,7 @@ def test_lost_advancement_is_completed_by_resume_and_resume_is_idempotent(
     p = start_worker(sqlite_url, redis_url, "--burst", "--max-jobs", "6")
     assert p.wait(60) == 0
     conn = Redis.from_url(redis_url)
-    conn.flushdb()  # the advancement job (and anything else) is lost
+    flush_besides_lease(conn)  # the advancement job (and anything else) is lost
     engine = make_engine(sqlite_url)
     assert scalar(engine, "SELECT COUNT(*) FROM stages") == 1
     res = invoke("resume", "t", "--db", sqlite_url, "--redis", redis_url)

@@ -27,6 +27,14 @@ def keys_besides_lease(conn: Redis) -> list[bytes]:
     return [k for k in conn.scan_iter() if k not in (OWNED.encode(), LEASE.encode())]
 
 
+def flush_besides_lease(conn: Redis) -> None:
+    """Empty a leased database as a Redis loss would, keeping the lease's marks (a FLUSHDB
+    would drop them, and another session could lease the database meanwhile)."""
+    for key in conn.scan_iter():
+        if key not in (OWNED.encode(), LEASE.encode()):
+            conn.delete(key)
+
+
 def redis_db_url(base: str, db: int) -> str:
     return f"{base}?db={db}" if base.startswith("unix://") else f"{base}/{db}"
 
