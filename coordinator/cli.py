@@ -279,7 +279,6 @@ def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str]
               help="Seconds between redraws with --watch.")
 def status(sweep: str | None, db_url: str, watch: bool, interval: float) -> None:
     """Stages, ranges, trial counts by status, best trial, boundary flags (default: latest)."""
-    from coordinator.live import watch_status
     from coordinator.report import status_text
 
     engine = _engine(db_url, readonly=True)
@@ -287,6 +286,8 @@ def status(sweep: str | None, db_url: str, watch: bool, interval: float) -> None
     if not watch:
         click.echo(status_text(engine, sweep_id))
         return
+    from coordinator.live import watch_status  # only --watch pays for the live view
+
     try:
         watch_status(engine, sweep_id, interval)
     except KeyboardInterrupt:

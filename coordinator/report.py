@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from coordinator.refine import BoundaryFlag, flag_action, flag_message, format_value
+from coordinator.flagtext import BoundaryFlag, flag_action, flag_message, format_value
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
