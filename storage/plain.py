@@ -17,6 +17,7 @@ on close); PostgreSQL sessions are read-only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -196,19 +197,20 @@ def _param_value(value: float | None, value_text: str | None) -> Any:
 
 def open_reader(url: str) -> Reader | None:
     """A read-only ``Reader`` on ``url``, or None when the engine path must handle it."""
+    reader = None
     try:
         if url.startswith("sqlite:///"):
             reader = _sqlite_reader(url[len("sqlite:///"):])
         elif url.startswith(("postgresql+psycopg://", "postgresql://")):
             reader = _postgres_reader("postgresql://" + url.split("://", 1)[1])
-        else:
-            return None
+        if reader is not None and set(CORE_TABLES) <= reader.tables():
+            return reader
     except Exception:  # noqa: BLE001 - any trouble: the engine path reports it properly
-        return None
-    if reader is not None and not set(CORE_TABLES) <= reader.tables():
-        reader.close()
-        return None
-    return reader
+        pass
+    if reader is not None:
+        with contextlib.suppress(Exception):
+            reader.close()
+    return None
 
 
 def _sqlite_reader(database: str) -> Reader | None:
