@@ -197,6 +197,8 @@ def _param_value(value: float | None, value_text: str | None) -> Any:
 
 def open_reader(url: str) -> Reader | None:
     """A read-only ``Reader`` on ``url``, or None when the engine path must handle it."""
+    if os.environ.get("HPSWEEP_PLAIN_READS") == "0":
+        return None  # benchmarks/commands.py --engine-path: the SQLAlchemy path, to compare
     reader = None
     try:
         if url.startswith("sqlite:///"):
