@@ -89,17 +89,26 @@ def dropout_backward(
 
 
 def softmax_loss(
-    scores: np.ndarray, y: np.ndarray, out: np.ndarray | None = None
+    scores: np.ndarray,
+    y: np.ndarray,
+    out: np.ndarray | None = None,
+    best: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(scores) and its gradient.
 
     scores (N, C), y (N,) integer labels in [0, C) -> (loss, dscores (N, C)).
-    ``out=scores`` computes the gradient in place over the scores.
+    ``out=scores`` computes the gradient in place over the scores. A caller that
+    already has ``best = scores.argmax(axis=1)`` (to count correct predictions) or
+    ``rows = arange(N)`` passes them: two fewer operations per training step.
     """
     n = scores.shape[0]
-    rows = np.arange(n)
+    if rows is None:
+        rows = np.arange(n)
+    if best is None:
+        best = scores.argmax(axis=1)
     # the row maxima; on short rows (C = 10) argmax + gather is ~4x faster than max(axis=1)
-    row_max = scores[rows, scores.argmax(axis=1)]
+    row_max = scores[rows, best]
     out = np.subtract(scores, row_max[:, None], out=out)
     correct = out[rows, y]  # shifted score of the true class, <= 0
     np.exp(out, out=out)
