@@ -41,7 +41,7 @@ def affine_backward(
     """
     x, w = cache
     dw = np.matmul(x.T, dout, out=dw)
-    db = np.sum(dout, axis=0, out=db)
+    db = np.add.reduce(dout, axis=0, out=db)  # np.sum's own ufunc, without ~1.5 us of wrapper
     if need_dx:
         dx = np.matmul(dout, w.T, out=dx)
     return (dx if need_dx else None), dw, db
@@ -102,7 +102,7 @@ def softmax_loss(
     already has ``best = scores.argmax(axis=1)`` (to count correct predictions) or
     ``rows = arange(N)`` passes them: two fewer operations per training step.
     """
-    n = scores.shape[0]
+    n, c = scores.shape
     if rows is None:
         rows = np.arange(n)
     if best is None:
@@ -110,13 +110,16 @@ def softmax_loss(
     # the row maxima; on short rows (C = 10) argmax + gather is ~4x faster than max(axis=1)
     row_max = scores[rows, best]
     out = np.subtract(scores, row_max[:, None], out=out)
-    correct = out[rows, y]  # shifted score of the true class, <= 0
+    # the true classes: flat indices into a flat view cost a third of [rows, y] (2-D
+    # indexing only for a non-contiguous ``out``, whose flat "view" would be a copy)
+    flat, true = (out.reshape(-1), rows * c + y) if out.flags.c_contiguous else (out, (rows, y))
+    correct = flat[true]  # shifted score of the true class, <= 0
     np.exp(out, out=out)
-    sums = out.sum(axis=1, keepdims=True)
+    sums = np.add.reduce(out, axis=1, keepdims=True)
     # log-softmax of the true class = shifted score - log(sum exp): no log(0)
     loss = float(np.log(sums).sum() - correct.sum()) / n
     out /= sums
-    out[rows, y] -= 1.0
+    flat[true] -= 1.0
     out *= 1.0 / n
     return loss, out
 
