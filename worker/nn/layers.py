@@ -117,7 +117,8 @@ def softmax_loss(
     np.exp(out, out=out)
     sums = np.add.reduce(out, axis=1, keepdims=True)
     # log-softmax of the true class = shifted score - log(sum exp): no log(0)
-    loss = float(np.log(sums).sum() - correct.sum()) / n
+    # np.add.reduce is what .sum() runs, without its Python wrapper (~1 us each)
+    loss = float(np.add.reduce(np.log(sums), axis=None) - np.add.reduce(correct)) / n
     out /= sums
     flat[true] -= 1.0
     out *= 1.0 / n
