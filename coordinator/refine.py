@@ -21,6 +21,10 @@ from typing import Any
 
 from coordinator.config import StageConfig
 from coordinator.evidence import MIN_TREND_TRIALS, Point, edge_side
+from coordinator.flagtext import BoundaryFlag
+from coordinator.flagtext import flag_action as flag_action  # re-exported: older imports
+from coordinator.flagtext import flag_message as flag_message
+from coordinator.flagtext import format_value as format_value
 from coordinator.space import Choice, Dist, Range
 from worker.nn.hyper import SPEC
 
@@ -36,29 +40,6 @@ MIN_RELATIVE = 1e-6
 OPEN_GAP = 0.01  # distance kept from an open limit, as a fraction of the current width
 Scored = tuple[Mapping[str, Any], "float | None"]  # params, utility (None: diverged)
 DEFAULT_EDGE = next(f.default for f in dataclasses.fields(StageConfig) if f.name == "edge")
-
-
-@dataclass(frozen=True)
-class BoundaryFlag:
-    """A stage's results point past the ``side`` edge of ``param``'s ``[low, high]``.
-
-    ``value`` is the stage's best value of it (own trials only). ``reason`` says which
-    evidence fired: ``trend`` (the best is the most extreme value and scores rise towards
-    it), ``edge`` (too few trials for a trend: the best lies in the edge zone) or
-    ``diverged`` (every trial diverged). ``at_limit``: that edge is a hard limit
-    (``limit`` says which, e.g. ">= 0"), so the range cannot widen there. ``scale``
-    only affects how the message prints.
-    """
-
-    param: str
-    value: float
-    low: float
-    high: float
-    side: str  # "low" | "high"
-    at_limit: bool
-    scale: str = "linear"
-    limit: str = ""
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -204,80 +185,6 @@ def boundary_side(dist: Range, value: float, edge: float) -> str | None:
     if x <= lo + zone:
         return "low"
     return None
-
-
-def flag_message(flag: BoundaryFlag, action: str = "") -> str:
-    """One warning line a person will notice. ``action`` says what to do or what
-    hpsweep did about it (default, for a user's own range: widen it)."""
-    fmt = _formatter(flag)
-    span = f"[{fmt(flag.low)}, {fmt(flag.high)}]"
-    if flag.reason == "trend":
-        head = (f"{flag.param}: scores rise towards the {flag.side} edge of {span} "
-                f"(best {fmt(flag.value)})")
-    elif flag.reason == "diverged":
-        head = f"{flag.param}: every trial diverged in {span}"
-    else:
-        head = f"{flag.param}: best {fmt(flag.value)} is at the {flag.side} edge of {span}"
-    if flag.at_limit:
-        limit = flag.limit or _spec_limit_text(flag)
-        return f"{head}, which is its hard limit ({limit})" if limit else \
-            f"{head}, which is its hard limit"
-    where = "above" if flag.side == "high" else "below"
-    return f"{head} — the optimum may lie {where}; {action or 'widen the range'}"
-
-
-def flag_action(flag: BoundaryFlag, stage_idx: int, n_stages: int, sweep_name: str,
-                next_range: Mapping[str, Any] | None) -> str:
-    """What hpsweep did about a flag of stage ``stage_idx`` (``next_range``: the next
-    stage's range of the parameter, a ``stage_ranges`` row, if that stage exists), or
-    what the user can do: widen their own range, or extend a sweep that ended on it."""
-    if flag.at_limit:
-        return ""
-    if next_range is not None:
-        if next_range.get("scale") == "choice":
-            return ""
-        whole = bool(next_range.get("integer"))
-
-        def fmt(x: float) -> str:
-            return str(round(x)) if whole else format_value(flag.param, x, flag.scale)
-
-        span = f"[{fmt(next_range['low'])}, {fmt(next_range['high'])}]"
-        moved = next_range["high"] > flag.high if flag.side == "high" else \
-            next_range["low"] < flag.low
-        return (f"stage {stage_idx + 1} extended the range to {span}" if moved else
-                f"stage {stage_idx + 1} sampled {span}")
-    if stage_idx < n_stages - 1:
-        return f"stage {stage_idx + 1} extends the range"
-    if stage_idx == 0:
-        return f"widen the range in the config (or `hpsweep extend {sweep_name}`)"
-    return (f"this was the last stage: `hpsweep extend {sweep_name}` adds a stage whose "
-            "range moves past this edge")
-
-
-def format_value(param: str, value: float, scale: str = "linear") -> str:
-    """A parameter's value as people write it: integers as integers, log ranges in
-    short e-notation, others with ``g``."""
-    spec = SPEC.get(param)
-    if (spec is not None and spec.kind is int) or isinstance(value, int):
-        return str(round(value))
-    return _fmt_e(value) if scale == "log" else _fmt_g(value)
-
-
-def _formatter(flag: BoundaryFlag):  # type: ignore[no-untyped-def]
-    return lambda x: format_value(flag.param, x, flag.scale)
-
-
-def _spec_limit_text(flag: BoundaryFlag) -> str:
-    """SPEC's limit on the flag's side if the edge sits on it (for flags rebuilt from rows)."""
-    spec = SPEC.get(flag.param)
-    if spec is None:
-        return ""
-    limit, is_open = (spec.low, spec.low_open) if flag.side == "low" else (spec.high,
-                                                                           spec.high_open)
-    edge = flag.low if flag.side == "low" else flag.high
-    if limit is None or edge != limit:
-        return ""
-    return f"{'>' if flag.side == 'low' else '<'}{'' if is_open else '='} {limit:g}"
 
 
 # ---------------------------------------------------------------------------- ranges
@@ -467,13 +374,3 @@ def _unscaled(dist: Range, x: float) -> float:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fmt_g(x: float) -> str:
-    return f"{x:g}"
-
-
-def _fmt_e(x: float) -> str:
-    """Short e-notation: 1e-06, 9.3e-02, 3.16e-05."""
-    mantissa, exponent = f"{x:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"

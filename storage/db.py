@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from storage import meta
+from storage.fs import NETWORK_FILESYSTEMS, filesystem_type
 from storage.models import Base
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ PERMANENT_ERRORS = ("password authentication failed", "no pg_hba.conf entry", "d
                     "permission denied", "unsupported startup parameter")
 # What the server or driver says when the URL names no database of any kind (exit 2)
 NOT_A_DATABASE = ("file is not a database", "does not exist")
-NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smbfs", "smb3", "fuse.sshfs", "9p", "afs")
 
 
 class StorageError(RuntimeError):
@@ -73,27 +73,6 @@ def mask_url(url: str) -> str:
 def is_sqlite(engine_or_url: Engine | str) -> bool:
     url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
     return url.get_backend_name() == "sqlite"
-
-
-def filesystem_type(path: Path, mounts: str | None = None) -> str | None:
-    """The mount type holding ``path`` (longest matching mount point), or None.
-
-    ``mounts`` is the text of /proc/mounts (read when not given).
-    """
-    if mounts is None:
-        try:
-            mounts = Path("/proc/mounts").read_text()
-        except OSError:
-            return None
-    best, kind = "", None
-    target = str(path.resolve())
-    for line in mounts.splitlines():
-        parts = line.split()
-        if len(parts) < 3 or len(parts[1]) <= len(best):
-            continue
-        if target == parts[1] or target.startswith(parts[1].rstrip("/") + "/"):
-            best, kind = parts[1], parts[2]
-    return kind
 
 
 def check_sqlite_path(url: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from coordinator.refine import BoundaryFlag, flag_action, flag_message
+from coordinator.flagtext import BoundaryFlag, flag_action, flag_message
 from storage import dashboard as reads
 from storage.db import transact
 

@@ -41,7 +41,7 @@ def affine_backward(
     """
     x, w = cache
     dw = np.matmul(x.T, dout, out=dw)
-    db = np.sum(dout, axis=0, out=db)
+    db = np.add.reduce(dout, axis=0, out=db)  # np.sum's own ufunc, without ~1.5 us of wrapper
     if need_dx:
         dx = np.matmul(dout, w.T, out=dx)
     return (dx if need_dx else None), dw, db
@@ -89,25 +89,38 @@ def dropout_backward(
 
 
 def softmax_loss(
-    scores: np.ndarray, y: np.ndarray, out: np.ndarray | None = None
+    scores: np.ndarray,
+    y: np.ndarray,
+    out: np.ndarray | None = None,
+    best: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(scores) and its gradient.
 
     scores (N, C), y (N,) integer labels in [0, C) -> (loss, dscores (N, C)).
-    ``out=scores`` computes the gradient in place over the scores.
+    ``out=scores`` computes the gradient in place over the scores. A caller that
+    already has ``best = scores.argmax(axis=1)`` (to count correct predictions) or
+    ``rows = arange(N)`` passes them: two fewer operations per training step.
     """
-    n = scores.shape[0]
-    rows = np.arange(n)
+    n, c = scores.shape
+    if rows is None:
+        rows = np.arange(n)
+    if best is None:
+        best = scores.argmax(axis=1)
     # the row maxima; on short rows (C = 10) argmax + gather is ~4x faster than max(axis=1)
-    row_max = scores[rows, scores.argmax(axis=1)]
+    row_max = scores[rows, best]
     out = np.subtract(scores, row_max[:, None], out=out)
-    correct = out[rows, y]  # shifted score of the true class, <= 0
+    # the true classes: flat indices into a flat view cost a third of [rows, y] (2-D
+    # indexing only for a non-contiguous ``out``, whose flat "view" would be a copy)
+    flat, true = (out.reshape(-1), rows * c + y) if out.flags.c_contiguous else (out, (rows, y))
+    correct = flat[true]  # shifted score of the true class, <= 0
     np.exp(out, out=out)
-    sums = out.sum(axis=1, keepdims=True)
+    sums = np.add.reduce(out, axis=1, keepdims=True)
     # log-softmax of the true class = shifted score - log(sum exp): no log(0)
-    loss = float(np.log(sums).sum() - correct.sum()) / n
+    # np.add.reduce is what .sum() runs, without its Python wrapper (~1 us each)
+    loss = float(np.add.reduce(np.log(sums), axis=None) - np.add.reduce(correct)) / n
     out /= sums
-    out[rows, y] -= 1.0
+    flat[true] -= 1.0
     out *= 1.0 / n
     return loss, out
 

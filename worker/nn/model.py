@@ -32,6 +32,29 @@ def dims_of(params: dict[str, np.ndarray]) -> tuple[int, ...]:
     return (params["W1"].shape[0], *(params[f"W{i}"].shape[1] for i in range(1, n + 1)))
 
 
+def param_names(n: int) -> list[str]:
+    """``["W1", "b1", ..., "Wn", "bn"]``: the parameter dict's order, and the arena's."""
+    return [name for i in range(1, n + 1) for name in (f"W{i}", f"b{i}")]
+
+
+def arena(
+    shapes: dict[str, tuple[int, ...]], dtype: np.dtype
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One flat buffer and C-contiguous views of it shaped as ``shapes``, in order.
+
+    Parameters (or gradients) laid out in one arena let an elementwise update run
+    as one call over the whole model instead of one per array: the same values,
+    since elementwise operations round alike in any grouping.
+    """
+    flat = np.empty(sum(math.prod(sh) for sh in shapes.values()), dtype)
+    views, start = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        views[name] = flat[start : start + size].reshape(shape)
+        start += size
+    return flat, views
+
+
 def init_params(
     dims: Sequence[int],
     rng: np.random.Generator,
@@ -60,6 +83,7 @@ class _Workspace:
         self.out = [np.empty((n, d), dtype) for d in dims[1:]]  # each affine's output
         self.dh = [np.empty((n, d), dtype) for d in dims[1:-1]]  # d(hidden output)
         self.mask = [np.empty((n, d), dtype) for d in dims[1:-1]] if dropout else []
+        self.rows = np.arange(n)  # row indices for the loss's gathers
 
 
 class Net:
@@ -74,10 +98,13 @@ class Net:
         self.dims = tuple(int(d) for d in dims)
         self.dtype = np.dtype(dtype)
         self.n_layers = len(self.dims) - 1
-        self.grads: dict[str, np.ndarray] = {}
-        for i in range(1, self.n_layers + 1):
-            self.grads[f"W{i}"] = np.empty(self.dims[i - 1 : i + 1], self.dtype)
-            self.grads[f"b{i}"] = np.empty(self.dims[i], self.dtype)
+        names = param_names(self.n_layers)
+        self._names = [(names[2 * i], names[2 * i + 1]) for i in range(self.n_layers)]
+        shapes = {}
+        for i, (w, b) in enumerate(self._names, start=1):
+            shapes[w], shapes[b] = self.dims[i - 1 : i + 1], (self.dims[i],)
+        # one arena: an optimizer may update every parameter in one call (see arena)
+        self.flat_grads, self.grads = arena(shapes, self.dtype)
         self.n_correct = 0
         self._scratch = np.empty(layers.RUN, self.dtype)  # for reg * W, run by run
         self._work: dict[tuple[int, bool], _Workspace] = {}
@@ -108,8 +135,9 @@ class Net:
         ws = self._workspace(X.shape[0], dropout > 0)
         caches = self._forward(params, X, ws, dropout, rng)
         scores = ws.out[-1]
-        self.n_correct = int(np.count_nonzero(scores.argmax(axis=1) == y))
-        loss, dout = layers.softmax_loss(scores, y, out=scores)
+        best = scores.argmax(axis=1)
+        self.n_correct = int(np.count_nonzero(best == y))
+        loss, dout = layers.softmax_loss(scores, y, out=scores, best=best, rows=ws.rows)
         loss += self._backward(params, dout, caches, ws, dropout, reg)
         return loss, self.grads
 
@@ -124,10 +152,8 @@ class Net:
         """Fill ``ws.out`` layer by layer (in place); return the affine caches."""
         caches = []
         h = X
-        for i in range(1, self.n_layers + 1):
-            out, cache = layers.affine_forward(
-                h, params[f"W{i}"], params[f"b{i}"], out=ws.out[i - 1]
-            )
+        for i, (w, b) in enumerate(self._names, start=1):
+            out, cache = layers.affine_forward(h, params[w], params[b], out=ws.out[i - 1])
             caches.append(cache)
             if i < self.n_layers:
                 h, _ = layers.relu_forward(out, out=out)
@@ -150,7 +176,7 @@ class Net:
         """
         reg_loss = 0.0
         for i in range(self.n_layers, 0, -1):
-            w_name, b_name = f"W{i}", f"b{i}"
+            w_name, b_name = self._names[i - 1]
             dh, _, _ = layers.affine_backward(
                 dout,
                 caches[i - 1],

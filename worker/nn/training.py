@@ -22,6 +22,10 @@ from worker.nn.hyper import Hyper
 
 FORMAT_VERSION = 1
 DTYPE = np.float32
+# Rows gathered at once: up to this many bytes of minibatches (at least one). Small
+# data sets gather a whole epoch in one ``take`` and then step through views of it;
+# big ones still gather one minibatch at a time (an epoch never copies the data).
+GATHER_BYTES = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -59,15 +63,22 @@ class TrainState:
         val_history: list[float] | None = None,
     ) -> None:
         self.hyper = hyper
-        self.params = params
+        # the weights (and their running average) live in one arena each, copied in
+        # once: a slot-free rule (sgd) and the average update whole models per call
+        self._flat, self.params = _in_arena(params)
         self.opt = opt
         self.rng = rng
-        self.ema_params = ema_params
+        self._flat_ema, self.ema_params = (None, None) if ema_params is None else \
+            _in_arena(ema_params)
         self.epoch = epoch  # epochs completed
         self.iteration = iteration  # optimizer steps taken
         self.initial_loss = initial_loss  # loss of the very first minibatch
         self.val_history = [] if val_history is None else val_history
         self.net = model.Net(model.dims_of(params), DTYPE)
+        # what the optimizer steps: the whole arena when the rule keeps no per-parameter
+        # slots (its checkpoint state is then the same), else parameter by parameter
+        self._stepped = ({"params": self._flat}, {"params": self.net.flat_grads}) \
+            if not opt.slots else (self.params, self.net.grads)
 
     @classmethod
     def create(cls, hyper: Hyper, n_features: int, n_classes: int, seed: int) -> TrainState:
@@ -177,27 +188,33 @@ class TrainState:
         h, params, net, opt, rng = self.hyper, self.params, self.net, self.opt, self.rng
         if "mu" in opt.hyper:
             opt.set_hyper(mu=schedules.momentum_at(h, self.epoch))
-        n = X.shape[0]
+        n, bs = X.shape[0], h.batch_size
         perm = rng.permutation(n)
-        batch = np.empty((min(h.batch_size, n), *X.shape[1:]), DTYPE)  # reused by every step
+        y_epoch = y[perm]  # the epoch's labels in step order (n integers: small)
+        block = min(n, bs * max(1, GATHER_BYTES // (bs * X[:1].nbytes or 1)))
+        buf = np.empty((block, *X.shape[1:]), DTYPE)  # reused by every block
+        stepped, grads = self._stepped
         losses: list[float] = []
         n_correct = 0
         lr = math.nan
-        for start in range(0, n, h.batch_size):
-            idx = perm[start : start + h.batch_size]
-            lr = schedules.lr_at(h, self.epoch, self.iteration, self.val_history)
-            xb = _gather(X, idx, batch)
-            loss, grads = net.loss_and_grads(params, xb, y[idx], h.reg, h.dropout, rng)
-            losses.append(loss)
-            n_correct += net.n_correct
-            if self.initial_loss is None:
-                self.initial_loss = loss
-            if not math.isfinite(loss) or loss > h.diverge_factor * self.initial_loss:
-                return float(np.mean(losses)), n_correct / (start + len(idx)), lr, True
-            opt.step(params, grads, lr)
-            self.iteration += 1
-            if self.ema_params is not None:
-                _update_average(self.ema_params, params, h.ema_decay)
+        for first in range(0, n, block):
+            xs = _gather(X, perm[first : first + block], buf)
+            for off in range(0, xs.shape[0], bs):
+                start = first + off
+                lr = schedules.lr_at(h, self.epoch, self.iteration, self.val_history)
+                loss, _ = net.loss_and_grads(params, xs[off : off + bs],
+                                             y_epoch[start : start + bs], h.reg, h.dropout, rng)
+                losses.append(loss)
+                n_correct += net.n_correct
+                if self.initial_loss is None:
+                    self.initial_loss = loss
+                if not math.isfinite(loss) or loss > h.diverge_factor * self.initial_loss:
+                    seen = min(start + bs, n)
+                    return float(np.mean(losses)), n_correct / seen, lr, True
+                opt.step(stepped, grads, lr)
+                self.iteration += 1
+                if self._flat_ema is not None:
+                    _update_average(self._flat_ema, self._flat, h.ema_decay)
         return float(np.mean(losses)), n_correct / n, lr, False
 
 
@@ -211,19 +228,24 @@ def _gather(X: np.ndarray, idx: np.ndarray, buf: np.ndarray) -> np.ndarray:
     return np.take(X, idx, axis=0, out=buf[: len(idx)], mode="clip")
 
 
-def _update_average(
-    ema: dict[str, np.ndarray], params: dict[str, np.ndarray], decay: float
-) -> None:
+def _in_arena(params: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``params`` copied into one flat arena: (the arena, views keyed and shaped alike)."""
+    flat, views = model.arena({k: p.shape for k, p in params.items()}, DTYPE)
+    for k, p in params.items():
+        views[k][...] = p
+    return flat, views
+
+
+def _update_average(ema: np.ndarray, params: np.ndarray, decay: float) -> None:
     """``ema = decay * ema + (1 - decay) * params``, in place with no temporaries.
 
     Written as ``params + decay * (ema - params)`` (the same value, three in-place
-    passes) over cache-sized runs, so each array is read from memory once.
+    passes) over cache-sized runs of the arenas, so each is read from memory once.
     """
-    for k, p in params.items():
-        for e_run, p_run in layers.cache_runs(ema[k], p):
-            e_run -= p_run
-            e_run *= decay
-            e_run += p_run
+    for e_run, p_run in layers.cache_runs(ema, params):
+        e_run -= p_run
+        e_run *= decay
+        e_run += p_run
 
 
 def _with_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

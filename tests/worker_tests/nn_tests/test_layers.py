@@ -185,3 +185,14 @@ def test_gradcheck_helpers_on_known_functions():
     np.testing.assert_allclose(eval_numerical_gradient_array(np.sin, x, df), np.cos(x), rtol=1e-8)
     assert rel_error(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.0
     assert rel_error(np.array([1.0]), np.array([1.1])) == pytest.approx(0.1 / 2.1)
+
+
+def test_softmax_loss_into_a_non_contiguous_buffer():
+    """``out`` may be a strided view: the gradient still lands in it."""
+    rng = np.random.default_rng(31)
+    scores, y = rng.standard_normal((6, 4)), rng.integers(0, 4, 6)
+    want_loss, want = layers.softmax_loss(scores, y)
+    wide = np.zeros((6, 8))
+    loss, got = layers.softmax_loss(scores, y, out=wide[:, ::2])
+    assert loss == want_loss
+    assert np.array_equal(wide[:, ::2], want) and got.base is wide
