@@ -1,0 +1,128 @@
+"""Checkpoint retention: what a trial keeps once it can no longer train.
+
+A trial can still train while it is unfinished, and — for ``hpsweep extend``, which
+carries the best trials of a sweep's last search stage into a new stage — while it is
+among the ``carry`` best of that stage: those keep every checkpoint untouched. Every
+other finished trial of a closed stage keeps at most its 'best' weights (raw and EMA,
+no optimizer state) and its snapshots likewise, if the policy (``checkpoints:`` in the
+config, ``Retention``) keeps it: the ``top`` best of its stage, all, or none. Seeds
+stages (retrained for an ensemble) keep every finished trial's weights.
+
+Cleanup runs after the transaction that closed a stage (never inside it: the carried
+copies of the next stage commit first) and one trial per transaction, so a crash
+mid-way leaves each trial either untouched or cleaned. Re-running it is harmless
+(``hpsweep gc`` does that for whole databases).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from coordinator.config import SweepConfig
+from coordinator.rank import is_scored, rank
+from coordinator.stages import outcomes
+from storage import retention as store
+from storage import sweeps as sweep_store
+from storage import trials as trial_store
+from storage.db import transact
+from storage.models import StageKind, StageStatus
+from worker.nn.checkpoint import CheckpointError
+from worker.nn.training import weights_only
+
+log = logging.getLogger("hpsweep.retention")
+
+_CLOSED = (StageStatus.DONE.value, StageStatus.CANCELLED.value)
+_WEIGHTS = ("best", "snapshot")  # kinds a kept trial keeps (without optimizer state)
+
+
+@dataclass(frozen=True)
+class Freed:
+    trials: int = 0  # trials whose checkpoints changed
+    bytes: int = 0  # checkpoint bytes no longer stored
+
+    def __add__(self, other: Freed) -> Freed:
+        return Freed(self.trials + other.trials, self.bytes + other.bytes)
+
+
+def retention_plan(s: Session, sweep_id: int) -> dict[int, bool]:
+    """Trial id -> whether it keeps its weights, for every finished trial of the sweep's
+    closed stages that can no longer train (trials left out keep everything)."""
+    sweep = sweep_store.get_sweep(s, sweep_id)
+    assert sweep is not None
+    cfg = SweepConfig.from_dict(sweep.config)
+    stages = sweep_store.stages_of(s, sweep_id)
+    search = [st for st in stages if st.kind == StageKind.SEARCH.value]
+    plan: dict[int, bool] = {}
+    for st in stages:
+        if st.status not in _CLOSED:
+            continue
+        ranked = rank(outcomes(trial_store.trials_of(s, sweep_id, st.id)))
+        scored = [t.trial_id for t in ranked if is_scored(t)]
+        if st.kind != StageKind.SEARCH.value:
+            kept = set(scored)
+        elif cfg.checkpoints.keep == "all":
+            kept = {t.trial_id for t in ranked}
+        else:
+            kept = set(scored[:cfg.checkpoints.top]) if cfg.checkpoints.keep == "top" else set()
+        carried = set()
+        if search and st.id == search[-1].id and st.idx < len(cfg.stages):
+            done = [t.trial_id for t in ranked if t.status == "done"]
+            carried = set(done[:cfg.stages[st.idx].carry])  # `extend` may carry these
+        plan.update({t.trial_id: t.trial_id in kept for t in ranked
+                     if trial_store.is_final(t.status) and t.trial_id not in carried})
+    return plan
+
+
+def apply_retention(engine: Engine, sweep_id: int) -> Freed:
+    """Apply the sweep's retention policy to its closed stages; idempotent."""
+    plan = transact(engine, lambda s: retention_plan(s, sweep_id))
+    freed = Freed()
+    for trial_id, keep in plan.items():
+        freed += transact(engine, lambda s, t=trial_id, k=keep: _retain_trial(s, t, k))
+    if freed.trials:
+        log.info("sweep %d: %d trial(s) cleaned, %d checkpoint bytes freed", sweep_id,
+                 freed.trials, freed.bytes)
+    return freed
+
+
+def apply_retention_of_stage(engine: Engine, stage_id: int) -> Freed:
+    """``apply_retention`` for the sweep of ``stage_id`` (after its advancement)."""
+    sweep_id = transact(engine, lambda s: store.sweep_of_stage(s, stage_id))
+    return Freed() if sweep_id is None else apply_retention(engine, sweep_id)
+
+
+def _retain_trial(s: Session, trial_id: int, keep: bool) -> Freed:
+    """One trial, one transaction: drop what it no longer needs."""
+    rows = store.checkpoint_sizes(s, trial_id)
+    if not rows or (keep and all(k != "last" for k, _, _ in rows)):
+        return Freed()  # nothing stored, or cleaned before (a finished trial has 'last')
+    before = sum(n for _, _, n in rows)
+    after = 0
+    if keep:
+        store.drop_checkpoints(s, trial_id, tuple({k for k, _, _ in rows} - set(_WEIGHTS)))
+        for kind, epoch, size in rows:
+            if kind not in _WEIGHTS:
+                continue
+            slim = _slim(trial_id, store.checkpoint_blob(s, trial_id, kind, epoch))
+            if slim is not None:
+                store.rewrite_checkpoint(s, trial_id, kind, epoch, slim)
+            after += len(slim) if slim is not None else size
+    else:
+        store.drop_checkpoints(s, trial_id, tuple({k for k, _, _ in rows}))
+    return Freed(int(after < before), before - after)
+
+
+def _slim(trial_id: int, data: bytes | None) -> bytes | None:
+    """The weights-only copy of ``data``, None to leave it as it is (nothing to drop, or
+    a checkpoint that does not decode: never made worse than it is)."""
+    if data is None:
+        return None
+    try:
+        return weights_only(data)
+    except CheckpointError as exc:
+        log.warning("trial %d: checkpoint left as it is: %s", trial_id, exc)
+        return None
