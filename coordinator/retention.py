@@ -17,6 +17,7 @@ mid-way leaves each trial either untouched or cleaned. Re-running it is harmless
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -126,3 +127,50 @@ def _slim(trial_id: int, data: bytes | None) -> bytes | None:
     except CheckpointError as exc:
         log.warning("trial %d: checkpoint left as it is: %s", trial_id, exc)
         return None
+
+
+@dataclass(frozen=True)
+class Collected:
+    freed: Freed
+    size_before: int | None  # the database's size (SQLite: its files), if known
+    size_after: int | None
+
+
+def collect(engine: Engine, sweep_ids: list[int], vacuum: bool = False) -> Collected:
+    """``hpsweep gc``: apply the retention policy to these sweeps, then (``vacuum``) give
+    the space back: SQLite ``VACUUM`` rewrites the file, PostgreSQL ``VACUUM FULL
+    checkpoints`` rewrites that table and its TOAST (both lock out writers meanwhile)."""
+    before = database_size(engine)
+    freed = Freed()
+    for sweep_id in sweep_ids:
+        freed += apply_retention(engine, sweep_id)
+    if vacuum:
+        sql = "VACUUM" if engine.dialect.name == "sqlite" else "VACUUM FULL checkpoints"
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(sql)
+    return Collected(freed, before, database_size(engine))
+
+
+def database_size(engine: Engine) -> int | None:
+    """Bytes the database takes: SQLite's file and its WAL, PostgreSQL's
+    ``pg_database_size``."""
+    if engine.dialect.name == "sqlite":
+        path = engine.url.database
+        if not path or path == ":memory:":
+            return None
+        return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar())
+
+
+def collected_text(c: Collected) -> str:
+    text = f"gc: {c.freed.trials} trial(s) cleaned, {_mb(c.freed.bytes)} of checkpoints freed"
+    if c.size_before is not None and c.size_after is not None:
+        text += f"; database {_mb(c.size_before)} -> {_mb(c.size_after)}"
+        if c.size_after >= c.size_before and c.freed.bytes:
+            text += " (free pages stay in the file until `hpsweep gc --vacuum`)"
+    return text
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

@@ -65,3 +65,7 @@ def stored_bytes(s: Session, sweep_id: int) -> StoredBytes:
                   .join(Sweep, Sweep.dataset_id == Dataset.id).where(Sweep.id == sweep_id))
     return StoredBytes(int(ck or 0), int(n_curves or 0) * 8 * len(Curve.__table__.columns),
                        int(ds or 0))
+
+
+def sweep_ids(s: Session) -> list[int]:
+    return list(s.scalars(select(Sweep.id).order_by(Sweep.id)))
