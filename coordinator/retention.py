@@ -145,10 +145,22 @@ def collect(engine: Engine, sweep_ids: list[int], vacuum: bool = False) -> Colle
     for sweep_id in sweep_ids:
         freed += apply_retention(engine, sweep_id)
     if vacuum:
-        sql = "VACUUM" if engine.dialect.name == "sqlite" else "VACUUM FULL checkpoints"
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(sql)
+        _vacuum(engine)
     return Collected(freed, before, database_size(engine))
+
+
+def _vacuum(engine: Engine) -> None:
+    """Outside any transaction, as both databases require."""
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()  # autocommit: hpsweep's SQLite connections BEGIN by hand
+        try:
+            raw.driver_connection.execute("VACUUM")
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL too
+        finally:
+            raw.close()
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM FULL checkpoints")
 
 
 def database_size(engine: Engine) -> int | None:
