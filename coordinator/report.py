@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.refine import BoundaryFlag, flag_action, flag_message, format_value
+from storage import retention as retention_store
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
@@ -111,12 +112,19 @@ def _range_text(row: dict[str, Any], param: str = "", brackets_only: bool = Fals
     return text if brackets_only or row["scale"] != "log" else text + " log"
 
 
+def stored_text(s: Session, sweep_id: int) -> str:
+    """The sweep's stored bytes (sizes only: no blob is read)."""
+    b = retention_store.stored_bytes(s, sweep_id)
+    return (f"  stored: {b.total / 1e6:.1f} MB (checkpoints {b.checkpoints / 1e6:.1f} MB, "
+            f"curves {b.curves / 1e6:.1f} MB, dataset {b.dataset / 1e6:.1f} MB)")
+
+
 def status_text(engine: Engine, sweep_id: int) -> str:
     def work(s: Session) -> str:
         sweep = sweep_store.get_sweep(s, sweep_id)
         assert sweep is not None
         out = [f"sweep {sweep.name} (id {sweep.id}): {sweep.status}, "
-               f"{sweep.n_stages} stage(s), queue {sweep.queue}"]
+               f"{sweep.n_stages} stage(s), queue {sweep.queue}", stored_text(s, sweep_id)]
         counts = trial_store.status_counts(s, sweep_id)
         for st in sweep_store.stages_of(s, sweep_id):
             c = counts.get(st.id, {})

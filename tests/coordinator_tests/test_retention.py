@@ -127,6 +127,8 @@ def test_gc_shrinks_a_database_written_before_retention(tmp_path, db_url, redis_
     engine = make_engine(db_url)
     before = scalar(engine, "SELECT SUM(LENGTH(data)) FROM checkpoints")
     size_before = retention.database_size(engine)
+    shown = cli("status", name, "--db", db_url).output
+    assert f"checkpoints {before / 1e6:.1f} MB" in shown and "stored: " in shown
     res = cli("gc", "--vacuum", "--db", db_url)
     assert res.exit_code == 0, res.output
     after = scalar(engine, "SELECT SUM(LENGTH(data)) FROM checkpoints")
@@ -137,6 +139,7 @@ def test_gc_shrinks_a_database_written_before_retention(tmp_path, db_url, redis_
     for args in (("status", name), ("best", name)):
         res = cli(*args, "--db", db_url)
         assert res.exit_code == 0, res.output
+    assert f"checkpoints {after / 1e6:.1f} MB" in cli("status", name, "--db", db_url).output
     res = cli("ensemble", name, "--method", "top-k", "--k", "3", "--db", db_url)
     assert res.exit_code == 0, res.output
     assert len(json.loads(rows(engine, "SELECT members FROM ensembles")[0][0])) == 3
