@@ -2,7 +2,8 @@
 
 A trial can still train while it is unfinished, and — for ``hpsweep extend``, which
 carries the best trials of a sweep's last search stage into a new stage — while it is
-among the ``carry`` best of that stage: those keep every checkpoint untouched. Every
+among the ``carry`` best of that stage: those keep their 'last' checkpoint as it is
+(all a resume reads; their 'best' loses its optimizer state like any other). Every
 other finished trial of a closed stage keeps at most its 'best' weights (raw and EMA,
 no optimizer state) and its snapshots likewise, if the policy (``checkpoints:`` in the
 config, ``Retention``) keeps it: the ``top`` best of its stage, all, or none. Seeds
@@ -38,6 +39,8 @@ log = logging.getLogger("hpsweep.retention")
 
 _CLOSED = (StageStatus.DONE.value, StageStatus.CANCELLED.value)
 _WEIGHTS = ("best", "snapshot")  # kinds a kept trial keeps (without optimizer state)
+# what a finished trial keeps: every checkpoint, its weights only, nothing
+RESUMABLE, WEIGHTS, NOTHING = "resumable", "weights", "nothing"
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,16 @@ class Freed:
         return Freed(self.trials + other.trials, self.bytes + other.bytes)
 
 
-def retention_plan(s: Session, sweep_id: int) -> dict[int, bool]:
-    """Trial id -> whether it keeps its weights, for every finished trial of the sweep's
-    closed stages that can no longer train (trials left out keep everything)."""
+def retention_plan(s: Session, sweep_id: int) -> dict[int, str]:
+    """Trial id -> what it keeps (``RESUMABLE``: its 'last' checkpoint as it is, for
+    ``extend``; ``WEIGHTS``; ``NOTHING``), for every finished trial of the sweep's closed
+    stages (trials left out keep everything)."""
     sweep = sweep_store.get_sweep(s, sweep_id)
     assert sweep is not None
     cfg = SweepConfig.from_dict(sweep.config)
     stages = sweep_store.stages_of(s, sweep_id)
     search = [st for st in stages if st.kind == StageKind.SEARCH.value]
-    plan: dict[int, bool] = {}
+    plan: dict[int, str] = {}
     for st in stages:
         if st.status not in _CLOSED:
             continue
@@ -73,8 +77,9 @@ def retention_plan(s: Session, sweep_id: int) -> dict[int, bool]:
         if search and st.id == search[-1].id and st.idx < len(cfg.stages):
             done = [t.trial_id for t in ranked if t.status == "done"]
             carried = set(done[:cfg.stages[st.idx].carry])  # `extend` may carry these
-        plan.update({t.trial_id: t.trial_id in kept for t in ranked
-                     if trial_store.is_final(t.status) and t.trial_id not in carried})
+        plan.update({t.trial_id: RESUMABLE if t.trial_id in carried else
+                     WEIGHTS if t.trial_id in kept else NOTHING
+                     for t in ranked if trial_store.is_final(t.status)})
     return plan
 
 
@@ -96,15 +101,16 @@ def apply_retention_of_stage(engine: Engine, stage_id: int) -> Freed:
     return Freed() if sweep_id is None else apply_retention(engine, sweep_id)
 
 
-def _retain_trial(s: Session, trial_id: int, keep: bool) -> Freed:
+def _retain_trial(s: Session, trial_id: int, keep: str) -> Freed:
     """One trial, one transaction: drop what it no longer needs."""
     rows = store.checkpoint_sizes(s, trial_id)
-    if not rows or (keep and all(k != "last" for k, _, _ in rows)):
+    if not rows or (keep == WEIGHTS and all(k != "last" for k, _, _ in rows)):
         return Freed()  # nothing stored, or cleaned before (a finished trial has 'last')
     before = sum(n for _, _, n in rows)
-    after = 0
-    if keep:
-        store.drop_checkpoints(s, trial_id, tuple({k for k, _, _ in rows} - set(_WEIGHTS)))
+    after = sum(n for k, _, n in rows if k == "last") if keep == RESUMABLE else 0
+    if keep != NOTHING:
+        if keep == WEIGHTS:
+            store.drop_checkpoints(s, trial_id, tuple({k for k, _, _ in rows} - set(_WEIGHTS)))
         for kind, epoch, size in rows:
             if kind not in _WEIGHTS:
                 continue

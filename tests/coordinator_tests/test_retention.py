@@ -64,8 +64,8 @@ def test_default_policy_keeps_top_weights_and_extend_candidates(tmp_path, db_url
     everyone = {r[0] for r in rows(engine, "SELECT id FROM trials")}
     assert set(ck) == set(first[:3]) | set(last[:3])  # the rest (diverged too) keep nothing
     assert len(everyone) > len(ck)
-    for tid in last[:2]:  # `extend` may carry these two: untouched
-        assert has_optimizer(ck[tid]["last"][0]) and has_optimizer(ck[tid]["best"][0])
+    for tid in last[:2]:  # `extend` may carry these two: 'last' resumes them
+        assert has_optimizer(ck[tid]["last"][0]) and not has_optimizer(ck[tid]["best"][0])
     assert "last" not in ck[last[2]] and not has_optimizer(ck[last[2]]["best"][0])
     for method in ("top-k", "average", "snapshots"):
         res = cli("ensemble", name, "--method", method, "--k", "3", "--db", db_url)
