@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from coordinator.config import SweepConfig
+from coordinator.config import ConfigError, SweepConfig
 from coordinator.rank import is_scored, rank
 from coordinator.stages import outcomes
 from storage import retention as store
@@ -47,9 +47,11 @@ RESUMABLE, WEIGHTS, NOTHING = "resumable", "weights", "nothing"
 class Freed:
     trials: int = 0  # trials whose checkpoints changed
     bytes: int = 0  # checkpoint bytes no longer stored
+    skipped: int = 0  # sweeps left as they are (their config does not parse)
 
     def __add__(self, other: Freed) -> Freed:
-        return Freed(self.trials + other.trials, self.bytes + other.bytes)
+        return Freed(self.trials + other.trials, self.bytes + other.bytes,
+                     self.skipped + other.skipped)
 
 
 def retention_plan(s: Session, sweep_id: int) -> dict[int, str]:
@@ -84,8 +86,14 @@ def retention_plan(s: Session, sweep_id: int) -> dict[int, str]:
 
 
 def apply_retention(engine: Engine, sweep_id: int) -> Freed:
-    """Apply the sweep's retention policy to its closed stages; idempotent."""
-    plan = transact(engine, lambda s: retention_plan(s, sweep_id))
+    """Apply the sweep's retention policy to its closed stages; idempotent. A sweep whose
+    stored config does not parse is left as it is (nothing can say what it may drop)."""
+    try:
+        plan = transact(engine, lambda s: retention_plan(s, sweep_id))
+    except ConfigError as exc:
+        log.warning("sweep %d: checkpoints left as they are: its stored config does not "
+                    "parse: %s", sweep_id, str(exc).replace("\n", "; "))
+        return Freed(skipped=1)
     freed = Freed()
     for trial_id, keep in plan.items():
         freed += transact(engine, lambda s, t=trial_id, k=keep: _retain_trial(s, t, k))
@@ -183,6 +191,8 @@ def database_size(engine: Engine) -> int | None:
 
 def collected_text(c: Collected) -> str:
     text = f"gc: {c.freed.trials} trial(s) cleaned, {_mb(c.freed.bytes)} of checkpoints freed"
+    if c.freed.skipped:
+        text += f"; {c.freed.skipped} sweep(s) left as they are (stored config unreadable)"
     if c.size_before is not None and c.size_after is not None:
         text += f"; database {_mb(c.size_before)} -> {_mb(c.size_after)}"
         if c.size_after >= c.size_before and c.freed.bytes:
