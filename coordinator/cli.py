@@ -361,6 +361,23 @@ def cancel(sweep: str, db_url: str, redis_url: str) -> None:
 
 
 @main.command()
+@click.argument("sweep", required=False)
+@db_option
+@click.option("--vacuum", is_flag=True,
+              help="Then give the space back to the filesystem (SQLite VACUUM, PostgreSQL "
+                   "VACUUM FULL checkpoints; writers wait meanwhile).")
+def gc(sweep: str | None, db_url: str, vacuum: bool) -> None:
+    """Apply the checkpoint retention policy to SWEEP (default: every sweep)."""
+    from coordinator.retention import collect, collected_text
+    from storage.db import transact
+    from storage.retention import sweep_ids
+
+    engine = _engine(db_url, create=False)
+    ids = [_sweep_id(engine, sweep)] if sweep else transact(engine, sweep_ids)
+    click.echo(collected_text(collect(engine, ids, vacuum)))
+
+
+@main.command()
 @click.argument("sweep")
 @db_option
 @redis_option

@@ -87,6 +87,23 @@ class StageConfig:
         return max(1, min(self.trials, math.ceil(self.quorum * self.trials - 1e-9)))
 
 
+KEEP_MODES = ("top", "all", "none")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What a trial keeps once it can no longer train (``checkpoints:`` in the config).
+
+    ``keep``: ``top`` (the ``top`` best trials of each stage keep their 'best' weights),
+    ``all`` (every trial does) or ``none`` (no trial does). Kept weights lose their
+    optimizer state; a trial that may still train (unfinished, or among the best of its
+    sweep's last stage, which ``hpsweep extend`` may carry) keeps everything.
+    """
+
+    keep: str = "top"
+    top: int = 10  # enough for `ensemble --method top-k` with k up to this
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """A validated sweep (DESIGN.md "Config").
@@ -102,6 +119,7 @@ class SweepConfig:
     - ``select`` ("best"): a trial's score is its best validation accuracy of the
       ``raw`` weights, of their ``ema`` (needs ``ema_decay`` > 0), or the ``best`` of both.
     - ``keep_snapshots`` (0): extra per-epoch checkpoints kept for snapshot ensembles.
+    - ``checkpoints`` ({keep: top, top: 10}): the retention policy (``Retention``).
     - ``init`` ("shared"): every trial of a stage starts from the same initial weights
       and minibatch order (common random numbers: differences between trials then come
       from their hyperparameters, not from luck); ``per_trial`` seeds each trial apart.
@@ -118,6 +136,7 @@ class SweepConfig:
     max_attempts: int = 3
     select: str = "best"
     keep_snapshots: int = 0
+    checkpoints: Retention = field(default_factory=Retention)
     init: str = "shared"
     val_fraction: float = 0.14
     test_fraction: float = 0.14
@@ -134,6 +153,7 @@ class SweepConfig:
         d["train"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.train.items()}
         d["space"] = {k: dist.to_dict() for k, dist in self.space.items()}
         d["stages"] = [dataclasses.asdict(s) for s in self.stages]
+        d["checkpoints"] = dataclasses.asdict(self.checkpoints)
         return d
 
     @classmethod
@@ -594,6 +614,19 @@ def _description(chk: _Problems, path: str, raw: Any) -> Any:
     return _BAD
 
 
+def _retention(chk: _Problems, path: str, raw: Any) -> Any:
+    if not isinstance(raw, Mapping):
+        chk.add(path, f"expected a mapping like {{keep: top, top: 10}}, got {_show(raw)}")
+        return _BAD
+    before = len(chk.problems)
+    _check_keys(chk, path, raw, ("keep", "top"))
+    keep = _one_of(KEEP_MODES)(chk, f"{path}.keep", raw.get("keep", Retention.keep))
+    top = _positive_int(chk, f"{path}.top", raw.get("top", Retention.top))
+    if len(chk.problems) > before:
+        return _BAD
+    return Retention(keep=keep, top=top)
+
+
 _TOP_READERS = {
     "name": _name,
     "dataset": None,  # needs the base directory: read by _dataset
@@ -605,6 +638,7 @@ _TOP_READERS = {
     "max_attempts": _positive_int,
     "select": _select,
     "keep_snapshots": _count,
+    "checkpoints": _retention,
     "init": _one_of(INIT_MODES),
     "val_fraction": lambda c, p, v: _bounded(c, p, v, 0.0, 1.0, low_open=True, high_open=True,
                                              what="a fraction in (0, 1)"),

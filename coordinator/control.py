@@ -7,6 +7,7 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from coordinator.retention import apply_retention
 from coordinator.stages import advance
 from storage import repair as repair_store
 from storage import sweeps as sweep_store
@@ -21,7 +22,9 @@ def resume_sweep(engine: Engine, conn: Redis, sweep_id: int) -> Reconciled:
     """Repair the sweep from the database: reap lost trials, do the transitions whose
     trigger was lost (close, finish, and plan a due stage here, not in a job), and
     enqueue every queued trial Redis does not hold. Idempotent."""
-    return reconcile(engine, conn, sweep_id, advance=lambda stage_id: advance(engine, stage_id))
+    done = reconcile(engine, conn, sweep_id, advance=lambda stage_id: advance(engine, stage_id))
+    apply_retention(engine, sweep_id)  # stages the repair closed
+    return done
 
 
 def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:

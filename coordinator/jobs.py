@@ -10,6 +10,7 @@ import logging
 
 from rq import get_current_job
 
+from coordinator.retention import apply_retention_of_stage
 from coordinator.stages import advance
 from worker import queue as q
 from worker.jobs import check_origin, runtime
@@ -32,6 +33,7 @@ def advance_stage(stage_id: int, fingerprint: str | None = None,
         return "noop"
     if done.sweep_done:
         log.info("stage %d finished the sweep", stage_id)
+        apply_retention_of_stage(rt.engine, stage_id)
         return "sweep done"
     job = get_current_job()
     if job is not None:
@@ -39,4 +41,7 @@ def advance_stage(stage_id: int, fingerprint: str | None = None,
                          rt.identity)
     log.info("stage %d advanced: stage %s with %d trial(s)", stage_id, done.next_stage_id,
              len(done.trial_ids))
+    # after the commit that carried the best trials on and after enqueueing the next
+    # stage (its workers need not wait for the cleanup)
+    apply_retention_of_stage(rt.engine, stage_id)
     return "advanced"

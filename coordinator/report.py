@@ -77,6 +77,11 @@ class _Store:
     def is_final(self, status: str) -> bool:
         return self._trials.is_final(status)
 
+    def stored_bytes(self, sweep_id: int) -> Any:
+        from storage import retention
+
+        return retention.stored_bytes(self._s, sweep_id)
+
 
 def _read(source: Engine | Reader, work: Callable[[Any], T]) -> T:
     """``work(store)`` on a plain reader, or in one transaction of the engine."""
@@ -180,12 +185,20 @@ def _range_text(row: dict[str, Any], param: str = "", brackets_only: bool = Fals
     return text if brackets_only or row["scale"] != "log" else text + " log"
 
 
+def stored_text(b: Any) -> str:
+    """The sweep's stored bytes (``checkpoints``, ``curves``, ``dataset``: sizes only)."""
+    total = b.checkpoints + b.curves + b.dataset
+    return (f"  stored: {total / 1e6:.1f} MB (checkpoints {b.checkpoints / 1e6:.1f} MB, "
+            f"curves {b.curves / 1e6:.1f} MB, dataset {b.dataset / 1e6:.1f} MB)")
+
+
 def status_text(source: Engine | Reader, sweep_id: int) -> str:
     def work(r: _Store | Reader) -> str:
         sweep = r.get_sweep(sweep_id)
         assert sweep is not None
         out = [f"sweep {sweep.name} (id {sweep.id}): {sweep.status}, "
-               f"{sweep.n_stages} stage(s), queue {sweep.queue}"]
+               f"{sweep.n_stages} stage(s), queue {sweep.queue}",
+               stored_text(r.stored_bytes(sweep_id))]
         counts = r.status_counts(sweep_id)
         for st in r.stages_of(sweep_id):
             c = counts.get(st.id, {})

@@ -28,6 +28,9 @@ from urllib.parse import quote
 
 from storage.fs import NETWORK_FILESYSTEMS, filesystem_type
 
+StoredBytes = namedtuple("StoredBytes", "checkpoints curves dataset")
+CURVE_COLUMNS = 10  # the curves table's columns (storage.models.Curve); a test compares
+
 CORE_TABLES = ("sweeps", "stages", "trials")  # as storage.meta: what makes a database ours
 BUSY_TIMEOUT_S = 30.0  # as storage.db.BUSY_TIMEOUT_MS
 FINAL = ("done", "diverged", "failed", "cancelled")
@@ -153,6 +156,16 @@ class Reader:
         for stage_id, status, n in rows:
             out.setdefault(stage_id, {})[status] = n
         return out
+
+    def stored_bytes(self, sweep_id: int) -> StoredBytes:
+        """``storage.retention.stored_bytes``'s twin (sizes only; curves at 8 bytes a value)."""
+        (ck, n_curves), = self._rows(
+            "SELECT (SELECT coalesce(sum(length(data)), 0) FROM checkpoints WHERE trial_id IN "
+            "(SELECT id FROM trials WHERE sweep_id = ?)), (SELECT count(*) FROM curves WHERE "
+            "trial_id IN (SELECT id FROM trials WHERE sweep_id = ?))", (sweep_id, sweep_id))
+        ds = self._rows("SELECT coalesce(length(d.data), 0) FROM datasets d JOIN sweeps s ON "
+                        "s.dataset_id = d.id WHERE s.id = ?", (sweep_id,))
+        return StoredBytes(int(ck), int(n_curves) * 8 * CURVE_COLUMNS, int(ds[0][0]) if ds else 0)
 
     def best_score(self, sweep_id: int) -> float | None:
         return self._rows("SELECT max(best_val_acc) FROM trials WHERE sweep_id = ? AND "

@@ -39,6 +39,11 @@ class DatasetError(ValueError):
     """A dataset that cannot be used; the message names the dataset and the problem."""
 
 
+def is_small_int(dtype: np.dtype) -> bool:
+    """8- and 16-bit integers: float32 holds each value exactly, so X is stored as is."""
+    return dtype.kind in "iu" and dtype.itemsize <= 2
+
+
 # ---------------------------------------------------------------- sources
 
 
@@ -200,13 +205,19 @@ def validated(
     y: np.ndarray,
     where: Callable[[int], str] = lambda i: f"row {i}",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Check a dataset and return X float32 (N, D) and y int64 remapped to 0..C-1.
+    """Check a dataset and return X (N, D) and y int64 remapped to 0..C-1.
+
+    X stays in its own dtype when float32 holds every value of it exactly (8- and
+    16-bit integers, e.g. images: stored at their size, converted by ``split``);
+    anything else becomes float32.
 
     Labels keep their sorted order: the smallest becomes 0. ``where`` names a
     row in messages (a CSV file names its line).
     """
     X, y = np.asarray(X), np.asarray(y)
     _check_shapes(name, X, y)
+    if is_small_int(X.dtype):
+        return np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("<")), _labels(name, y, where)
     with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
         X = np.ascontiguousarray(X, dtype=np.float32)
     bad = ~np.isfinite(X)
@@ -216,6 +227,11 @@ def validated(
             f"{name}: X has {int(bad.sum())} NaN or infinite values (or beyond float32), "
             f"first at {where(int(row))}, column {int(col) + 1}"
         )
+    return X, _labels(name, y, where)
+
+
+def _labels(name: str, y: np.ndarray, where: Callable[[int], str]) -> np.ndarray:
+    """y as int64 labels 0..C-1 (at least 2 classes, enough rows to split)."""
     y = _integer_labels(name, y, where)
     classes, y = np.unique(y, return_inverse=True)
     if len(classes) < 2:
@@ -225,7 +241,7 @@ def validated(
             f"{name}: needs at least {MIN_ROWS} rows to split into train, validation and test, "
             f"got {len(y)}"
         )
-    return X, y.astype(np.int64)
+    return y.astype(np.int64)
 
 
 def _integer_labels(name: str, y: np.ndarray, where: Callable[[int], str]) -> np.ndarray:
@@ -246,8 +262,9 @@ def _integer_labels(name: str, y: np.ndarray, where: Callable[[int], str]) -> np
 
 
 def encode(X: np.ndarray, y: np.ndarray) -> bytes:
-    """An .npz (X float32, y int64, stored, no pickle) whose bytes depend only on the arrays."""
-    X = np.ascontiguousarray(X, dtype="<f4")
+    """An .npz (X float32, or its own dtype if in 8- or 16-bit integers; y int64; stored, no
+    pickle) whose bytes depend only on the arrays."""
+    X = np.ascontiguousarray(X, dtype=_stored_dtype(X))
     y = np.ascontiguousarray(y, dtype="<i8")
     _check_shapes("encode", X, y)
     out = io.BytesIO()
@@ -262,13 +279,19 @@ def encode(X: np.ndarray, y: np.ndarray) -> bytes:
     return out.getvalue()
 
 
+def _stored_dtype(X: np.ndarray) -> np.dtype:
+    return X.dtype.newbyteorder("<") if is_small_int(X.dtype) else np.dtype("<f4")
+
+
 def decode(data: bytes, name: str = "dataset blob") -> tuple[np.ndarray, np.ndarray]:
-    """X float32 (N, D) and y int64 (N,) from ``encode``'s bytes, loaded without pickle."""
+    """X (N, D) float32 or as stored (8- or 16-bit integers) and y int64 (N,) from ``encode``'s
+    bytes, loaded without pickle."""
     X, y = _npz_arrays(name, bytes(data))
     _check_shapes(name, X, y)
     if y.dtype.kind not in "iu":
         raise DatasetError(f"{name}: y must hold integer class labels, got dtype {y.dtype}")
-    return np.ascontiguousarray(X, dtype=np.float32), np.ascontiguousarray(y, dtype=np.int64)
+    X = np.ascontiguousarray(X, dtype=_stored_dtype(X).newbyteorder("="))
+    return X, np.ascontiguousarray(y, dtype=np.int64)
 
 
 def sha256(data: bytes) -> str:
@@ -323,8 +346,8 @@ def split(
         raise ValueError(f"{N} rows leave no training rows after {n_val} val and {n_test} test")
     order = np.random.default_rng(seed).permutation(N)
     parts = (order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
-    X = np.asarray(X, dtype=np.float32)
-    X_parts = [X[idx] for idx in parts]  # gathers are copies: standardise them in place
+    # gathers are copies (converted from a stored uint8 etc. only now): standardise in place
+    X_parts = [np.asarray(np.asarray(X)[idx], dtype=np.float32) for idx in parts]
     mean, std = _train_stats(X_parts[0])
     arrays = []
     for idx, X_part in zip(parts, X_parts, strict=True):

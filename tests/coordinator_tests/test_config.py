@@ -252,6 +252,14 @@ BAD_CASES = [
     ([("val_fraction", 0.5), ("test_fraction", 0.5)], "demo.yaml: test_fraction: val_fraction + "
      "test_fraction must be < 0.9 (leave data to train on), got 1"),
     ([("description", 3)], "demo.yaml: description: expected text, got 3"),
+    ([("checkpoints", {"keep": "best"})], "demo.yaml: checkpoints.keep: expected one of top, "
+     "all, none, got 'best'"),
+    ([("checkpoints", {"keep": "top", "top": 0})], "demo.yaml: checkpoints.top: expected a "
+     "positive integer, got 0"),
+    ([("checkpoints", {"kept": "all"})], "demo.yaml: checkpoints.kept: unknown key 'kept'; did "
+     "you mean 'keep'?"),
+    ([("checkpoints", "top")], "demo.yaml: checkpoints: expected a mapping like {keep: top, "
+     "top: 10}, got 'top'"),
 ]
 
 
@@ -369,3 +377,10 @@ CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 def test_shipped_example_configs_load(path):
     cfg = load_config(path)
     assert cfg.stages and cfg.space
+
+
+def test_checkpoints_policy_defaults_and_round_trip():
+    assert dataclasses.asdict(parse_config(BASE).checkpoints) == {"keep": "top", "top": 10}
+    cfg = parse_config(changed(("checkpoints", {"keep": "all"})))
+    assert (cfg.checkpoints.keep, cfg.checkpoints.top) == ("all", 10)
+    assert SweepConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from coordinator.cli import main
+from storage import retention as retention_store
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import make_engine, transact
@@ -77,7 +78,8 @@ def test_reader_answers_as_the_storage_functions(sweep_db: str) -> None:
             same = [(sweep_store.flags_of, reader.flags_of),
                     (sweep_store.chance_of, reader.chance_of),
                     (trial_store.status_counts, reader.status_counts),
-                    (trial_store.best_score, reader.best_score)]
+                    (trial_store.best_score, reader.best_score),
+                    (retention_store.stored_bytes, reader.stored_bytes)]
             for stored, plain in same:
                 assert _plain(plain(sweep_id)) == _plain(
                     transact(engine, lambda s, f=stored, i=sweep_id: f(s, i)))

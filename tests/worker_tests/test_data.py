@@ -372,3 +372,20 @@ def test_worker_processes_share_one_cache_directory(tmp_path):
     assert len(set(results)) == 1
     assert [p.name for p in tmp_path.iterdir()] == [f"{SHA}.npz"]
     assert (tmp_path / f"{SHA}.npz").read_bytes() == DATA
+
+
+def test_uint8_images_are_stored_as_uint8_and_split_as_float32(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(500, 3072), dtype=np.uint8)  # 500 CIFAR-sized images
+    y = rng.integers(0, 10, size=500).astype(np.uint8)
+    path = tmp_path / "images.npz"
+    np.savez(path, X=X, y=y)
+    Xs, ys = load_source(str(path))
+    assert Xs.dtype == np.uint8
+    blob = encode(Xs, ys)
+    assert len(blob) <= 1.05 * (X.nbytes + y.nbytes)
+    assert sha256(encode(*load_source(str(path)))) == sha256(blob)  # stable for the source
+    got, want = split(*decode(blob), seed=3), split(X.astype(np.float32), ys, seed=3)
+    for name in ("X_train", "X_val", "X_test", "y_train"):
+        assert getattr(got, name).dtype == getattr(want, name).dtype
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))

@@ -281,3 +281,15 @@ def params_from_checkpoint(data: bytes, which: str = "raw") -> dict[str, np.ndar
     except KeyError as e:
         raise CheckpointError(f"checkpoint weights incomplete: missing {e}") from e
     return params
+
+
+_TRAINING_ONLY = ("optim.", "rng")  # what only resuming needs: update-rule state, RNG
+
+
+def weights_only(data: bytes) -> bytes | None:
+    """The checkpoint without what only resuming needs (optimizer state, RNG state), for
+    a trial that will never train again: ``params_from_checkpoint`` still reads its raw
+    and EMA weights. None when ``data`` holds nothing to drop (already weights-only)."""
+    arrays = checkpoint.decode(data)
+    kept = {k: a for k, a in arrays.items() if not k.startswith(_TRAINING_ONLY)}
+    return None if len(kept) == len(arrays) else checkpoint.encode(kept)
