@@ -145,7 +145,8 @@ def launch(config: str, db_url: str, redis_url: str, queue: str, max_trials: int
 @click.option("--processes", "-n", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Worker processes to run on this machine (supervised).")
 @click.option("--name", envvar="HPSWEEP_WORKER_NAME", default=None,
-              help="Worker name (default host-pid); recorded in trials.worker.")
+              help="Worker name (default host-pid-xxxx, xxxx random); recorded in "
+              "trials.worker.")
 @click.option("--lease-seconds", type=click.FloatRange(0.5), default=30.0, show_default=True,
               help="Lease length; heartbeats renew it every third of it.")
 @click.option("--reconcile-every", type=click.FloatRange(0.1), default=5.0, show_default=True,
@@ -167,7 +168,7 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
     _setup_logging(log_level)
     if processes > 1 and name:
         raise click.UsageError("--name names one process; with --processes N each worker "
-                               "process is named host-pid")
+                               "process is named host-pid-xxxx")
     opts = WorkerOptions(queue=queue, burst=burst, max_jobs=max_jobs,
                          reconcile_every=reconcile_every, fork=fork)
     failed = serve_workers(db_url, redis_url, processes, name,
