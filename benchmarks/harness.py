@@ -33,10 +33,11 @@ from threadpoolctl import threadpool_info  # noqa: E402
 
 from coordinator.config import SweepConfig, parse_config  # noqa: E402
 from coordinator.launch import create_sweep, enqueue_stage, prepare_dataset  # noqa: E402
-from coordinator.runner import WorkerPool  # noqa: E402
+from coordinator.runner import WorkerArgs, WorkerPool  # noqa: E402
 from storage.db import make_engine  # noqa: E402
 from tests.support.redis_lease import leased_redis_db  # noqa: E402
 from worker import queue as q  # noqa: E402
+from worker.process import WorkerOptions  # noqa: E402
 
 LOCAL_REDIS = "redis://127.0.0.1:6379"
 PG_ADMIN_URLS = ("postgresql://postgres@127.0.0.1:5432/postgres",
@@ -197,16 +198,15 @@ class Bench:
     """A database, a Redis and ``n`` live worker processes, ready to run timed sweeps."""
 
     def __init__(self, db_url: str, redis_url: str, workers: int = 2, fork: bool = False,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 cache_dir: str | None = None) -> None:
         self.db_url, self.redis_url, self.n = db_url, redis_url, workers
         self.engine: Engine = make_engine(db_url)
         # polls through a read-only engine: on SQLite a plain BEGIN, not the write lock
         self.reader: Engine = make_engine(db_url, readonly=True)
         self.conn = Redis.from_url(redis_url)
         self.queue = f"bench-{uuid.uuid4().hex[:8]}"
-        args = ["--log-level", "warning", "--reconcile-every", "5", *extra_args]
-        self.pool = WorkerPool(workers, db_url, redis_url, self.queue,
-                               args + (["--fork"] if fork else []))
+        opts = WorkerOptions(queue=self.queue, reconcile_every=5, fork=fork)
+        self.pool = WorkerPool(workers, db_url, redis_url, WorkerArgs(opts, cache_dir=cache_dir))
         self._datasets: dict[str, tuple[bytes, str, tuple[int, int, int]]] = {}
 
     def __enter__(self) -> Bench:

@@ -127,7 +127,7 @@ def main() -> None:
             harness.sqlite_db() as db_url, harness.embedded_redis() as redis_url:
         dataset = synthetic_cifar(Path(folder) / "cifar-like.npz")
         bench = harness.Bench(db_url, redis_url, args.workers,
-                              extra_args=("--cache-dir", folder))
+                              cache_dir=folder)
         with bench:
             bench.run(warmup_config(dataset))
             for quorum in quorums:

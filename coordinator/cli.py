@@ -10,17 +10,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager, suppress
-from pathlib import Path
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 
+from coordinator.choices import ENSEMBLE_METHODS
 from coordinator.cli_errors import HpsweepGroup
 from worker.defaults import DEFAULT_DB, DEFAULT_QUEUE, DEFAULT_REDIS
 
 F = TypeVar("F", bound=Callable[..., Any])
-STOP_GRACE = 60.0  # seconds a stopped worker pool waits for its epochs in flight
 
 db_option = click.option(
     "--db", "db_url", envvar="HPSWEEP_DB", show_envvar=True, default=DEFAULT_DB,
@@ -56,15 +55,6 @@ def _redis(url: str):  # type: ignore[no-untyped-def]
     from worker.queue import connect
 
     return connect(url)
-
-
-def _checked_launch(config: str, max_trials: int | None):  # type: ignore[no-untyped-def]
-    """The config and its dataset, both checked before anything is written."""
-    from coordinator.config import MAX_TRIALS_PER_STAGE, load_config
-    from coordinator.launch import prepare_dataset
-
-    cfg = load_config(config, max_trials=max_trials or MAX_TRIALS_PER_STAGE)
-    return cfg, prepare_dataset(cfg)
 
 
 @contextmanager
@@ -122,47 +112,15 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
         lease_seconds: float, max_trials: int | None) -> None:
     """Launch CONFIG, run N local workers with live progress, print the best trials."""
     from coordinator import report
-    from coordinator.embedded import EmbeddedRedis
-    from coordinator.launch import launch_new
-    from coordinator.lifetime import handle_stop_signals
-    from coordinator.progress import ProgressPrinter
-    from coordinator.runner import WorkerPool, supervise
+    from coordinator.local_run import run_sweep
 
     _setup_logging("WARNING")
-    # Every check (config, dataset, Redis) before the database is created.
-    cfg, dataset = _checked_launch(config, max_trials)
-    with ExitStack() as stack:
-        if redis_url is None:
-            redis_url = stack.enter_context(EmbeddedRedis())
-        conn = _redis(redis_url)
-        engine, made = launch_new(db_url, conn, cfg, queue, dataset)
-        click.echo(f"sweep {made.name}: {made.n_trials} trials in stage 0 of "
-                   f"{len(cfg.stages)}; {workers} worker(s)", err=True)
-        pool = WorkerPool(workers, db_url, redis_url, queue,
-                          ["--lease-seconds", str(lease_seconds), "--reconcile-every", "3",
-                           "--log-level", "warning"])
-        stack.callback(pool.stop)
-        pool.start()
-        printer = ProgressPrinter()
-        handle_stop_signals(_interrupt)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
-        try:
-            final = supervise(engine, conn, made.sweep_id, pool, printer.update)
-        except KeyboardInterrupt:
-            with suppress(OSError):  # after SIGHUP the terminal may be gone (EIO)
-                printer.close()
-                click.echo(f"interrupted: sweep {made.name} is saved; continue it with "
-                           f"`hpsweep resume {made.name}` and workers", err=True)
-            sys.exit(130)
-        printer.close()
-    click.echo(f"sweep {made.name}: {final.status}")
-    click.echo(report.best_text(engine, made.sweep_id, top))
-    warnings = report.warnings_text(engine, made.sweep_id)
+    done = run_sweep(config, workers, db_url, redis_url, queue, lease_seconds, max_trials)
+    click.echo(f"sweep {done.name}: {done.status}")
+    click.echo(report.best_text(done.engine, done.sweep_id, top))
+    warnings = report.warnings_text(done.engine, done.sweep_id)
     if warnings:
         click.echo(warnings, err=True)
-
-
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
 
 
 @main.command()
@@ -178,24 +136,16 @@ def launch(config: str, db_url: str, redis_url: str, queue: str, max_trials: int
     `hpsweep resume NAME` (or any worker's reconciler) enqueues it later. A Redis
     URL that can never work (bad scheme, port or db number) exits 2 first.
     """
-    from coordinator.launch import launch_new
-    from worker.queue import BadRedisURL, QueueError, connect
+    from coordinator.local_run import launch_sweep
 
     _setup_logging("WARNING")
-    cfg, dataset = _checked_launch(config, max_trials)
-    try:
-        conn = connect(redis_url)
-    except BadRedisURL:
-        raise
-    except QueueError as exc:
-        unreachable = str(exc)
-        conn = None
-    _, made = launch_new(db_url, conn, cfg, queue, dataset)
-    if conn is None:
-        click.echo(f"warning: {unreachable}\nsweep {made.name} is saved but not enqueued: "
-                   f"once Redis is up, run `hpsweep resume {made.name}` (same --redis), or "
-                   "workers will enqueue it from the database when they start", err=True)
-    click.echo(made.name)
+    saved = launch_sweep(config, db_url, redis_url, queue, max_trials)
+    if saved.unreachable:
+        click.echo(f"warning: {saved.unreachable}\nsweep {saved.name} is saved but not "
+                   f"enqueued: once Redis is up, run `hpsweep resume {saved.name}` (same "
+                   "--redis), or workers will enqueue it from the database when they start",
+                   err=True)
+    click.echo(saved.name)
 
 
 @main.command()
@@ -207,7 +157,8 @@ def launch(config: str, db_url: str, redis_url: str, queue: str, max_trials: int
 @click.option("--processes", "-n", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Worker processes to run on this machine (supervised).")
 @click.option("--name", envvar="HPSWEEP_WORKER_NAME", default=None,
-              help="Worker name (default host-pid); recorded in trials.worker.")
+              help="Worker name (default host-pid-xxxx, xxxx random); recorded in "
+              "trials.worker.")
 @click.option("--lease-seconds", type=click.FloatRange(0.5), default=30.0, show_default=True,
               help="Lease length; heartbeats renew it every third of it.")
 @click.option("--reconcile-every", type=click.FloatRange(0.1), default=5.0, show_default=True,
@@ -223,62 +174,19 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
            processes: int, name: str | None, lease_seconds: float, reconcile_every: float,
            blas_threads: int, fork: bool, cache_dir: str | None, log_level: str) -> None:
     """Run a worker program: take trials from the queue and train them."""
+    from coordinator.runner import WorkerArgs, serve_workers
+    from worker.process import WorkerOptions
+
     _setup_logging(log_level)
-    cache = cache_dir or str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                             / "hpsweep" / "datasets")
-    os.environ.update(HPSWEEP_DB=db_url, HPSWEEP_LEASE_SECONDS=str(lease_seconds),
-                      HPSWEEP_CACHE=cache)
-    if name:
-        os.environ["HPSWEEP_WORKER_NAME"] = name
-    if processes > 1:
-        if name:
-            raise click.UsageError("--name names one process; with --processes N each worker "
-                                   "process is named host-pid")
-        # URLs travel to the children in their environment, never in argv (ps shows argv)
-        args = ["--lease-seconds", str(lease_seconds), "--reconcile-every", str(reconcile_every),
-                "--cache-dir", cache, "--log-level", log_level, *(["--burst"] if burst else []),
-                *(["--max-jobs", str(max_jobs)] if max_jobs else []), *(["--fork"] if fork else [])]
-        _serve_pool(processes, db_url, redis_url, queue, args, blas_threads)
-        return
-    from threadpoolctl import threadpool_limits
-
-    from worker.process import WorkerOptions, serve
-
-    threadpool_limits(limits=blas_threads)
-    serve(redis_url, WorkerOptions(queue=queue, burst=burst, max_jobs=max_jobs,
-                                   reconcile_every=reconcile_every, fork=fork))
-
-
-def _serve_pool(n: int, db_url: str, redis_url: str, queue: str, args: list[str],
-                blas_threads: int) -> None:
-    """Run ``n`` worker processes until they all exit (or SIGTERM / Ctrl-C stops them)."""
-    import time
-
-    from coordinator.lifetime import handle_stop_signals
-    from coordinator.runner import WorkerPool
-
-    _engine(db_url, create=False).dispose()  # a bad URL fails once here, not in n children;
-    # the supervisor then holds no connection
-    _redis(redis_url).close()
-    pool = WorkerPool(n, db_url, redis_url, queue, args, blas_threads=blas_threads)
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    handle_stop_signals(_stop)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
-    pool.start()
-    try:
-        while not stopping and any(p.poll() is None for p in pool.procs):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        stopping = True
-    codes = [p.poll() for p in pool.procs]
-    pool.stop(grace=STOP_GRACE)
-    failed = [c for c in codes if c not in (0, None)]
-    if failed and not stopping:
-        raise click.ClickException(f"{len(failed)} of {n} worker processes failed "
+    if processes > 1 and name:
+        raise click.UsageError("--name names one process; with --processes N each worker "
+                               "process is named host-pid-xxxx")
+    opts = WorkerOptions(queue=queue, burst=burst, max_jobs=max_jobs,
+                         reconcile_every=reconcile_every, fork=fork)
+    failed = serve_workers(db_url, redis_url, processes, name,
+                           WorkerArgs(opts, lease_seconds, cache_dir, log_level, blas_threads))
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {processes} worker processes failed "
                                    f"(exit codes {failed})")
 
 
@@ -389,14 +297,10 @@ def gc(sweep: str | None, db_url: str, vacuum: bool) -> None:
 def extend(sweep: str, db_url: str, redis_url: str, trials: int | None,
            epochs: int | None) -> None:
     """Add a stage to a finished or cancelled SWEEP, planned from its last stage and flags."""
-    from coordinator.extend import ExtendError, extend_sweep
+    from coordinator.extend import extend_sweep
 
     engine = _engine(db_url)
-    sweep_id = _sweep_id(engine, sweep)
-    try:
-        made = extend_sweep(engine, _redis(redis_url), sweep_id, trials, epochs)
-    except ExtendError as exc:
-        raise click.UsageError(str(exc)) from None
+    made = extend_sweep(engine, _redis(redis_url), _sweep_id(engine, sweep), trials, epochs)
     click.echo(f"sweep {made.sweep}: stage {made.stage_idx} added with "
                f"{len(made.trial_ids)} trial(s); workers run it (`hpsweep status "
                f"{made.sweep}` to follow)")
@@ -431,9 +335,6 @@ def query(sql: str | None, sql_file: Any, db_url: str, fmt: str) -> None:
     click.echo(FORMATTERS[fmt](rows).rstrip("\n"))
 
 
-ENSEMBLE_METHODS = ("top-k", "seeds", "snapshots", "average")  # coordinator.ensemble.METHODS
-
-
 @main.command()
 @click.argument("sweep", required=False)
 @click.option("--method", "-m", type=click.Choice(ENSEMBLE_METHODS), default="top-k",
@@ -453,36 +354,12 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
              redis_url: str) -> None:
     """Evaluate an ensemble of SWEEP's models on validation and test; record it."""
     from coordinator import ensemble as ens
-    from coordinator.lifetime import handle_stop_signals
-    from coordinator.live import StepBar
+    from coordinator.local_run import ensemble_with_workers
     from coordinator.progress import use_color
-    from coordinator.runner import WorkerPool
 
     engine = _engine(db_url, create=False)  # writes its own rows only, creates no table
-    sweep_id = _sweep_id(engine, sweep)
-    conn = _redis(redis_url) if method == "seeds" else None
-    with ExitStack() as stack:
-        steps = StepBar()
-        stack.callback(steps.close)
-
-        def start_workers(queue: str) -> Callable[[], object]:
-            pool = WorkerPool(workers, db_url, redis_url, queue,
-                              ["--reconcile-every", "3", "--log-level", "warning"])
-            stack.callback(pool.stop)
-            pool.start()
-            return pool.revive
-
-        handle_stop_signals(_interrupt)  # SIGTERM and SIGHUP (terminal closed) act as Ctrl-C
-        try:
-            out = ens.run_ensemble(engine, sweep_id, method, k, conn=conn, wait=wait,
-                                   on_progress=steps,
-                                   start_workers=start_workers if workers else None)
-        except KeyboardInterrupt:
-            with suppress(OSError):  # after SIGHUP the terminal may be gone (EIO)
-                steps.close()
-                click.echo("interrupted: the seed trials stay queued; run the same command "
-                           "again to wait for them and combine", err=True)
-            sys.exit(130)
+    out = ensemble_with_workers(engine, _sweep_id(engine, sweep), method, k, wait=wait,
+                                workers=workers, db_url=db_url, redis_url=redis_url)
     if isinstance(out, ens.SeedsPlan):
         click.echo(ens.plan_text(out))
         return

@@ -32,6 +32,7 @@ ERROR_MAP: tuple[tuple[str, str, int, str], ...] = (
     ("coordinator.dashboard.server", "ListenError", RUNTIME, ""),
     ("worker.queue", "BadRedisURL", BAD_INPUT, ""),
     ("coordinator.ensemble", "EnsembleUsageError", BAD_INPUT, ""),
+    ("coordinator.extend", "ExtendError", BAD_INPUT, ""),
     ("storage.db", "StorageError", RUNTIME, ""),
     ("worker.queue", "QueueError", RUNTIME, ""),
     ("coordinator.ensemble", "EnsembleError", RUNTIME, ""),

@@ -27,6 +27,7 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from coordinator.choices import ENSEMBLE_METHODS
 from coordinator.config import SweepConfig
 from coordinator.launch import distinct_seed, enqueue_or_defer
 from coordinator.rank import is_scored, rank
@@ -42,7 +43,7 @@ from worker.nn.checkpoint import CheckpointError
 from worker.nn.training import params_from_checkpoint, predict_proba
 from worker.reconcile import reconcile
 
-METHODS = ("top-k", "seeds", "snapshots", "average")
+METHODS = ENSEMBLE_METHODS
 
 OnProgress = Callable[[str, int, int], None]  # (what, done, total)
 # Called once with the queue name when seed trials wait for workers; returns a

@@ -56,7 +56,8 @@ def _pyplot():  # type: ignore[no-untyped-def]
     try:
         import matplotlib
     except ImportError:
-        raise PlotError("plots need matplotlib: pip install 'hpsweep[plot]'") from None
+        raise PlotError("plots need matplotlib: pip install -e '.[plot]' "
+                        "in a clone of hpsweep") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -20,8 +20,10 @@ def bar(done: int, total: int, width: int = 24) -> str:
 
 
 def progress_line(p: Progress) -> str:
+    """One line of ``run``'s progress; the stage is named by its ``stages.idx`` (from 0),
+    as ``status``, ``best`` and SQL name it."""
     best = f"{p.best_val_acc:.4f}" if p.best_val_acc is not None else "—"
-    return (f"stage {p.stage_idx + 1}/{p.n_stages} {bar(p.finished, p.total)} "
+    return (f"stage {p.stage_idx} (of {p.n_stages}) {bar(p.finished, p.total)} "
             f"{p.finished}/{p.total} trials · best val_acc {best}")
 
 

@@ -93,7 +93,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits  # optional extra, imported only when asked
     except ImportError:
         raise DatasetError(
-            "dataset 'digits' needs scikit-learn: pip install 'hpsweep[datasets]'"
+            "dataset 'digits' needs scikit-learn: pip install -e '.[datasets]' "
+            "in a clone of hpsweep"
         ) from None
     bunch = load_digits()
     return validated("digits", bunch.data, bunch.target)

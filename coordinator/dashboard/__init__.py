@@ -4,5 +4,5 @@
 the static assets shipped in ``static/``), ``guard`` holds what keeps it safe
 (GET/HEAD only, token, host check, security headers), ``payload`` shapes the
 storage reads for the pages, ``server.serve`` runs it on uvicorn. Needs the
-``dashboard`` extra: ``pip install 'hpsweep[dashboard]'``.
+``dashboard`` extra: ``pip install -e '.[dashboard]'`` in a clone.
 """

@@ -81,3 +81,22 @@ def test_status_watch_of_an_ended_sweep_prints_once_and_returns(tmp_path, sqlite
     assert res.exit_code == 0, res.output
     assert res.output.count(f"sweep {name}") == 1 and "cancelled" in res.output
     assert "\033" not in res.output
+
+
+def test_run_progress_names_the_stage_as_status_does(tmp_path, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    from coordinator.progress import ProgressPrinter
+    from coordinator.report import progress, status_text
+
+    cfg = write_config(tmp_path / "c.yaml")
+    launched = cli("launch", str(cfg), "--db", sqlite_url, "--redis", "redis://127.0.0.1:1/0")
+    name = launched.output.strip().splitlines()[-1]  # saved in its stage 0, not enqueued
+    engine = make_engine(sqlite_url)
+    sweep_id = transact(engine, lambda s: sweep_store.get_sweep(s, name)).id
+    out = io.StringIO()
+    printer = ProgressPrinter(out)
+    printer.update(progress(engine, sweep_id))
+    printer.close()
+    n_stages = transact(engine, lambda s: sweep_store.get_sweep(s, sweep_id)).n_stages
+    assert out.getvalue().startswith(f"stage 0 (of {n_stages}) ")
+    assert "stage 0" in status_text(engine, sweep_id) and "stage 1" not in status_text(
+        engine, sweep_id)

@@ -88,7 +88,7 @@ def test_plot_without_matplotlib_says_how_to_install(finished, monkeypatch, tmp_
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     res = cli("plot", name, "--out", str(tmp_path / "p"), "--db", db)
     assert res.exit_code == 1
-    assert "pip install 'hpsweep[plot]'" in res.output
+    assert "pip install -e '.[plot]'" in res.output
     assert not (tmp_path / "p").exists()
 
 

@@ -211,6 +211,17 @@ def test_readme_example_queries_answer_on_both_databases(tmp_path, db_url, redis
     assert all(answers), answers
     res = invoke("query", queries[0], "--db", db_url)
     assert res.exit_code == 0 and "learning_rate" in res.output
+    # seed retraining trials share the best trial's parameters: the examples leave them out
+    assert invoke("ensemble", "digits-mlp", "--method", "seeds", "--k", "2", "--no-wait",
+                  "--db", db_url, "--redis", redis_url).exit_code == 0
+    drain(db_url, redis_url, n=1)
+    seeds = {r[0] for r in rows(engine, "SELECT t.id FROM trials t JOIN stages st ON "
+                                        "st.id = t.stage_id WHERE st.kind = 'seeds' AND "
+                                        "t.status = 'done'")}
+    assert len(seeds) == 2
+    best = rows(engine, queries[0])
+    assert best and not {r[0] for r in best} & seeds
+    assert [r[0] for r in rows(engine, queries[2])] == [0, 1]  # stage idx, search stages only
 
 
 def test_ctrl_c_stops_everything_run_started(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -55,7 +55,8 @@ def test_digits_loads():
 def test_digits_without_sklearn_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn...` fail
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(DatasetError, match=r"'digits' needs scikit-learn.*hpsweep\[datasets\]"):
+    hint = r"'digits' needs scikit-learn.*pip install -e '\.\[datasets\]'"
+    with pytest.raises(DatasetError, match=hint):
         load_source("digits")
 
 
