@@ -32,13 +32,13 @@ from storage.models import Base
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
 UPGRADE_LOCK = 0x68707377  # the pg_advisory_xact_lock key of schema upgrades: "hpsw"
-# What a pre-Alembic database has, newest first: (revision, table, columns that table has)
+BASELINE = "0001_baseline"  # the schema of 302906a, the last release before Alembic
+# What each revision after it gave a pre-Alembic database: (revision, table, its columns)
 DETECT = (
-    ("0004_flag_reason", "boundary_flags", {"reason"}),
-    ("0003_stage_chance", "stages", {"at_chance", "chance_acc"}),
     ("0002_meta", "hpsweep_meta", set()),
+    ("0003_stage_chance", "stages", {"at_chance", "chance_acc"}),
+    ("0004_flag_reason", "boundary_flags", {"reason"}),
 )
-BASELINE = "0001_baseline"
 
 
 class SchemaOutdated(StorageError):
@@ -73,16 +73,17 @@ def head() -> str:
 
 def detect(conn: Connection) -> str | None:
     """The revision a database without ``alembic_version`` matches; None for no hpsweep
-    tables. The newest revision whose table and columns all exist wins; a later one may
-    find some of its columns there (the pre-Alembic code added them one by one)."""
-    insp = inspect(conn)
+    tables. The last revision such that it and all before it are fully there; a later one
+    may find some of its columns there already, and adds the others."""
     if not meta.is_hpsweep_database(conn):
         return None
-    tables = set(insp.get_table_names())
+    insp = inspect(conn)
+    tables, found = set(insp.get_table_names()), BASELINE
     for revision, table, columns in DETECT:
-        if table in tables and columns <= {c["name"] for c in insp.get_columns(table)}:
-            return revision
-    return BASELINE
+        if table not in tables or not columns <= {c["name"] for c in insp.get_columns(table)}:
+            break
+        found = revision
+    return found
 
 
 def current(conn: Connection) -> str | None:

@@ -7,20 +7,21 @@ later revision may find some of its columns already there and adds only the othe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 
-def add_missing_columns(op: Any, table: str, columns: Iterable[sa.Column]) -> None:
+def add_missing_columns(op: Any, table: str, columns: Mapping[str, Any]) -> None:
+    """Add the nullable ``columns`` (name: type) that ``table`` lacks."""
     have = {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table)}
-    for column in columns:
-        if column.name not in have:
-            op.add_column(table, column.copy())
+    for name, kind in columns.items():
+        if name not in have:
+            op.add_column(table, sa.Column(name, kind))
 
 
-def drop_columns(op: Any, table: str, columns: Iterable[sa.Column]) -> None:
+def drop_columns(op: Any, table: str, columns: Mapping[str, Any]) -> None:
     with op.batch_alter_table(table) as batch:  # SQLite: copy-and-move
-        for column in columns:
-            batch.drop_column(column.name)
+        for name in columns:
+            batch.drop_column(name)

@@ -16,7 +16,7 @@ down_revision = "0002_meta"
 branch_labels = None
 depends_on = None
 
-COLUMNS = (sa.Column("at_chance", sa.Boolean()), sa.Column("chance_acc", sa.Float()))
+COLUMNS = {"at_chance": sa.Boolean(), "chance_acc": sa.Float()}
 
 
 def upgrade() -> None:

@@ -16,7 +16,7 @@ down_revision = "0003_stage_chance"
 branch_labels = None
 depends_on = None
 
-COLUMNS = (sa.Column("reason", sa.String(16)),)
+COLUMNS = {"reason": sa.String(16)}
 
 
 def upgrade() -> None:
