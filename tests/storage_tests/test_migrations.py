@@ -21,7 +21,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
+from sqlalchemy import MetaData, create_engine, insert, inspect, make_url, select, text
 
 from storage import schema
 from storage.db import make_engine
@@ -167,23 +167,47 @@ print(upgrade_at(sys.argv[1])[0])
 """
 
 
-def test_concurrent_upgrades_end_at_head_once(old_db: str, tmp_path: Path) -> None:
-    before = counts(old_db)
-    go = tmp_path / "go"
+def race_upgrades(url: str, folder: Path, n: int = 4) -> list[str]:
+    """What ``n`` processes upgrading ``url`` at once each found (all must succeed)."""
+    go = folder / "go"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-c", UPGRADER, old_db, str(go)], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-c", UPGRADER, url, str(go)], cwd=ROOT,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+                              text=True) for _ in range(n)]
     go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+    assert [p.returncode for p in procs] == [0] * n, [err for _, err in outs]
+    return sorted(out.strip() for out, _ in outs)
+
+
+def assert_upgraded_once(url: str, found: list[str], before: dict[str, int]) -> None:
     # exactly one found the old revision and upgraded; the others found head
-    assert sorted(out.strip() for out, _ in outs) == ["0001_baseline"] + [HEAD] * 3
-    engine = create_engine(old_db)
+    assert found == ["0001_baseline"] + [HEAD] * (len(found) - 1)
+    engine = create_engine(url)
     assert rows(engine, "SELECT version_num FROM alembic_version") == [(HEAD,)]
     assert scalar(engine, "SELECT COUNT(*) FROM hpsweep_meta") == 1
     engine.dispose()
-    assert counts(old_db) == before
+    assert counts(url) == before
+
+
+def test_concurrent_upgrades_end_at_head_once(old_db: str, tmp_path: Path) -> None:
+    before = counts(old_db)
+    assert_upgraded_once(old_db, race_upgrades(old_db, tmp_path), before)
+
+
+def test_concurrent_upgrades_through_pgbouncer(pg_url: str, tmp_path: Path) -> None:
+    """Transaction pooling: the lock lives in the upgrade's transaction, not in a session."""
+    from tests.pgbouncer import PgBouncer, pgbouncer_binary
+
+    if pgbouncer_binary() is None:
+        pytest.skip("pgbouncer not installed (apt-get install pgbouncer)")
+    _load_pg(pg_url)
+    before = counts(pg_url)
+    parsed = make_url(pg_url)
+    with PgBouncer(tmp_path / "pgbouncer", users=[str(parsed.username)], pool_size=2) as b:
+        url = b.url(str(parsed.username), str(parsed.database))
+        found = race_upgrades(url, tmp_path)
+    assert_upgraded_once(pg_url, found, before)
 
 
 def test_revisions_give_the_models_schema(db_url: str) -> None:
@@ -238,3 +262,38 @@ def test_a_database_from_a_newer_hpsweep_is_refused(sqlite_url: str) -> None:
         out = hpsweep(*args, "--db", sqlite_url)
         assert out.returncode == 2 and "9999_future" in out.stderr, out.stderr
         assert "upgrade hpsweep" in out.stderr
+
+
+def test_a_failed_upgrade_leaves_the_old_schema(old_db: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every revision runs in one transaction: one that fails half-way (here: 0003, after
+    0002 created hpsweep_meta) leaves the database as it was, to be upgraded again."""
+    import alembic.op
+
+    def fail(*_: object, **__: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(alembic.op, "add_column", fail)
+    before, tables = counts(old_db), schema_of(old_db)
+    with pytest.raises(RuntimeError, match="disk full"):
+        make_engine(old_db, create=False)
+    assert revision(old_db) == "0001_baseline" and schema_of(old_db) == tables
+    assert counts(old_db) == before
+    monkeypatch.undo()
+    make_engine(old_db, create=False).dispose()
+    assert revision(old_db) == HEAD and counts(old_db) == before
+
+
+def schema_of(url: str) -> dict[str, list[str]]:
+    engine = create_engine(url)
+    insp = inspect(engine)
+    found = {t: sorted(c["name"] for c in insp.get_columns(t)) for t in insp.get_table_names()}
+    engine.dispose()
+    return found
+
+
+def test_migrations_ship_in_the_package() -> None:
+    """A non-editable install finds the revisions: they are packages found by setuptools."""
+    from setuptools import find_packages
+
+    found = find_packages(str(ROOT), include=["coordinator*", "worker*", "storage*"])
+    assert {"storage.migrations", "storage.migrations.versions"} <= set(found)
