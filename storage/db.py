@@ -232,7 +232,8 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True,
     upgrades an older database to this version's schema (``storage.schema``); a reader
     refuses one (``SchemaOutdated``) and writes nothing. ``readonly`` engines also refuse
     writes at the connection level (SQLite ``query_only``, PostgreSQL read-only
-    transactions). ``any_revision``: neither upgrade nor refuse (``hpsweep db``).
+    transactions). ``any_revision`` (with ``create=False``): neither upgrade nor refuse, for
+    ``hpsweep db`` and tests that look at an old database.
     """
     try:
         parsed = make_url(url)
@@ -253,11 +254,9 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True,
 
     if not creating:
         require_hpsweep_database(engine, url)
-    if any_revision:
-        pass
-    elif readonly:
+    if readonly and not any_revision:
         _prepare(engine, lambda: schema.require_head(engine))
-    else:
+    elif not any_revision:
         _prepare(engine, lambda: schema.upgrade(engine, create=creating))
     return engine
 
