@@ -9,6 +9,7 @@ The fixtures (tests/storage_tests/fixtures, rebuilt by make_302906a.sh) were wri
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -29,7 +30,7 @@ from storage.models import Base
 from tests.helpers import ROOT, rows, scalar, start_worker
 
 FIXTURES = Path(__file__).with_name("fixtures")
-OLD_SQLITE = FIXTURES / "db_302906a.sqlite"
+OLD_SQLITE_GZ = FIXTURES / "db_302906a.sqlite.gz"
 OLD_PG_DDL = FIXTURES / "schema_302906a_pg.sql"
 OLD_TABLES = ("boundary_flags", "checkpoints", "curves", "datasets", "ensembles", "params",
               "stage_ranges", "stages", "sweeps", "trials")
@@ -42,12 +43,19 @@ def hpsweep(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _load_pg(url: str) -> None:
+def _unpack(path: Path) -> None:
+    """The 302906a SQLite database, as 302906a left it, at ``path``."""
+    with gzip.open(OLD_SQLITE_GZ) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def _load_pg(url: str, folder: Path) -> None:
     """302906a's PostgreSQL schema (its pg_dump), then the SQLite fixture's rows."""
     plain = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(OLD_PG_DDL.read_text())  # type: ignore[arg-type]  # a trusted script
-    source, target = create_engine(f"sqlite:///{OLD_SQLITE}"), create_engine(url)
+    _unpack(folder / "rows.sqlite")
+    source, target = create_engine(f"sqlite:///{folder / 'rows.sqlite'}"), create_engine(url)
     tables = MetaData()
     tables.reflect(target)
     with source.connect() as src, target.begin() as dst:
@@ -63,12 +71,12 @@ def _load_pg(url: str) -> None:
 
 
 @pytest.fixture
-def old_db(db_url: str) -> str:
+def old_db(db_url: str, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
     """``db_url`` holding the 302906a sweep, as 302906a left it."""
     if db_url.startswith("sqlite"):
-        shutil.copyfile(OLD_SQLITE, db_url.removeprefix("sqlite:///"))
+        _unpack(Path(db_url.removeprefix("sqlite:///")))
     else:
-        _load_pg(db_url)
+        _load_pg(db_url, tmp_path_factory.mktemp("rows"))
     return db_url
 
 
@@ -201,7 +209,7 @@ def test_concurrent_upgrades_through_pgbouncer(pg_url: str, tmp_path: Path) -> N
 
     if pgbouncer_binary() is None:
         pytest.skip("pgbouncer not installed (apt-get install pgbouncer)")
-    _load_pg(pg_url)
+    _load_pg(pg_url, tmp_path)
     before = counts(pg_url)
     parsed = make_url(pg_url)
     with PgBouncer(tmp_path / "pgbouncer", users=[str(parsed.username)], pool_size=2) as b:
