@@ -87,7 +87,10 @@ def detect(conn: Connection) -> str | None:
 
 
 def current(conn: Connection) -> str | None:
-    """The database's revision (detected for a pre-Alembic one); None: no hpsweep tables."""
+    """The database's revision (detected for a pre-Alembic one); None: no hpsweep tables
+    (whatever ``alembic_version`` says: a failed launch may have left only that)."""
+    if not meta.is_hpsweep_database(conn):
+        return None
     if inspect(conn).has_table(VERSION_TABLE):
         found = MigrationContext.configure(conn).get_current_revision()
         if found is not None:

@@ -305,3 +305,15 @@ def test_migrations_ship_in_the_package() -> None:
 
     found = find_packages(str(ROOT), include=["coordinator*", "worker*", "storage*"])
     assert {"storage.migrations", "storage.migrations.versions"} <= set(found)
+
+
+def test_a_database_holding_only_alembic_version_gets_the_schema(db_url: str) -> None:
+    """What a failed launch's clean-up left before it dropped alembic_version too."""
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text(f"INSERT INTO alembic_version VALUES ('{HEAD}')"))
+    engine.dispose()
+    make_engine(db_url).dispose()
+    assert revision(db_url) == HEAD
+    assert set(OLD_TABLES) <= set(schema_of(db_url))
