@@ -17,6 +17,7 @@ revision again. DDL is transactional on both, so a failed upgrade leaves the old
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -56,13 +57,10 @@ def _config(conn: Connection | None = None) -> Config:
     return cfg
 
 
-_SCRIPTS: list[ScriptDirectory] = []
-
-
+@functools.cache
 def _scripts() -> ScriptDirectory:
-    if not _SCRIPTS:  # parsing the revision files costs ~10 ms: once per process
-        _SCRIPTS.append(ScriptDirectory.from_config(_config()))
-    return _SCRIPTS[0]
+    """The revisions, read once per process (parsing their files costs milliseconds)."""
+    return ScriptDirectory.from_config(_config())
 
 
 def head() -> str:
