@@ -34,7 +34,9 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
 UPGRADE_LOCK = 0x68707377  # the pg_advisory_xact_lock key of schema upgrades: "hpsw"
 BASELINE = "0001_baseline"  # the schema of 302906a, the last release before Alembic
-# What each revision after it gave a pre-Alembic database: (revision, table, its columns)
+# What each revision after it gave a pre-Alembic database: (revision, table, its columns).
+# Frozen: every database written since Alembic has alembic_version, so new revisions need
+# no entry here.
 DETECT = (
     ("0002_meta", "hpsweep_meta", set()),
     ("0003_stage_chance", "stages", {"at_chance", "chance_acc"}),
@@ -50,7 +52,8 @@ class SchemaTooNew(StorageError):
     """The database is at a revision this hpsweep does not know (a newer hpsweep wrote it)."""
 
 
-def _config(conn: Connection | None = None) -> Config:
+def alembic_config(conn: Connection | None = None) -> Config:
+    """Alembic's configuration, no alembic.ini: our scripts; ``conn`` for env.py to run on."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = conn
@@ -60,7 +63,7 @@ def _config(conn: Connection | None = None) -> Config:
 @functools.cache
 def _scripts() -> ScriptDirectory:
     """The revisions, read once per process (parsing their files costs milliseconds)."""
-    return ScriptDirectory.from_config(_config())
+    return ScriptDirectory.from_config(alembic_config())
 
 
 def head() -> str:
@@ -132,7 +135,7 @@ def upgrade(engine: Engine, *, create: bool) -> tuple[str | None, str]:
             _create(conn)
         elif found != head():
             _known(found, engine)
-            cfg = _config(conn)
+            cfg = alembic_config(conn)
             if not inspect(conn).has_table(VERSION_TABLE):
                 command.stamp(cfg, found)
             command.upgrade(cfg, "head")
@@ -143,7 +146,7 @@ def _create(conn: Connection) -> None:
     """A new database: today's tables at once (faster than replaying every revision; a
     test checks both give the same schema), stamped at head, with its fingerprint."""
     Base.metadata.create_all(conn)
-    command.stamp(_config(conn), "head")
+    command.stamp(alembic_config(conn), "head")
     meta.insert_fingerprint(conn)
 
 

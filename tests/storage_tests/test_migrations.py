@@ -222,7 +222,7 @@ def test_revisions_give_the_models_schema(db_url: str) -> None:
     """Replaying every revision from nothing gives what create_all gives a new database."""
     engine = create_engine(db_url)
     with engine.begin() as conn:
-        command.upgrade(schema._config(conn), "head")
+        command.upgrade(schema.alembic_config(conn), "head")
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
