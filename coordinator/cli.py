@@ -420,5 +420,33 @@ def dashboard(db_url: str, host: str, port: int, token: str | None) -> None:
     serve(engine, sock, token)
 
 
+@main.group()
+def db() -> None:
+    """The results database's schema: its revision, and upgrading an older one."""
+
+
+@db.command("current")
+@db_option
+def db_current(db_url: str) -> None:
+    """Print the database's schema revision (read-only)."""
+    from storage.schema import revision_at
+
+    found, head = revision_at(db_url)
+    click.echo(found)
+    if found != head:
+        click.echo(f"this hpsweep writes {head}: run `hpsweep db upgrade`", err=True)
+
+
+@db.command("upgrade")
+@db_option
+def db_upgrade(db_url: str) -> None:
+    """Upgrade the database's schema to this hpsweep's, in place (writers also do it on start)."""
+    from storage.schema import upgrade_at
+
+    was, head = upgrade_at(db_url)
+    click.echo(f"database upgraded from {was} to {head}" if was != head
+               else f"database already at {head}", err=True)
+
+
 if __name__ == "__main__":
     main()

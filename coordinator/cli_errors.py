@@ -26,6 +26,8 @@ ERROR_MAP: tuple[tuple[str, str, int, str], ...] = (
     ("coordinator.query", "QueryError", BAD_INPUT, ""),
     ("storage.db", "BadDatabaseURL", BAD_INPUT, ""),
     ("storage.db", "DatabaseNotFound", BAD_INPUT, ""),
+    ("storage.schema", "SchemaOutdated", BAD_INPUT, ""),
+    ("storage.schema", "SchemaTooNew", BAD_INPUT, ""),
     ("worker.process", "WrongDatabase", BAD_INPUT, ""),
     ("coordinator.runner", "WorkersRefused", BAD_INPUT, ""),
     ("coordinator.dashboard.server", "DashboardError", BAD_INPUT, ""),

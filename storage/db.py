@@ -26,7 +26,6 @@ from sqlalchemy import (
     Engine,
     create_engine,
     event,
-    inspect,
     literal_column,
     make_url,
 )
@@ -37,7 +36,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from storage import meta
 from storage.fs import NETWORK_FILESYSTEMS, filesystem_type
-from storage.models import Base
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -202,15 +200,19 @@ def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
     return engine
 
 
-def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Engine:
+def make_engine(url: str, *, readonly: bool = False, create: bool = True,
+                any_revision: bool = False) -> Engine:
     """An engine for ``url``.
 
     ``create``: hpsweep's schema and the database's fingerprint are created where missing
     (commands that start sweeps). Otherwise, and always with ``readonly``, nothing is
     created, no file and no table: ``url`` must name an existing hpsweep database, else
-    ``DatabaseNotFound`` (no such file, or no hpsweep tables). ``readonly`` engines also
-    refuse writes at the connection level (SQLite ``query_only``, PostgreSQL read-only
-    transactions).
+    ``DatabaseNotFound`` (no such file, or no hpsweep tables). A writer (not ``readonly``)
+    upgrades an older database to this version's schema (``storage.schema``); a reader
+    refuses one (``SchemaOutdated``) and writes nothing. ``readonly`` engines also refuse
+    writes at the connection level (SQLite ``query_only``, PostgreSQL read-only
+    transactions). ``any_revision`` (with ``create=False``): neither upgrade nor refuse, for
+    ``hpsweep db`` and tests that look at an old database.
     """
     try:
         parsed = make_url(url)
@@ -227,10 +229,14 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True) -> Eng
         raise BadDatabaseURL(f"unsupported database {mask_url(url)!r}: use sqlite:/// or "
                            "postgresql+psycopg://")
     _dispose_after_fork(engine)
-    if creating:
-        create_schema(engine)
-    else:
+    from storage import schema  # storage.schema builds on this module
+
+    if not creating:
         require_hpsweep_database(engine, url)
+    if readonly and not any_revision:
+        _prepare(engine, lambda: schema.require_head(engine))
+    elif not any_revision:
+        _prepare(engine, lambda: schema.upgrade(engine, create=creating))
     return engine
 
 
@@ -282,17 +288,6 @@ def require_hpsweep_database(engine: Engine, url: str | None = None) -> None:
                                "sweep there first")
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables and the fingerprint; safe when several processes race to do it."""
-    def create() -> None:
-        Base.metadata.create_all(engine)
-        _add_missing_columns(engine)
-        _create_missing_indexes(engine)
-        meta.ensure_fingerprint(engine)
-
-    _prepare(engine, create)
-
-
 def _prepare(engine: Engine, step: Callable[[], T], attempts: int = 5) -> T:
     """``step()``, retried a few times on database errors (a server starting, a racing
     ``CREATE TABLE``); a clear ``StorageError`` if it keeps failing."""
@@ -307,52 +302,6 @@ def _prepare(engine: Engine, step: Callable[[], T], attempts: int = 5) -> T:
                 ) from None
             time.sleep(0.2 + random.random() * 0.3)
     raise AssertionError("unreachable")
-
-
-def has_column(s: Session, table: str, column: str) -> bool:
-    """Whether the database has this column: readers never add the columns of a newer
-    version to an old database (looking never writes), so they ask before reading one.
-    Cached per engine."""
-    engine = bind_of(s)
-    cache: dict[str, set[str]] = _COLUMNS.setdefault(engine, {})
-    if table not in cache:
-        cache[table] = {c["name"] for c in inspect(s.connection()).get_columns(table)}
-    return column in cache[table]
-
-
-_COLUMNS: weakref.WeakKeyDictionary[Engine, dict[str, set[str]]] = weakref.WeakKeyDictionary()
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Nullable columns added to existing tables in later versions (``create_all`` only
-    creates whole tables). Racing processes may both try: a duplicate column is fine."""
-    insp = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in insp.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have or not column.nullable:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            try:
-                with engine.begin() as conn:
-                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN '
-                                         f'{column.name} {kind}')
-            except DBAPIError as exc:
-                if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
-                    raise
-
-
-def _create_missing_indexes(engine: Engine) -> None:
-    """Indexes added to existing tables in later versions (``create_all`` only creates
-    the indexes of tables it creates)."""
-    existing: dict[str, set[str]] = {}
-    insp = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        for index in table.indexes:
-            if table.name not in existing:
-                existing[table.name] = {ix["name"] for ix in insp.get_indexes(table.name)}
-            if index.name not in existing[table.name]:
-                index.create(engine, checkfirst=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -63,15 +63,18 @@ def ensure_fingerprint(engine: Engine, attempts: int = 5) -> str:
         try:
             with engine.begin() as conn:
                 Meta.__table__.create(conn, checkfirst=True)
-                found = read_fingerprint(conn)
-                if found is None:
-                    found = uuid.uuid4().hex
-                    conn.execute(insert(Meta).values(key=FINGERPRINT, value=found))
-            return found
+                return read_fingerprint(conn) or insert_fingerprint(conn)
         except (IntegrityError, ProgrammingError):  # lost a race (PG: duplicate row/table)
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def insert_fingerprint(conn: Connection) -> str:
+    """Give the database a new fingerprint (its ``hpsweep_meta`` has none)."""
+    found = uuid.uuid4().hex
+    conn.execute(insert(Meta).values(key=FINGERPRINT, value=found))
+    return found
 
 
 _IDENTITIES: weakref.WeakKeyDictionary[Engine, DatabaseIdentity] = weakref.WeakKeyDictionary()

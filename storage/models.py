@@ -1,7 +1,9 @@
 """SQLAlchemy 2 models: one row per thing, the tables of DESIGN.md.
 
 Users query these tables directly, so names follow the public contract; extra
-columns (leases, EMA metrics) sit beside the documented ones.
+columns (leases, EMA metrics) sit beside the documented ones. Every change to a table here
+needs a revision in storage/migrations/versions (tests/storage_tests/test_migrations.py
+checks that the revisions and these models give the same schema).
 """
 
 from __future__ import annotations
@@ -109,9 +111,8 @@ class Stage(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     # set when the stage is ranked: did any trial beat chance (chance_acc, the accuracy a
     # trial must exceed: one class of n_classes plus 3 binomial sds on the validation rows)
-    # (deferred: entity reads skip them, so an older database without them still reads)
-    at_chance: Mapped[bool | None] = mapped_column(Boolean, deferred=True)
-    chance_acc: Mapped[float | None] = mapped_column(Float, deferred=True)
+    at_chance: Mapped[bool | None] = mapped_column(Boolean)
+    chance_acc: Mapped[float | None] = mapped_column(Float)
 
 
 class StageRange(Base):
@@ -203,8 +204,7 @@ class BoundaryFlag(Base):
     at_limit: Mapped[bool] = mapped_column(Boolean, default=False)
     scale: Mapped[str] = mapped_column(String(16), default="linear")  # linear | log
     hard_limit: Mapped[str] = mapped_column(Text, default="")  # described, when at_limit
-    # trend | edge | diverged; deferred like stages.at_chance
-    reason: Mapped[str | None] = mapped_column(String(16), deferred=True)
+    reason: Mapped[str | None] = mapped_column(String(16))  # trend | edge | diverged
 
 
 class Ensemble(Base):

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from storage.fs import NETWORK_FILESYSTEMS, filesystem_type
 
 StoredBytes = namedtuple("StoredBytes", "checkpoints curves dataset")
+SCHEMA_HEAD = "0004_flag_reason"  # storage.schema.head(); a test compares (no Alembic here)
 CURVE_COLUMNS = 10  # the curves table's columns (storage.models.Curve); a test compares
 
 CORE_TABLES = ("sweeps", "stages", "trials")  # as storage.meta: what makes a database ours
@@ -62,7 +63,6 @@ class Reader:
     def __init__(self, conn: Any, postgres: bool) -> None:
         self._conn = conn
         self._pg = postgres
-        self._columns: dict[str, set[str]] = {}
 
     def __enter__(self) -> Reader:
         return self
@@ -92,16 +92,12 @@ class Reader:
             sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
         return {r[0] for r in self._rows(sql)}
 
-    def has_column(self, table: str, column: str) -> bool:
-        if table not in self._columns:
-            if self._pg:
-                rows = self._rows("SELECT column_name FROM information_schema.columns "
-                                  "WHERE table_schema = current_schema() AND table_name = ?",
-                                  (table,))
-                self._columns[table] = {r[0] for r in rows}
-            else:  # the table name is one of ours, never user input
-                self._columns[table] = {r[1] for r in self._rows(f"PRAGMA table_info({table})")}
-        return column in self._columns[table]
+    def at_head(self) -> bool:
+        """The database is hpsweep's at the schema revision this code reads (anything else
+        goes the engine path, which upgrades nothing here and says what to run)."""
+        if not set(CORE_TABLES) | {"alembic_version"} <= self.tables():
+            return False
+        return self._rows("SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
 
     # ------------------------------------------------------------- storage.sweeps
 
@@ -130,17 +126,14 @@ class Reader:
                 for p, lo, hi, sc, whole, ch in rows}
 
     def flags_of(self, sweep_id: int) -> list[tuple[int, FlagRow]]:
-        reason = "f.reason" if self.has_column("boundary_flags", "reason") else "NULL"
         rows = self._rows(
-            f"SELECT st.idx, f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale, "
-            f"f.hard_limit, {reason} FROM boundary_flags f JOIN stages st ON st.id = f.stage_id "
+            "SELECT st.idx, f.param, f.value, f.low, f.high, f.side, f.at_limit, f.scale, "
+            "f.hard_limit, f.reason FROM boundary_flags f JOIN stages st ON st.id = f.stage_id "
             "WHERE f.sweep_id = ? ORDER BY st.idx, f.param", (sweep_id,))
         return [(idx, FlagRow(p, v, lo, hi, side, bool(at), sc, lim or "", why or ""))
                 for idx, p, v, lo, hi, side, at, sc, lim, why in rows]
 
     def chance_of(self, sweep_id: int) -> tuple[bool, float] | None:
-        if not self.has_column("stages", "at_chance"):
-            return None
         rows = self._rows("SELECT at_chance, chance_acc FROM stages WHERE sweep_id = ? AND "
                           "at_chance IS NOT NULL AND kind = 'search' ORDER BY idx DESC LIMIT 1",
                           (sweep_id,))
@@ -218,7 +211,7 @@ def open_reader(url: str) -> Reader | None:
             reader = _sqlite_reader(url[len("sqlite:///"):])
         elif url.startswith(("postgresql+psycopg://", "postgresql://")):
             reader = _postgres_reader("postgresql://" + url.split("://", 1)[1])
-        if reader is not None and set(CORE_TABLES) <= reader.tables():
+        if reader is not None and reader.at_head():
             return reader
     except Exception:  # noqa: BLE001 - any trouble: the engine path reports it properly
         pass

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.db import bind_of, cached_statement, has_column
+from storage.db import bind_of, cached_statement
 from storage.models import (
     FINAL_TRIAL_STATUSES,
     BoundaryFlag,
@@ -408,9 +408,7 @@ def flags_of(s: Session, sweep_id: int) -> list[tuple[int, FlagRow]]:
 
 
 def flag_reasons(s: Session, sweep_id: int) -> dict[int, str]:
-    """``boundary_flags.reason`` by flag id ({} on a database older than that column)."""
-    if not has_column(s, "boundary_flags", "reason"):
-        return {}
+    """``boundary_flags.reason`` by flag id."""
     return {i: r or "" for i, r in s.execute(select(BoundaryFlag.id, BoundaryFlag.reason)
                                              .where(BoundaryFlag.sweep_id == sweep_id))}
 
@@ -436,10 +434,7 @@ def mark_chance(s: Session, stage_id: int, at_chance: bool, chance_acc: float) -
 
 
 def chance_of(s: Session, sweep_id: int) -> tuple[bool, float] | None:
-    """(at chance, chance_acc) of the sweep's latest ranked search stage, or None (also on
-    a database older than those columns)."""
-    if not has_column(s, "stages", "at_chance"):
-        return None
+    """(at chance, chance_acc) of the sweep's latest ranked search stage, or None."""
     row = s.execute(select(Stage.at_chance, Stage.chance_acc)
                     .where(Stage.sweep_id == sweep_id, Stage.at_chance.is_not(None),
                            Stage.kind == StageKind.SEARCH.value)

@@ -105,6 +105,7 @@ def _drop_tables(url: str) -> None:
                 if conn.exec_driver_sql(f"SELECT 1 FROM {MARKER_TABLE} LIMIT 1").first():
                     return
             Base.metadata.drop_all(conn)  # DDL is transactional on PostgreSQL
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")  # storage.schema's
     finally:
         dropper.dispose()
 

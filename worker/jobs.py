@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from storage import meta
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
-from storage.db import create_schema, make_engine, transact
+from storage.db import make_engine, transact
 from worker import queue as q
 from worker.data import DatasetCache
 from worker.defaults import DEFAULT_DB
@@ -56,11 +56,9 @@ class Runtime:
     @property
     def engine(self) -> Engine:
         """The worker's database. A worker never creates one (``DatabaseNotFound`` when the
-        URL names no hpsweep database); it adds what a newer version needs to an old one."""
+        URL names no hpsweep database); it upgrades an old one's schema (storage.schema)."""
         if self._engine is None:
-            engine = make_engine(self.db_url, create=False)
-            create_schema(engine)
-            self._engine = engine
+            self._engine = make_engine(self.db_url, create=False)
         return self._engine
 
     @property

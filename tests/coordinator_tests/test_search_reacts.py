@@ -1,6 +1,6 @@
 """Issue 12 through the database: flags from a stage's own trials, ranges that travel,
 the chance-level warning (recorded in SQL, printed by ``status`` and ``best``), messages
-that fit the range, and old databases that gain the new columns."""
+that fit the range, and old databases that gain the new columns (from writers only)."""
 
 from __future__ import annotations
 
@@ -167,11 +167,12 @@ def test_single_stage_user_range_says_widen(tmp_path, sqlite_url):  # type: igno
 
 
 def drop_new_columns(db_url: str) -> None:
-    """Make the database look like one from before issue 12."""
+    """Make the database look like one from before issue 12 (and before Alembic)."""
     engine = make_engine(db_url)
     with engine.begin() as conn:
         for table, column in NEW_COLUMNS:
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(text("DROP TABLE alembic_version"))
     engine.dispose()
 
 
@@ -186,23 +187,26 @@ def test_old_databases_gain_the_new_columns(tmp_path, db_url):  # type: ignore[n
     assert scalar(engine, "SELECT at_chance FROM stages") in (True, 1)
 
 
-def test_old_databases_read_without_writing(tmp_path, db_url):  # type: ignore[no-untyped-def]
-    """status and best read a database from before these columns, and add none (looking
-    never writes); its flags print with the old wording."""
+def test_old_databases_are_refused_by_readers_without_writing(
+        tmp_path, db_url):  # type: ignore[no-untyped-def]
+    """status and best on a database from before these columns exit 2, say what to run,
+    and add nothing (looking never writes)."""
     engine, sweep_id, name = make(tmp_path, db_url, [{"trials": 8, "epochs": 1}])
     score(engine, sweep_id, 0, lambda lr: 0.2 + 0.01 * (math.log10(lr) + 9))
     engine.dispose()
     drop_new_columns(db_url)
-    status = cli("status", name, "--db", db_url)
-    assert status.exit_code == 0, status.output
-    assert "stage 0: learning_rate: best" in status.output  # no reason recorded: old words
-    assert cli("best", name, "--db", db_url).exit_code == 0
+    for command in ("status", "best"):
+        out = cli(command, name, "--db", db_url)
+        assert out.exit_code == 2, out.output
+        assert "database is at revision 0002_meta" in out.output
+        assert "run `hpsweep db upgrade`" in out.output
     from sqlalchemy import inspect
 
-    reader = make_engine(db_url, readonly=True)
+    reader = make_engine(db_url, readonly=True, any_revision=True)
     columns = {c["name"] for c in inspect(reader).get_columns("stages")}
     assert "at_chance" not in columns
-
+    assert "alembic_version" not in inspect(reader).get_table_names()
+    reader.dispose()
 
 
 def run_inline(engine, trial_ids) -> None:  # type: ignore[no-untyped-def]

@@ -185,11 +185,13 @@ def test_database_of_an_older_version_gets_a_fingerprint_from_resume(
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 3, "epochs": 1}])
     out = run(["launch", str(cfg), "--db", db], ROOT, "redis://127.0.0.1:1/0")
     assert out.returncode == 0, out.stderr
-    with make_engine(db).begin() as c:  # as written before fingerprints existed
+    with make_engine(db).begin() as c:  # as written before fingerprints (and Alembic)
         c.execute(text("DROP TABLE hpsweep_meta"))
+        c.execute(text("DROP TABLE alembic_version"))
     status = run(["status", "--db", db], ROOT, redis_server.url)
-    assert status.returncode == 0, status.stderr
-    assert "hpsweep_meta" not in inspect(observer(db)).get_table_names()  # looking: no write
+    assert status.returncode == 2 and "run `hpsweep db upgrade`" in status.stderr, status.stderr
+    looker = make_engine(db, readonly=True, any_revision=True)
+    assert "hpsweep_meta" not in inspect(looker).get_table_names()  # looking: no write
 
     out = run(["resume", "t", "--db", db], ROOT, redis_server.url)
     assert out.returncode == 0, out.stderr

@@ -13,6 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from storage import meta
 from storage.db import DatabaseNotFound, make_engine
+from storage.schema import SchemaOutdated
 from tests.helpers import rows, scalar, wait_for
 
 PROCESSES = 6
@@ -75,14 +76,17 @@ def test_fingerprint_is_stable_and_each_database_has_its_own(tmp_path: Path) -> 
 
 def test_an_older_database_gets_a_fingerprint_from_a_writer_only(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    with make_engine(url).begin() as conn:
-        conn.execute(text("DROP TABLE hpsweep_meta"))  # as written before fingerprints
-    reader = make_engine(url, readonly=True)
+    with make_engine(url).begin() as conn:  # as written before fingerprints (and Alembic)
+        conn.execute(text("DROP TABLE hpsweep_meta"))
+        conn.execute(text("DROP TABLE alembic_version"))
+    with pytest.raises(SchemaOutdated, match="run `hpsweep db upgrade`"):
+        make_engine(url, readonly=True)
+    reader = make_engine(url, readonly=True, any_revision=True)
     with reader.connect() as conn:
         assert meta.read_fingerprint(conn) is None
         assert meta.is_hpsweep_database(conn)
     assert len(meta.identity(make_engine(url, create=False)).fingerprint) == 32
-    with reader.connect() as conn:
+    with make_engine(url, readonly=True).connect() as conn:
         assert meta.read_fingerprint(conn) is not None
 
 

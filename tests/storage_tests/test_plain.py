@@ -149,3 +149,9 @@ def test_reader_refuses_writes(sqlite_url: str) -> None:
     assert reader is not None
     with reader, pytest.raises(sqlite3.OperationalError, match="readonly"):
         reader._rows("DELETE FROM trials")
+
+
+def test_the_plain_reader_knows_the_schema_head() -> None:
+    from storage import plain, schema
+
+    assert schema.head() == plain.SCHEMA_HEAD
