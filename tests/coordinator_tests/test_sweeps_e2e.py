@@ -149,7 +149,7 @@ def test_concurrent_stage_advancement_happens_exactly_once(tmp_path, db_url) -> 
                                                                 {"trials": 4, "epochs": 2}]))
     engine = make_engine(db_url)
     dataset = prepare_dataset(cfg)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fork() in a threaded pytest can deadlock
     for _ in range(6):
         made = create_sweep(engine, cfg, "q", dataset)
         with engine.begin() as conn:

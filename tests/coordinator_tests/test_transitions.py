@@ -232,7 +232,7 @@ def test_last_trials_finishing_together_always_finish_the_sweep(tmp_path, db_url
         plan.append(_claimed_open_trials(engine, sid))
     width = len(plan[0])
     assert width == 7 and all(len(p) == width for p in plan)  # 3 stragglers + 4
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fork() in a threaded pytest can deadlock
     barrier, results = ctx.Barrier(width), ctx.Queue()
     procs = [ctx.Process(target=_finisher, args=(db_url, [p[i] for p in plan], barrier,
                                                  results), daemon=True) for i in range(width)]

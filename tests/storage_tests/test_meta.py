@@ -27,7 +27,7 @@ def _create_and_read(url: str, barrier, out) -> None:  # type: ignore[no-untyped
 
 
 def test_processes_creating_one_database_at_once_agree_on_its_fingerprint(db_url) -> None:  # type: ignore[no-untyped-def]
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork() in a threaded pytest can deadlock
     barrier, out = ctx.Barrier(PROCESSES), ctx.Queue()
     procs = [ctx.Process(target=_create_and_read, args=(db_url, barrier, out))
              for _ in range(PROCESSES)]

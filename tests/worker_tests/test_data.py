@@ -368,7 +368,7 @@ def _worker_get(directory: str) -> bytes:
 
 
 def test_worker_processes_share_one_cache_directory(tmp_path):
-    with multiprocessing.get_context("fork").Pool(4) as pool:
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
         results = pool.map(_worker_get, [str(tmp_path)] * 8)
     assert len(set(results)) == 1
     assert [p.name for p in tmp_path.iterdir()] == [f"{SHA}.npz"]
