@@ -96,12 +96,7 @@ def main() -> None:
     args = ap.parse_args()
     print("\n".join(harness.machine_lines()))
     rows: list[list[str]] = []
-    for kind in ("sqlite", "postgresql"):
-        if args.only not in (None, kind):
-            continue
-        if kind == "postgresql" and not harness.postgres_answers():
-            print("postgresql: skipped, no server at 127.0.0.1:5432")
-            continue
+    for kind in harness.backends(args.only):
         rows += measure(kind, args.trials, args.repeats, args.engine_path)
     print(f"load average at the end: {harness.load_average()}")
     print(harness.fmt_table(["backend", "command", "path", "median s", "min s", "max s",

@@ -203,12 +203,7 @@ def main() -> None:
     args = ap.parse_args()
     n = args.trials or (10_000 if args.quick else 50_000)
     print("\n".join(harness.machine_lines()))
-    for kind in ("sqlite", "postgresql"):
-        if args.only not in (None, kind):
-            continue
-        if kind == "postgresql" and not harness.postgres_answers():
-            print("postgresql: skipped, no server at 127.0.0.1:5432")
-            continue
+    for kind in harness.backends(args.only):
         with section(kind):
             page_data(kind, n)
     if args.overhead:

@@ -68,6 +68,18 @@ def machine_lines() -> list[str]:
 # ---------------------------------------------------------------- servers
 
 
+def backends(only: str | None = None) -> Iterator[str]:
+    """"sqlite" and "postgresql" (or just ``only``); PostgreSQL skipped, saying so, without a
+    server."""
+    for kind in ("sqlite", "postgresql"):
+        if only not in (None, kind):
+            continue
+        if kind == "postgresql" and not postgres_answers():
+            print("postgresql: skipped, no server at 127.0.0.1:5432")
+            continue
+        yield kind
+
+
 @contextlib.contextmanager
 def embedded_redis() -> Iterator[str]:
     from coordinator.embedded import EmbeddedRedis
