@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import Hyper
 from worker.nn.mlp import MLP
 from worker.nn.protocol import ModelSpec
+from worker.nn.saved import fill, saved_spec, weights, with_prefix
 
 FORMAT_VERSION = 1
 DTYPE = np.float32
@@ -137,26 +138,26 @@ class TrainState:
                      spec: ModelSpec | None) -> TrainState:
         if int(arrays["format"]) != FORMAT_VERSION:
             raise CheckpointError(f"checkpoint format {int(arrays['format'])} is not supported")
-        saved_as = _saved_spec(arrays)
+        saved_as = saved_spec(arrays)
         spec = spec or mlp_spec(hyper, saved_as["input_shape"], saved_as["num_classes"])
         if saved_as["name"] != spec.name or str(arrays["update_rule"]) != hyper.update_rule:
             raise CheckpointError(
                 f"checkpoint is for model {saved_as['name']} rule={arrays['update_rule']}, "
                 f"not model {spec.name} rule={hyper.update_rule}")
-        params = _weights(arrays, "param.")
-        ema = _weights(arrays, "ema.") or None
+        params = weights(arrays, "param.")
+        ema = weights(arrays, "ema.") or None
         if (ema is None) != (hyper.ema_decay == 0):
             raise CheckpointError("checkpoint and trial disagree on ema_decay being on")
         # build with a generator that is then set to the saved state: a model that keeps
         # the generator it was built with draws from the resumed stream, like the trainer
         rng = np.random.Generator(np.random.PCG64())
         net = spec.build(rng, DTYPE)
-        _fill(net.params, params, "checkpoint weights")
+        fill(net.params, params, "checkpoint weights")
         if ema is not None:
             protocol.check_like(ema, net.params, "checkpoint averages")
         rng.bit_generator.state = json.loads(arrays["rng"].tobytes().decode("utf-8"))
         opt = optim.from_hyper(hyper)
-        opt.load_state_dict(_with_prefix(arrays, "optim."))
+        opt.load_state_dict(with_prefix(arrays, "optim."))
         return cls(
             hyper,
             spec,
@@ -234,7 +235,7 @@ class TrainState:
                 else:
                     self._stepped = (self.params, self._grads)
         if not self._direct:
-            _fill(self._grads, grads, "gradients")
+            fill(self._grads, grads, "gradients")
         return float(loss)
 
     def _run_minibatches(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float, float, bool]:
@@ -306,23 +307,6 @@ def _update_average(ema: np.ndarray, params: np.ndarray, decay: float) -> None:
         e_run += p_run
 
 
-def _with_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """The arrays whose key starts with ``prefix``, keyed without it."""
-    return {k[len(prefix) :]: a for k, a in arrays.items() if k.startswith(prefix)}
-
-
-def _weights(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """Float32 copies of the arrays whose key starts with ``prefix``, prefix removed."""
-    return {k: np.array(a, dtype=DTYPE, order="C") for k, a in _with_prefix(arrays, prefix).items()}
-
-
-def _fill(dest: dict[str, np.ndarray], src: Mapping[str, np.ndarray], what: str) -> None:
-    """Copy ``src``'s arrays into ``dest``'s (same keys and shapes, else ValueError)."""
-    protocol.check_like(src, dest, what)
-    for k, d in dest.items():
-        d[...] = src[k]
-
-
 def _fits(flat: Any, params_flat: np.ndarray) -> bool:
     """Whether ``flat`` can hold a gradient arena for ``params_flat``."""
     return isinstance(flat, np.ndarray) and flat.ndim == 1 and flat.dtype == DTYPE \
@@ -352,68 +336,3 @@ def mlp_spec(hyper: Hyper, input_shape: tuple[int, ...], n_classes: int) -> Mode
     return ModelSpec("mlp", MLP, tuple(input_shape), int(n_classes),
                      {"hidden": tuple(hyper.hidden), "dropout": hyper.dropout,
                       "reg": hyper.reg, "weight_scale": hyper.weight_scale})
-
-
-def _saved_spec(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The checkpoint's model: name, input shape, classes, constructor hyperparameters.
-
-    A checkpoint written before models were pluggable holds the MLP's weights only.
-    """
-    if "model" in arrays:
-        saved = json.loads(str(arrays["model"]))
-        saved["input_shape"] = tuple(int(d) for d in saved["input_shape"])
-        return saved
-    n = model.n_layers(_with_prefix(arrays, "param."))
-    return {"name": "mlp", "input_shape": (int(arrays["param.W1"].shape[0]),),
-            "num_classes": int(arrays[f"param.b{n}"].shape[0]),
-            "hyper": {"hidden": [int(arrays[f"param.b{i}"].shape[0]) for i in range(1, n)]}}
-
-
-def model_from_checkpoint(data: bytes, resolve: Callable[[str], type],
-                          which: str = "raw") -> Any:
-    """The model a checkpoint was trained with, holding its raw (``"raw"``) or
-    running-average (``"ema"``) weights; ``resolve`` maps the model's name to its class.
-    Raises ``CheckpointError`` when the weights are missing or do not fit the model."""
-    if which not in ("raw", "ema"):
-        raise ValueError(f"which must be 'raw' or 'ema', got {which!r}")
-    arrays = checkpoint.decode(data)
-    params = _weights(arrays, "param." if which == "raw" else "ema.")
-    if not params:
-        raise CheckpointError(f"checkpoint holds no {which} weights")
-    try:
-        saved = _saved_spec(arrays)
-        spec = ModelSpec(saved["name"], resolve(saved["name"]), saved["input_shape"],
-                         int(saved["num_classes"]), protocol.coerce(
-                             resolve(saved["name"]), saved.get("hyper", {})))
-        net = spec.build(None, DTYPE)
-        _fill(net.params, params, f"checkpoint {which} weights")
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint weights do not fit their model: {e}") from e
-    return net
-
-
-def params_from_checkpoint(data: bytes, which: str = "raw") -> dict[str, np.ndarray]:
-    """The raw (``"raw"``) or running-average (``"ema"``) weights stored in a checkpoint."""
-    if which not in ("raw", "ema"):
-        raise ValueError(f"which must be 'raw' or 'ema', got {which!r}")
-    params = _weights(checkpoint.decode(data), "param." if which == "raw" else "ema.")
-    if not params:
-        raise CheckpointError(f"checkpoint holds no {which} weights")
-    return params
-
-
-def predict_proba(params: dict[str, np.ndarray], X: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Class probabilities (N, C) float32 of X under MLP weights ``params`` (evaluation)."""
-    return model.predict_proba(params, X, batch)
-
-
-_TRAINING_ONLY = ("optim.", "rng")  # what only resuming needs: update-rule state, RNG
-
-
-def weights_only(data: bytes) -> bytes | None:
-    """The checkpoint without what only resuming needs (optimizer state, RNG state), for
-    a trial that will never train again: ``params_from_checkpoint`` still reads its raw
-    and EMA weights. None when ``data`` holds nothing to drop (already weights-only)."""
-    arrays = checkpoint.decode(data)
-    kept = {k: a for k, a in arrays.items() if not k.startswith(_TRAINING_ONLY)}
-    return None if len(kept) == len(arrays) else checkpoint.encode(kept)
