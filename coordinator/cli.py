@@ -168,11 +168,15 @@ def launch(config: str, db_url: str, redis_url: str, queue: str, max_trials: int
 @click.option("--fork", is_flag=True, help="Use RQ's forking Worker (one process per job).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), envvar="HPSWEEP_CACHE",
               default=None, help="Dataset cache folder shared by this host's workers.")
+@click.option("--models", envvar="HPSWEEP_MODELS", show_envvar=True, default=None,
+              help="Comma-separated registered models this worker trains (default: every "
+              "installed one); trials of other models go back to the queue for other workers.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int | None,
            processes: int, name: str | None, lease_seconds: float, reconcile_every: float,
-           blas_threads: int, fork: bool, cache_dir: str | None, log_level: str) -> None:
+           blas_threads: int, fork: bool, cache_dir: str | None, models: str | None,
+           log_level: str) -> None:
     """Run a worker program: take trials from the queue and train them."""
     from coordinator.runner import WorkerArgs, serve_workers
     from worker.process import WorkerOptions
@@ -181,6 +185,8 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
     if processes > 1 and name:
         raise click.UsageError("--name names one process; with --processes N each worker "
                                "process is named host-pid-xxxx")
+    if models is not None:  # the worker processes read it (children inherit it)
+        os.environ["HPSWEEP_MODELS"] = models
     opts = WorkerOptions(queue=queue, burst=burst, max_jobs=max_jobs,
                          reconcile_every=reconcile_every, fork=fork)
     failed = serve_workers(db_url, redis_url, processes, name,

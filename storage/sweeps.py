@@ -208,6 +208,13 @@ def get_sweep(s: Session, name_or_id: str | int) -> SweepInfo | None:
     return _sweep_info(*hit) if hit else None
 
 
+def sweep_of_trial(s: Session, trial_id: int) -> int | None:
+    """The id of the sweep a trial belongs to (None for an unknown trial)."""
+    stmt = cached_statement(bind_of(s), "sweep-of-trial", lambda: select(Trial.sweep_id)
+                            .where(Trial.id == bindparam("p_trial")))
+    return s.execute(stmt, {"p_trial": trial_id}).scalar()
+
+
 def latest_sweep(s: Session) -> SweepInfo | None:
     sweep_id = s.scalar(select(func.max(Sweep.id)))
     return get_sweep(s, sweep_id) if sweep_id is not None else None

@@ -24,10 +24,16 @@ from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from worker.defaults import MODEL
 from worker.nn import protocol
+from worker.nn.hyper import SPEC, ParamSpec
+from worker.nn.mlp import MLP
+
+# the trainer's own settings (update rule, schedule, averaging, ...): every model takes them
+TRAINER_NAMES = tuple(n for n in SPEC if n not in protocol.hyper_parameters(MLP))
 
 GROUP = "hpsweep.models"
-DEFAULT_MODEL = "mlp"
+DEFAULT_MODEL = MODEL
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -109,3 +115,26 @@ def spec_for(name: str, cls: type, input_shape: tuple[int, ...], num_classes: in
     """The model of a trial: its constructor hyperparameters picked from the trial's."""
     return protocol.ModelSpec(name, cls, tuple(input_shape), int(num_classes),
                               protocol.coerce(cls, params))
+
+
+def hyper_table(cls: type) -> dict[str, ParamSpec]:
+    """Every hyperparameter a sweep of model ``cls`` may fix or search: the trainer's and
+    the constructor's. A constructor parameter named like one of SPEC's (``reg``,
+    ``dropout``) has SPEC's type and limits; any other is typed by its default (an int, a
+    float (also without a default), a string, or a list that can only be fixed)."""
+    table = {n: SPEC[n] for n in TRAINER_NAMES}
+    for name, p in protocol.hyper_parameters(cls).items():
+        table[name] = SPEC.get(name) or _spec_of(name, p.default)
+    return table
+
+
+def _spec_of(name: str, default: Any) -> ParamSpec:
+    help = f"model hyperparameter (default {default!r})"
+    if isinstance(default, str):
+        return ParamSpec(name=name, kind=str, default=default, help=help)
+    if isinstance(default, list | tuple):
+        return ParamSpec(name=name, kind=tuple, default=tuple(default), help=help,
+                         searchable=False)
+    if isinstance(default, int) and not isinstance(default, bool):
+        return ParamSpec(name=name, kind=int, default=default, help=help)
+    return ParamSpec(name=name, kind=float, default=default, help=help)

@@ -24,10 +24,12 @@ from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus, TrialStatus
 from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
+from worker import models
 from worker.data import DatasetCache, Splits
 from worker.defaults import SweepSettings
 from worker.nn.checkpoint import CheckpointError
-from worker.nn.hyper import Hyper
+from worker.nn.hyper import SPEC, Hyper
+from worker.nn.protocol import ModelSpec
 from worker.nn.training import EpochResult, TrainState
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class TrialContext:
     # sweep id -> its (immutable) config, dataset and limits: read once per process
     sweeps: dict[int, sweep_store.SweepInfo] = field(default_factory=dict)
     keeper: LeaseKeeper | None = None  # the process's lease renewer (else a thread per trial)
+    models: frozenset[str] | None = None  # the models this worker offers (None: all installed)
 
 
 @dataclass(frozen=True)
@@ -209,12 +212,21 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
                             settings.test_fraction, fetch)
 
 
+def model_spec(ctx: TrialContext, sweep: sweep_store.SweepInfo, trial: ClaimedTrial,
+               splits: Splits) -> ModelSpec:
+    """The trial's model: the sweep's registered model (``ModelUnavailable`` when this worker
+    does not offer it) with the trial's constructor hyperparameters."""
+    name = SweepSettings.of(sweep.config).model
+    cls = models.check_offered(name, ctx.models)
+    return models.spec_for(name, cls, splits.input_shape, splits.n_classes, trial.params)
+
+
 def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
-                   splits: Splits) -> TrainState:
-    """The newest checkpoint that decodes, else a fresh network from the trial's seed."""
+                   spec: ModelSpec) -> TrainState:
+    """The newest checkpoint that decodes, else a fresh model from the trial's seed."""
     for kind, epoch, data in saved:
         try:
-            state = TrainState.from_checkpoint(hyper, data)
+            state = TrainState.from_checkpoint(hyper, data, spec)
         except CheckpointError as exc:
             log.warning("trial %d: %s checkpoint of epoch %d is corrupt (%s); trying an older one",
                         trial.id, kind, epoch, exc)
@@ -223,7 +235,7 @@ def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyp
         return state
     if saved:
         log.warning("trial %d: no usable checkpoint; restarting from scratch", trial.id)
-    return TrainState.create(hyper, splits.n_features, splits.n_classes, trial.seed)
+    return TrainState.create(hyper, spec.input_shape, spec.num_classes, trial.seed, spec)
 
 
 @dataclass
@@ -306,6 +318,12 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
     except LeaseLost as exc:
         log.warning("%s", exc)
         return Outcome(trial.id, "noop", trial.stage_id)
+    except models.ModelUnavailable as exc:  # the worker's pre-check missed it: hand back
+        log.warning("trial %d: %s on worker %s; handed back for another worker", trial.id,
+                    exc, ctx.worker)
+        why = f"{exc} on worker {ctx.worker}"
+        transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token, why))
+        return Outcome(trial.id, "released", trial.stage_id)
     except Exception as exc:
         log.exception("trial %d: attempt %d failed", trial.id, trial.attempts)
         final = _retry_or_fail(ctx, trial, token, sweep.max_attempts, exc)
@@ -342,9 +360,10 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     """The epoch loop. Returns (final status, epochs trained in this attempt, whether the
     stage's advancement is due, or None if not checked)."""
     trial, sweep = claim.trial, claim.sweep
-    hyper = Hyper.from_params(trial.params)
+    # the update rule, schedule etc. (the model's own hyperparameters go to its constructor)
+    hyper = Hyper.from_params({k: v for k, v in trial.params.items() if k in SPEC})
     splits = load_splits(ctx, sweep)
-    state = resume_or_init(trial, claim.saved, hyper, splits)
+    state = resume_or_init(trial, claim.saved, hyper, model_spec(ctx, sweep, trial, splits))
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
     settings = SweepSettings.of(sweep.config)
     ran = 0
