@@ -197,6 +197,27 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
 
 
 @main.command()
+@click.argument("model")
+@click.option("--input-shape", default="3,8,8", show_default=True,
+              help="One example's shape: C,H,W for images, or the number of features.")
+@click.option("--classes", type=click.IntRange(2), default=10, show_default=True)
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="A constructor hyperparameter (repeatable), e.g. --set reg=0.1.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+def gradcheck(model: str, input_shape: str, classes: int, settings: tuple[str, ...],
+              seed: int) -> None:
+    """Sanity-check a registered model before a sweep: gradients (float64 centred
+    differences, per parameter array), initial loss vs ln(classes), overfitting 20
+    examples. Prints a pass/fail table; exit 1 when a check fails."""
+    from coordinator.gradcheck import run
+
+    table, passed = run(model, input_shape, classes, settings, seed)
+    click.echo(table)
+    if not passed:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("sweep", required=False)
 @db_option
 @click.option("--watch", is_flag=True, help="Redraw live until the sweep ends (Ctrl-C stops).")

@@ -11,15 +11,36 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
+from tests.support import plugins
 from tests.support.redis_lease import leased_redis_db
+
+
+def _install_example_models() -> None:
+    """The example model package (examples/hpsweep-convnet, ``convnet``) installed for the
+    whole run, into a temporary folder, unless it is installed already (tests/support/
+    plugins.py says how); worker processes inherit it."""
+    from worker import models
+
+    if "convnet" in models.registered():
+        return
+    dest = Path(tempfile.mkdtemp(prefix="hpsweep-test-plugins-"))
+    atexit.register(shutil.rmtree, dest, ignore_errors=True)
+    plugins.activate(plugins.install(plugins.CONVNET, dest))
+
+
+_install_example_models()
 
 LOCAL_REDIS = "redis://127.0.0.1:6379"
 PG_ADMIN_URLS = ("postgresql://postgres@127.0.0.1:5432/test",
