@@ -166,8 +166,10 @@ def hpsweep(*args: str) -> list[str]:
 
 def env_for(db_url: str, redis_url: str, cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPSWEEP_")}
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]  # + test plug-ins
     env.update(HPSWEEP_DB=db_url, HPSWEEP_REDIS=redis_url, HPSWEEP_CACHE=str(cache),
-               PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **{v: "1" for v in BLAS_VARS})
+               PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1",
+               **{v: "1" for v in BLAS_VARS})
     return env
 
 

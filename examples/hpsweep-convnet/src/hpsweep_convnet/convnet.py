@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 class ConvNet:
     """``num_filters`` filters of ``filter_size`` x ``filter_size`` (stride 1, 'same'
-    padding) on (C, H, W) images, then ReLU, 2x2 max pooling, one affine layer to the
+    padding) on (C, H, W) images (flat rows are read as square images of ``channels``), then ReLU, 2x2 max pooling, one affine layer to the
     classes and a softmax loss with L2 regularisation ``0.5 * reg * sum(W**2)``.
 
     Weights are He-initialised (or ``weight_scale * N(0, 1)`` when it is > 0) from ``rng``:
@@ -26,10 +26,9 @@ class ConvNet:
     eval_batch = 512  # rows per evaluation call: im2col's rows are N * H * W
 
     def __init__(self, input_shape, num_classes, num_filters=8, filter_size=3, reg=0.0,
-                 weight_scale=0.0, rng=None, dtype=np.float32):
-        if len(input_shape) != 3:
-            raise ValueError(f"ConvNet needs (C, H, W) images, got input shape {input_shape}")
-        c, h, w = (int(d) for d in input_shape)
+                 weight_scale=0.0, channels=1, rng=None, dtype=np.float32):
+        self.image_shape = _image_shape(tuple(int(d) for d in input_shape), int(channels))
+        c, h, w = self.image_shape
         f, k = int(num_filters), int(filter_size)
         if k % 2 == 0:
             raise ValueError(f"filter_size must be odd ('same' padding), got {k}")
@@ -53,8 +52,8 @@ class ConvNet:
     def loss(self, X, y=None):
         p = self.params
         W1, b1, W2, b2 = p["W1"], p["b1"], p["W2"], p["b2"]
-        X = X.astype(W1.dtype, copy=False)
         n = X.shape[0]
+        X = X.astype(W1.dtype, copy=False).reshape(n, *self.image_shape)  # flat rows: images
         f, _, k, _ = W1.shape
         # conv as one matmul: cols (N*H*W, C*k*k) @ W1 (C*k*k, F) -> a (N, H, W, F)
         xp = np.pad(X, ((0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)))
@@ -85,6 +84,18 @@ class ConvNet:
         grads["W1"] = (dout.T @ cols).reshape(W1.shape) + self.reg * W1
         grads["b1"] = dout.sum(axis=0)
         return loss, grads
+
+
+def _image_shape(input_shape, channels):
+    """(C, H, W) of the input: given, or square images of ``channels`` from flat rows."""
+    if len(input_shape) == 3:
+        return input_shape
+    if len(input_shape) == 1:
+        side = math.isqrt(input_shape[0] // max(channels, 1))
+        if channels * side * side == input_shape[0]:
+            return (channels, side, side)
+    raise ValueError(f"ConvNet needs (C, H, W) images, or flat rows of `channels` square "
+                     f"images; got input shape {input_shape} with channels={channels}")
 
 
 def _softmax_loss(scores, y):
