@@ -68,7 +68,7 @@ def model_from_checkpoint(data: bytes, resolve: Callable[[str], type],
         spec = ModelSpec(saved["name"], resolve(saved["name"]), saved["input_shape"],
                          int(saved["num_classes"]), protocol.coerce(
                              resolve(saved["name"]), saved.get("hyper", {})))
-        net = spec.build(None, DTYPE)
+        net = spec.build(np.random.default_rng(0), DTYPE)  # weights overwritten below
         fill(net.params, params, f"checkpoint {which} weights")
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint weights do not fit their model: {e}") from e

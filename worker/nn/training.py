@@ -10,10 +10,8 @@ one ``np.random.Generator(np.random.PCG64(seed))`` owned by the state.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,8 +211,12 @@ class TrainState:
         val_loss, val_acc = protocol.evaluate(self.model, X_val, y_val)
         ema_loss = ema_acc = None
         if self.ema_params is not None:
-            with _weights_swapped(self.model, self.ema_params):
+            own = dict(self.params)
+            self.model.params.update(self.ema_params)  # evaluate the running average
+            try:
                 ema_loss, ema_acc = protocol.evaluate(self.model, X_val, y_val)
+            finally:
+                self.model.params.update(own)
         self.val_history.append(val_acc)
         return EpochResult(
             self.epoch, train_loss, train_acc, val_loss, val_acc, lr, ema_loss, ema_acc, False
@@ -318,17 +320,6 @@ def _same_view(a: np.ndarray, b: np.ndarray | None) -> bool:
     return b is not None and isinstance(a, np.ndarray) and a.shape == b.shape \
         and a.strides == b.strides and a.dtype == b.dtype \
         and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-
-
-@contextlib.contextmanager
-def _weights_swapped(net: Any, weights: dict[str, np.ndarray]) -> Iterator[None]:
-    """The model computing with ``weights`` (e.g. the running average) for a while."""
-    own = dict(net.params)
-    net.params.update(weights)
-    try:
-        yield
-    finally:
-        net.params.update(own)
 
 
 def mlp_spec(hyper: Hyper, input_shape: tuple[int, ...], n_classes: int) -> ModelSpec:
