@@ -1,0 +1,79 @@
+"""A plug-in model (the example ``convnet``) under faults: a worker SIGKILLed mid-trial
+resumes bit-exactly, and a worker that cannot train the model hands its trials back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.support import (
+    Fleet,
+    assert_curves_match,
+    launch,
+    observer,
+    reference_curves,
+    rows,
+    scalar,
+    sweep_id_of,
+    sweep_status,
+    wait_for,
+    write_config,
+)
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+
+EPOCHS = 8
+# the blobs' 128 features read as 2x8x8 images
+CONVNET = {"model": "convnet",
+           "train": {"channels": 2, "num_filters": 8, "batch_size": 64, "update_rule": "adam",
+                     "reg": 1e-4, "ema_decay": 0.9}}
+
+
+def _sweep(tmp_path: Path, dataset: Path, db: str, redis_url: str, trials: int = 1):  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "c.yaml", dataset, [(trials, EPOCHS)], **CONVNET)
+    out = launch(cfg, db, redis_url)
+    assert out.returncode == 0, out.stderr
+    engine = observer(db)
+    return cfg, engine, sweep_id_of(engine, out.stdout.strip())
+
+
+def _epochs(engine, sweep_id: int) -> int:  # type: ignore[no-untyped-def]
+    return int(scalar(engine, "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
+                              "WHERE t.sweep_id = :s", s=sweep_id))
+
+
+def test_sigkill_mid_trial_resumes_the_convnet_bit_exactly(
+        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    cfg, engine, sweep_id = _sweep(tmp_path, dataset, db, redis_server.url)
+    first = fleet.start()
+    assert wait_for(lambda: _epochs(engine, sweep_id) >= 2, 120), fleet.logs()
+    time.sleep(0.05)  # into the next epoch
+    first.kill()
+    killed_at = _epochs(engine, sweep_id)
+    assert killed_at < EPOCHS
+    second = fleet.start()
+    assert wait_for(lambda: sweep_status(engine, sweep_id) != "running", 180), fleet.logs()
+    assert rows(engine, "SELECT status, attempts FROM trials") == [("done", 2)]
+    assert f"resuming after epoch {killed_at}" in second.text(), second.text()
+    # every column of every epoch equal to an undisturbed run's (EMA metrics included)
+    assert_curves_match(engine, sweep_id, reference_curves(cfg, tmp_path / "ref"))
+
+
+def test_a_worker_without_the_model_hands_its_trials_to_one_that_has_it(
+        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    _, engine, sweep_id = _sweep(tmp_path, dataset, db, redis_server.url, trials=2)
+    lacking = fleet.start("--models", "mlp")
+    assert wait_for(lambda: "cannot train model 'convnet'" in lacking.text(), 60), fleet.logs()
+    # it keeps serving (looking again now and then) and never claims a convnet trial
+    assert lacking.alive(), lacking.text()
+    assert rows(engine, "SELECT status, attempts FROM trials ORDER BY id") == [
+        ("queued", 0), ("queued", 0)]
+    assert lacking.text().count("cannot train model") == 1  # one line, naming model and host
+    able = fleet.start()
+    assert wait_for(lambda: sweep_status(engine, sweep_id) != "running", 180), fleet.logs()
+    assert rows(engine, "SELECT status, attempts FROM trials ORDER BY id") == [
+        ("done", 1), ("done", 1)]
+    assert lacking.alive() and ": start" not in lacking.text()  # it started no trial
+    assert "trial 1: done" in able.text()
