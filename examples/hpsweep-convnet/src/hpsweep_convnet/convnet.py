@@ -16,8 +16,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 class ConvNet:
     """``num_filters`` filters of ``filter_size`` x ``filter_size`` (stride 1, 'same'
-    padding) on (C, H, W) images (flat rows are read as square images of ``channels``), then ReLU, 2x2 max pooling, one affine layer to the
-    classes and a softmax loss with L2 regularisation ``0.5 * reg * sum(W**2)``.
+    padding) on (C, H, W) images (flat rows are read as square images of ``channels``),
+    then ReLU, 2x2 max pooling, one affine layer to the classes and a softmax loss with
+    L2 regularisation ``0.5 * reg * sum(W**2)``.
 
     Weights are He-initialised (or ``weight_scale * N(0, 1)`` when it is > 0) from ``rng``:
     hpsweep passes the trial's generator, so a sweep's runs are reproducible.
