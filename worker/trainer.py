@@ -24,7 +24,7 @@ from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus, TrialStatus
 from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
-from worker.data import DatasetCache, Splits
+from worker.data import DEFAULT_PREPROCESS, DatasetCache, Splits
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import Hyper
 from worker.nn.training import EpochResult, TrainState
@@ -204,8 +204,10 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
             raise LookupError(f"dataset {sha[:12]} is not in the database")
         return data
 
-    return ctx.datasets.get(sweep.dataset_sha, sweep.seed, cfg.get("val_fraction", 0.14),
-                            cfg.get("test_fraction", 0.14), fetch)
+    splits = ctx.datasets.get(sweep.dataset_sha, sweep.seed, cfg.get("val_fraction", 0.14),
+                              cfg.get("test_fraction", 0.14), fetch,
+                              cfg.get("preprocess", DEFAULT_PREPROCESS))
+    return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
 def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
