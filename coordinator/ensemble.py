@@ -38,7 +38,7 @@ from storage import trials as trial_store
 from storage.db import transact
 from storage.meta import identity
 from storage.models import StageKind, StageStatus, SweepStatus
-from worker.data import DEFAULT_PREPROCESS, DatasetCache, Splits
+from worker.data import DatasetCache, Splits
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.training import params_from_checkpoint, predict_proba
 from worker.reconcile import reconcile
@@ -171,8 +171,7 @@ def sweep_splits(engine: Engine, sweep: sweep_store.SweepInfo) -> Splits:
         return data
 
     splits = DatasetCache().get(sweep.dataset_sha, sweep.seed, cfg.val_fraction,
-                                cfg.test_fraction, fetch,
-                                sweep.config.get("preprocess", DEFAULT_PREPROCESS))
+                                cfg.test_fraction, fetch, cfg.preprocess)
     return splits.flat()  # the built-in MLP takes (N, D) rows
 
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.defaults import PREPROCESS, TEST_FRACTION, VAL_FRACTION
 from worker.npzio import npz_bytes
 
 log = logging.getLogger(__name__)
 
-PREPROCESS = ("standardize", "mean_image", "none")
-DEFAULT_PREPROCESS = "standardize"
+PREPROCESS_MODES = ("standardize", "mean_image", "none")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _OWN = ("val", "test")  # the parts a source may give besides its training rows
 
@@ -237,9 +237,9 @@ class Splits:
 def split(
     parts: Parts,
     seed: int,
-    val_fraction: float = 0.14,
-    test_fraction: float = 0.14,
-    preprocess: str = DEFAULT_PREPROCESS,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+    preprocess: str = PREPROCESS,
 ) -> Splits:
     """The source's own validation and test rows as given; a part it lacks is carved from
     its training rows by one random permutation of ``default_rng(seed)``.
@@ -288,8 +288,8 @@ def _train_stats(X_train: np.ndarray, preprocess: str,
     """What to subtract and divide by (float32, shaped like one row), from the training
     rows only; the std is summed in float64 a chunk of rows at a time so a large
     training set needs no float64 copy."""
-    if preprocess not in PREPROCESS:
-        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS)}, got "
+    if preprocess not in PREPROCESS_MODES:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got "
                          f"{preprocess!r}")
     if preprocess == "none":
         return None, None
@@ -345,7 +345,7 @@ class DatasetCache:
         val_fraction: float,
         test_fraction: float,
         fetch: Callable[[str], bytes],
-        preprocess: str = DEFAULT_PREPROCESS,
+        preprocess: str = PREPROCESS,
     ) -> Splits:
         """The split of dataset ``sha`` for ``seed``, decoding and splitting only on a miss."""
         key = (sha, int(seed), float(val_fraction), float(test_fraction), preprocess)

@@ -26,26 +26,16 @@ from coordinator.datasets.csv import load_csv
 from coordinator.datasets.files import read_file
 from coordinator.datasets.mnist import load_mnist
 from coordinator.datasets.npz import load_npz
+from coordinator.datasets.spec import BUILTIN_NAMES, FOLDER_PREFIXES, PART_NAMES
 from coordinator.datasets.validate import checked, combined
 from worker.data import DatasetError, Parts, read_npz
 
-__all__ = [
-    "BUILTIN",
-    "FILE_SUFFIXES",
-    "FOLDER_FORMATS",
-    "PART_NAMES",
-    "DatasetError",
-    "Parts",
-    "describe",
-    "load_source",
-    "spiral",
-]
+__all__ = ["DatasetError", "Parts", "describe", "load_source", "spiral"]
 
 BUILTIN: dict[str, Callable[[], Parts]] = {"digits": load_digits, "spiral": load_spiral}
 FOLDER_FORMATS: dict[str, Callable[[str, Path], Parts]] = {"cifar10": load_cifar10,
                                                            "mnist": load_mnist}
-FILE_SUFFIXES = (".npz", ".csv")
-PART_NAMES = ("train", "val", "test")
+assert tuple(BUILTIN) == BUILTIN_NAMES and tuple(FOLDER_FORMATS) == FOLDER_PREFIXES
 
 
 def load_source(spec: str | Mapping[str, str]) -> Parts:
