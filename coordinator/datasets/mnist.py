@@ -31,12 +31,13 @@ def load_mnist(name: str, folder: Path) -> Parts:
     if not folder.is_dir():
         raise DatasetError(f"{name}: not a folder; expected one holding "
                            f"{', '.join(f for pair in FILES.values() for f in pair)} (or .gz)")
-    parts = {part: _images_and_labels(folder, *stems) for part, stems in FILES.items()}
+    paths = {part: (_find(folder, images), _find(folder, labels))
+             for part, (images, labels) in FILES.items()}  # every file is there before reading
+    parts = {part: _images_and_labels(*pair) for part, pair in paths.items()}
     return validated(name, Parts(*parts["train"], test=parts["test"]))
 
 
-def _images_and_labels(folder: Path, images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
-    images_path, labels_path = _find(folder, images), _find(folder, labels)
+def _images_and_labels(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     X = read_idx(images_path, ndim=3)
     y = read_idx(labels_path, ndim=1)
     if len(X) != len(y):
