@@ -1,10 +1,9 @@
 """Datasets on the worker side: the blob codec, the split and the per-process cache.
 
-``launch`` reads the user's files (``coordinator.datasets``) into ``Parts`` and
-stores ``encode(parts)`` once, keyed by ``sha256``. Workers fetch those bytes by
-hash through ``DatasetCache``, which verifies them, keeps them in an optional
-on-disk directory shared by the processes of a host, and hands out one fixed
-train/validation/test split per (dataset, seed, fractions, preprocessing).
+``launch`` reads the user's files (``coordinator.datasets``) into ``Parts`` and stores
+``encode(parts)`` once, keyed by ``sha256``. Workers fetch those bytes by hash through
+``DatasetCache``, which verifies them, keeps them in an optional on-disk directory shared
+by a host's processes, and hands out one split per (dataset, seed, fractions, preprocess).
 
 A blob is an ``.npz``: ``X, y`` for a source without its own split, else
 ``X_train, y_train`` with ``X_val, y_val`` and/or ``X_test, y_test`` — the same
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 
 PREPROCESS_MODES = ("standardize", "mean_image", "none")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
-_OWN = ("val", "test")  # the parts a source may give besides its training rows
 
 
 class DatasetError(ValueError):
@@ -67,6 +65,12 @@ class Parts:
             return {"": (self.X, self.y)}
         given = {"train": (self.X, self.y), "val": self.val, "test": self.test}
         return {k: v for k, v in given.items() if v is not None}
+
+    @classmethod
+    def of(cls, named: dict[str, tuple[np.ndarray, np.ndarray]]) -> Parts:
+        """The inverse of ``named``."""
+        rest = dict(named)
+        return cls(*rest.pop("" if "" in rest else "train"), **rest)
 
     @property
     def n_rows(self) -> int:
@@ -121,11 +125,8 @@ def _npz_parts(name: str, npz: np.lib.npyio.NpzFile) -> Parts:
         return Parts(*_npz_pair(name, npz, ""))
     if {"X", "y"} & files:
         raise DatasetError(f"{name}: holds both X/y and X_train/y_train; keep one form")
-    given = {}
-    for part in _OWN:
-        if {f"X_{part}", f"y_{part}"} & files:
-            given[part] = _npz_pair(name, npz, part)
-    return Parts(*_npz_pair(name, npz, "train"), **given)
+    return Parts.of({part: _npz_pair(name, npz, part) for part in ("train", "val", "test")
+                     if part == "train" or set(member_keys(part)) & files})
 
 
 def _npz_pair(name: str, npz: np.lib.npyio.NpzFile, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -163,22 +164,18 @@ def stored_dtype(arrays: list[np.ndarray]) -> np.dtype:
 def encode(parts: Parts) -> bytes:
     """An .npz (X float32, or its own dtype if in 8- or 16-bit integers; y int64; stored, no
     pickle) whose bytes depend only on the arrays."""
-    named = parts.named()
-    dtype = stored_dtype([X for X, _ in named.values()])
+    dtype = stored_dtype([X for X, _ in parts.named().values()])
     arrays = {}
-    for part, (X, y) in named.items():
-        X = np.ascontiguousarray(X, dtype=dtype)
-        y = np.ascontiguousarray(y, dtype="<i8")
-        check_shapes("encode", X, y, part)
+    for part, (X, y) in parts.named().items():
         xk, yk = member_keys(part)
-        arrays[xk], arrays[yk] = X, y
+        arrays[xk], arrays[yk] = np.ascontiguousarray(X, dtype), np.ascontiguousarray(y, "<i8")
+        check_shapes("encode", arrays[xk], arrays[yk], part)
     return npz_bytes(arrays)
 
 
 def decode(data: bytes, name: str = "dataset blob") -> Parts:
     """``encode``'s parts from its bytes (X float32 or as stored, y int64), without pickle."""
-    parts = read_npz(name, bytes(data))
-    named = parts.named()
+    named = read_npz(name, bytes(data)).named()
     dtype = stored_dtype([X for X, _ in named.values()]).newbyteorder("=")
     out = {}
     for part, (X, y) in named.items():
@@ -187,8 +184,7 @@ def decode(data: bytes, name: str = "dataset blob") -> Parts:
                                f"labels, got dtype {y.dtype}")
         out[part] = (np.ascontiguousarray(X, dtype=dtype),
                      np.ascontiguousarray(y, dtype=np.int64))
-    train = out.pop("" if "" in out else "train")
-    return Parts(*train, **out)
+    return Parts.of(out)
 
 
 def sha256(data: bytes) -> str:
@@ -229,9 +225,9 @@ class Splits:
 
     def flat(self) -> Splits:
         """The same split with each row flattened to ``n_features`` values (views, no copy)."""
-        return Splits(*(a.reshape(len(a), -1) if i % 2 == 0 else a  # (N, C, H, W) -> (N, CHW)
-                        for i, a in enumerate((self.X_train, self.y_train, self.X_val,
-                                               self.y_val, self.X_test, self.y_test))))
+        X_train, X_val, X_test = (X.reshape(len(X), -1)  # (N, C, H, W) -> (N, C*H*W)
+                                  for X in (self.X_train, self.X_val, self.X_test))
+        return Splits(X_train, self.y_train, X_val, self.y_val, X_test, self.y_test)
 
 
 def split(

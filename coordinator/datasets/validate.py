@@ -71,8 +71,7 @@ def combined(name: str, named: Mapping[str, tuple[np.ndarray, np.ndarray]],
                            f"validation and test, got {n_rows}")
     out = {part: (X.astype(dtype, copy=False), np.searchsorted(classes, y).astype(np.int64))
            for part, (X, y) in named.items()}
-    train = out.pop("" if "" in out else "train")
-    return Parts(*train, **out)
+    return Parts.of(out)
 
 
 def _integer_labels(name: str, y: np.ndarray, where: Where, key: str) -> np.ndarray:
