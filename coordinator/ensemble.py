@@ -171,8 +171,9 @@ def sweep_splits(engine: Engine, sweep: sweep_store.SweepInfo) -> Splits:
             raise EnsembleError(f"dataset {sha[:12]} of sweep {sweep.name} is not in the database")
         return data
 
-    return DatasetCache().get(sweep.dataset_sha, sweep.seed, cfg.val_fraction,
-                              cfg.test_fraction, fetch)
+    splits = DatasetCache().get(sweep.dataset_sha, sweep.seed, cfg.val_fraction,
+                                cfg.test_fraction, fetch, cfg.preprocess)
+    return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
 def load_weights(engine: Engine, member: Member) -> dict[str, np.ndarray]:

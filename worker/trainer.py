@@ -206,8 +206,9 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
             raise LookupError(f"dataset {sha[:12]} is not in the database")
         return data
 
-    return ctx.datasets.get(sweep.dataset_sha, sweep.seed, settings.val_fraction,
-                            settings.test_fraction, fetch)
+    splits = ctx.datasets.get(sweep.dataset_sha, sweep.seed, settings.val_fraction,
+                              settings.test_fraction, fetch, settings.preprocess)
+    return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
 def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
