@@ -21,6 +21,7 @@ TEST_FRACTION = 0.14  # ... and held-out test rows
 SELECT = "best"  # a trial's score: raw, ema or the best of both
 KEEP_SNAPSHOTS = 0  # extra per-epoch checkpoints for snapshot ensembles
 MODEL = "mlp"  # the registered model a sweep trains (worker.models)
+PREPROCESS = "standardize"  # per-feature standardisation with the training rows' statistics
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class SweepSettings:
     val_fraction: float = VAL_FRACTION
     test_fraction: float = TEST_FRACTION
     model: str = MODEL
+    preprocess: str = PREPROCESS
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> SweepSettings:
