@@ -8,6 +8,7 @@ results live in ``coordinator.cli_results``; shared options in ``coordinator.cli
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 

@@ -208,9 +208,7 @@ def get_sweep(s: Session, name_or_id: str | int) -> SweepInfo | None:
 
 def sweep_of_trial(s: Session, trial_id: int) -> int | None:
     """The id of the sweep a trial belongs to (None for an unknown trial)."""
-    stmt = cached_statement(bind_of(s), "sweep-of-trial", lambda: select(Trial.sweep_id)
-                            .where(Trial.id == bindparam("p_trial")))
-    return s.execute(stmt, {"p_trial": trial_id}).scalar()
+    return s.scalar(select(Trial.sweep_id).where(Trial.id == trial_id))
 
 
 def latest_sweep(s: Session) -> SweepInfo | None:

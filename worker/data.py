@@ -220,11 +220,6 @@ class Splits:
         return int(np.prod(self.input_shape))
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """One example's shape: ``(n_features,)``, or ``(C, H, W)`` for images."""
-        return tuple(int(d) for d in self.X_train.shape[1:])
-
-    @property
     def n_classes(self) -> int:
         return int(max(y.max(initial=-1) for y in (self.y_train, self.y_val, self.y_test))) + 1
 
