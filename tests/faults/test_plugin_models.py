@@ -11,11 +11,11 @@ import pytest
 from tests.faults.support import (
     Fleet,
     assert_curves_match,
+    epochs_recorded,
     launch,
     observer,
     reference_curves,
     rows,
-    scalar,
     sweep_id_of,
     sweep_status,
     wait_for,
@@ -39,19 +39,14 @@ def _sweep(tmp_path: Path, dataset: Path, db: str, redis_url: str, trials: int =
     return cfg, engine, sweep_id_of(engine, out.stdout.strip())
 
 
-def _epochs(engine, sweep_id: int) -> int:  # type: ignore[no-untyped-def]
-    return int(scalar(engine, "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
-                              "WHERE t.sweep_id = :s", s=sweep_id))
-
-
 def test_sigkill_mid_trial_resumes_the_convnet_bit_exactly(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     cfg, engine, sweep_id = _sweep(tmp_path, dataset, db, redis_server.url)
     first = fleet.start()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 2, 120), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 2, 120), fleet.logs()
     time.sleep(0.05)  # into the next epoch
     first.kill()
-    killed_at = _epochs(engine, sweep_id)
+    killed_at = epochs_recorded(engine, sweep_id)
     assert killed_at < EPOCHS
     second = fleet.start()
     assert wait_for(lambda: sweep_status(engine, sweep_id) != "running", 180), fleet.logs()
