@@ -28,6 +28,7 @@ from worker.data import DatasetCache, Splits
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import Hyper
 from worker.nn.training import EpochResult, TrainState
+from worker.prune import PruneGate
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,7 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     splits = load_splits(ctx, sweep)
     state = resume_or_init(trial, claim.saved, hyper, splits)
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
-    ran = 0
+    ran, gate = 0, PruneGate.of(ctx, claim, token, beat)
     while state.epoch < trial.epochs:
         if beat.lost.is_set():
             raise LeaseLost(f"trial {trial.id}: lease lost")
@@ -353,6 +354,8 @@ def train(ctx: TrialContext, claim: Claim, token: str,
             transact(ctx.engine, lambda s: trial_store.release(
                 s, ctx.engine, trial.id, token, "worker stopped; resumable"))
             return "released", ran, None
+        if gate and (stop := gate.check(state.epoch)):  # the stage's prune rule
+            return stop.status, ran, stop.ready
         started = time.perf_counter()
         res = state.train_epoch(splits.X_train, splits.y_train, splits.X_val, splits.y_val)
         seconds = time.perf_counter() - started
