@@ -86,7 +86,8 @@ def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
     for spec, child in zip(carried, ids, strict=False):
         assert spec.parent_id is not None
         trial_store.copy_progress(s, engine, spec.parent_id, child)
-    if next_idx == len(cfg.stages) - 1:
+    if next_idx == len(cfg.stages) - 1 and next_cfg.prune is None:
+        # (a stage that prunes runs in index order: its verdicts wait for lower indices)
         ids = _longest_first(s, sweep, ids, carried + fresh, this_cfg.epochs)
     return Advanced(stage.id, new_stage, tuple(ids), queue=sweep.queue)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -83,21 +83,24 @@ class PruneRule:
         return None if not d else cls(**{k: d[k] for k in KEYS if d.get(k) is not None})
 
 
-def problems(d: Any, epochs: int) -> list[tuple[str, str]]:
-    """(sub-key, what is wrong) for a stage's ``prune`` value; empty when it is valid."""
+def problems(d: Any, epochs: int | None,
+             show: Callable[[Any], str] = repr) -> list[tuple[str, str]]:
+    """(sub-key, what is wrong) for a stage's ``prune`` value (in a stage of ``epochs``;
+    None: unknown), empty when it is valid; ``show`` renders a bad value."""
     if not isinstance(d, Mapping):
-        return [("", f"expected a mapping like {{rule: median, after: 1}}, got {d!r}")]
+        return [("", f"expected a mapping like {{rule: median, after: 1}}, got {show(d)}")]
     out = [(str(k), f"unknown key; expected one of {', '.join(KEYS)}") for k in d
            if k not in KEYS]
     if d.get("rule", "median") not in RULES:
-        out.append(("rule", f"unknown rule {d.get('rule')!r}; expected one of "
+        out.append(("rule", f"unknown rule {show(d.get('rule'))}; expected one of "
                             f"{', '.join(RULES)}"))
     for key, low in (("after", 1), ("min_trials", 1), ("eta", 2)):
         v = d.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
-            out.append((key, f"expected an integer >= {low}, got {v!r}"))
+            out.append((key, f"expected an integer >= {low}, got {show(v)}"))
     after = d.get("after", 1)
-    if isinstance(after, int) and not isinstance(after, bool) and after >= epochs:
+    if (epochs is not None and isinstance(after, int) and not isinstance(after, bool)
+            and after >= epochs):
         out.append(("after", f"must be below the stage's epochs ({epochs}): a trial is "
                              f"judged at the end of an epoch before its last, got {after}"))
     return out
@@ -208,7 +211,7 @@ class PruneGate:
                                                           WAIT_EPOCHS * (own.seconds or 0.0))
             queued = [p.idx for p in v.waiting_on if p.status == TrialStatus.QUEUED.value]
             if queued or time.monotonic() >= deadline:
-                return self._release(
+                return self._hand_back(
                     f"waiting for the trial(s) of index {_ids(v.waiting_on)} of stage "
                     f"{self.place.stage_idx} "
                     f"to reach epoch {epoch} (pruning decides by index); resumes from epoch "
@@ -236,6 +239,10 @@ class PruneGate:
     def _release(self, why: str) -> Stop:
         transact(self.ctx.engine, lambda s: trial_store.release(
             s, self.ctx.engine, self.trial.id, self.token, why))
+        return Stop("released", None)
+
+    def _hand_back(self, why: str) -> Stop:
+        transact(self.ctx.engine, lambda s: store.hand_back(s, self.trial.id, self.token, why))
         return Stop("released", None)
 
 
