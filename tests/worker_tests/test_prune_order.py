@@ -10,8 +10,10 @@ from collections import deque
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from threadpoolctl import threadpool_limits
 
+from coordinator.cli import main
 from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
@@ -82,7 +84,7 @@ def outcome(engine, stage_id: int) -> list[tuple[Any, ...]]:  # type: ignore[no-
 
 def test_the_pruned_set_does_not_depend_on_the_order(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
     results, handed_back = [], []
-    for n, (how, workers) in enumerate([("index", 1), ("reversed", 1), ("shuffled", 3)]):
+    for how, workers in [("index", 1), ("reversed", 1), ("shuffled", 3)]:
         engine, stage_id = make_stage(tmp_path, db_url)  # a sweep of its own each time
         ids = transact(engine, lambda s, sid=stage_id: trial_ids_by_idx(s, sid))
         order = {"index": ids, "reversed": ids[::-1],
@@ -99,4 +101,6 @@ def test_the_pruned_set_does_not_depend_on_the_order(tmp_path, db_url) -> None: 
     for _, _, epochs, acc, why in pruned:  # curve kept up to the epoch it stopped after
         assert 1 <= epochs < 4 and acc is not None and f"after epoch {epochs}:" in why
     assert handed_back[0] == 0 and handed_back[1] > 0  # in index order nobody waits
+    status = CliRunner().invoke(main, ["status", "--db", db_url], catch_exceptions=False)
+    assert status.exit_code == 0 and f"{len(pruned)} pruned" in status.output, status.output
 
