@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.defaults import TEST_FRACTION, VAL_FRACTION
+
 log = logging.getLogger(__name__)
 
 BUILTIN_DATASETS = ("digits", "spiral")
@@ -331,8 +333,8 @@ def split(
     X: np.ndarray,
     y: np.ndarray,
     seed: int,
-    val_fraction: float = 0.14,
-    test_fraction: float = 0.14,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> Splits:
     """Split by one random permutation of ``default_rng(seed)``; standardise with train stats.
 

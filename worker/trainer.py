@@ -25,6 +25,7 @@ from storage.db import transact
 from storage.models import SweepStatus, TrialStatus
 from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
 from worker.data import DatasetCache, Splits
+from worker.defaults import SweepSettings
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import Hyper
 from worker.nn.training import EpochResult, TrainState
@@ -197,7 +198,7 @@ def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
 
 
 def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
-    cfg = sweep.config
+    settings = SweepSettings.of(sweep.config)
 
     def fetch(sha: str) -> bytes:
         data = transact(ctx.engine, lambda s: sweep_store.dataset_bytes(s, sha))
@@ -205,8 +206,8 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
             raise LookupError(f"dataset {sha[:12]} is not in the database")
         return data
 
-    return ctx.datasets.get(sweep.dataset_sha, sweep.seed, cfg.get("val_fraction", 0.14),
-                            cfg.get("test_fraction", 0.14), fetch)
+    return ctx.datasets.get(sweep.dataset_sha, sweep.seed, settings.val_fraction,
+                            settings.test_fraction, fetch)
 
 
 def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
@@ -241,9 +242,9 @@ class _Best:
 
 
 def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: TrainState,
-                 res: EpochResult, seconds: float, best: _Best, cfg: dict[str, Any]) -> bool:
+                 res: EpochResult, seconds: float, best: _Best, settings: SweepSettings) -> bool:
     """Commit one epoch; returns False when the sweep was cancelled meanwhile."""
-    acc, loss = score_of(res, cfg.get("select", "best"))
+    acc, loss = score_of(res, settings.select)
     previous = best.improved
     improved = best.update(acc, loss, res.epoch)
     blob = state.to_checkpoint()
@@ -251,7 +252,7 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
                       best_checkpoint=None, score=acc,
-                      snapshot_keep=int(cfg.get("keep_snapshots", 0)), best_in_last=improved,
+                      snapshot_keep=settings.keep_snapshots, best_in_last=improved,
                       previous_in_last=previous)
 
     def work(s) -> bool:  # type: ignore[no-untyped-def]
@@ -346,6 +347,7 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     splits = load_splits(ctx, sweep)
     state = resume_or_init(trial, claim.saved, hyper, splits)
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
+    settings = SweepSettings.of(sweep.config)
     ran, gate = 0, PruneGate.of(ctx, claim, token, beat)
     while state.epoch < trial.epochs:
         if beat.lost.is_set():
@@ -363,7 +365,7 @@ def train(ctx: TrialContext, claim: Claim, token: str,
         if res.diverged:
             return TrialStatus.DIVERGED.value, ran, record_divergence(ctx, trial, token, res,
                                                                       seconds)
-        if not record_epoch(ctx, trial, token, state, res, seconds, best, sweep.config):
+        if not record_epoch(ctx, trial, token, state, res, seconds, best, settings):
             finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled",
                    stage_id=trial.stage_id)
             return TrialStatus.CANCELLED.value, ran, None
