@@ -78,13 +78,13 @@ C2F_STAGES = [{"trials": 60, "epochs": 1}, {"trials": 20, "epochs": 5},
 PRUNE_VARIANTS = {
     "c2f + prune median": [
         {"trials": 60, "epochs": 1},
-        {"trials": 30, "epochs": 5, "prune": {"rule": "median", "after": 1, "min_trials": 4}},
-        {"trials": 11, "epochs": 20, "prune": {"rule": "median", "after": 2, "min_trials": 4}}],
+        {"trials": 32, "epochs": 5, "prune": {"rule": "median", "after": 1, "min_trials": 4}},
+        {"trials": 12, "epochs": 20, "prune": {"rule": "median", "after": 2, "min_trials": 4}}],
     "c2f + prune halving": [
         {"trials": 60, "epochs": 1},
-        {"trials": 30, "epochs": 5, "prune": {"rule": "halving", "after": 1, "eta": 3,
+        {"trials": 36, "epochs": 5, "prune": {"rule": "halving", "after": 1, "eta": 3,
                                               "min_trials": 4}},
-        {"trials": 11, "epochs": 20, "prune": {"rule": "halving", "after": 2, "eta": 3,
+        {"trials": 14, "epochs": 20, "prune": {"rule": "halving", "after": 2, "eta": 3,
                                                "min_trials": 4}}],
 }
 # the StageConfig defaults before this benchmark tuned them

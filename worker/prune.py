@@ -37,6 +37,7 @@ from storage import trials as trial_store
 from storage.db import transact
 from storage.models import StageKind, TrialStatus
 from storage.trials import LeaseLost
+from worker.defaults import SweepSettings
 
 if TYPE_CHECKING:
     from worker.trainer import Claim, Heartbeat, TrialContext
@@ -177,7 +178,7 @@ class PruneGate:
                  rule: PruneRule, place: store.Place) -> None:
         self.ctx, self.trial, self.token, self.beat = ctx, claim.trial, token, beat
         self.rule, self.place = rule, place
-        self.select = str(claim.sweep.config.get("select", "best"))
+        self.select = SweepSettings.of(claim.sweep.config).select
 
     @classmethod
     def of(cls, ctx: TrialContext, claim: Claim, token: str,
