@@ -1,6 +1,6 @@
 """Search quality at equal cost: coarse-to-fine stages against pure random search.
 
-    python benchmarks/search.py [--quick] [--seeds N] [--tune]
+    python benchmarks/search.py [--quick] [--seeds N] [--tune] [--prune]
 
 Each search gets a budget of about 300 training epochs and runs in this process
 through the product's own code: ``create_sweep`` samples stage 0 (``space.py``),
@@ -33,6 +33,11 @@ Datasets: ``digits`` (scikit-learn's 8x8 digits, 1,797 rows, 10 classes) and
 and noisy: the best network reaches ~80%, not ~99%, most of the space underfits
 or overfits, so the right capacity, learning rate and regularisation matter and
 random 5-epoch trials rarely find them.
+
+``--prune`` also runs coarse-to-fine with a stage ``prune`` rule (``median``, and
+``halving``) in stages 1 and 2, whose trial counts are raised so that the epochs pruning
+saves are spent on more trials (about the defaults' budget; epochs spent are printed), and
+prints each paired by seed against the defaults: the gain or loss of pruning at equal budget.
 
 ``--tune`` first varies one stage setting at a time around the defaults and
 prints each variant's mean best accuracy on both datasets (that is how the
