@@ -101,6 +101,8 @@ def test_the_pruned_set_does_not_depend_on_the_order(tmp_path, db_url) -> None: 
     for _, _, epochs, acc, why in pruned:  # curve kept up to the epoch it stopped after
         assert 1 <= epochs < 4 and acc is not None and f"after epoch {epochs}:" in why
     assert handed_back[0] == 0 and handed_back[1] > 0  # in index order nobody waits
+    # waiting is not a failure: no hand-back used up an attempt
+    assert rows(engine, "SELECT DISTINCT attempts FROM trials") == [(1,)]
     status = CliRunner().invoke(main, ["status", "--db", db_url], catch_exceptions=False)
     assert status.exit_code == 0 and f"{len(pruned)} pruned" in status.output, status.output
 
