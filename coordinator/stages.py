@@ -17,11 +17,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.config import StageConfig, SweepConfig
+from coordinator.enqueue_order import longest_first, trial_cost
 from coordinator.evidence import chance_threshold, is_at_chance
 from coordinator.launch import plan_trials, trial_seed
 from coordinator.rank import TrialOutcome, kept_for_refinement, rank, scored_trials
 from coordinator.refine import Travel, boundary_flags, refine, travel_of
-from coordinator.schedule import longest_first, trial_cost
 from coordinator.space import dist_from_row
 from storage import sweeps as sweep_store
 from storage import transitions
