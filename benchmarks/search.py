@@ -66,11 +66,12 @@ from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 
 from coordinator.config import StageConfig
+from coordinator.datasets import load_source
 from coordinator.ensemble import evaluate
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine, transact
-from worker.data import DatasetCache, load_source, split
+from worker.data import DatasetCache, Parts, split
 from worker.trainer import TrialContext, run_attempt
 
 T = TypeVar("T")
@@ -112,6 +113,11 @@ class Result:
     test: float = 0.0  # held-out test accuracy of that trial's best checkpoint
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    digits = load_source("digits")
+    return digits.X, digits.y
+
+
 def hard_dataset() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import make_classification
 
@@ -136,7 +142,7 @@ def seed_files(name: str, X: np.ndarray, y: np.ndarray, seeds: list[int], folder
             order = np.random.default_rng(seed).permutation(len(y))
             Xs, ys = np.empty_like(X), np.empty_like(y)
             Xs[order], ys[order] = X, y  # split() takes rows order[:n_train], ... back
-            got = split(Xs, ys, seed, 0.14, 0.14)
+            got = split(Parts(Xs, ys), seed, 0.14, 0.14)
             reference = reference or got
             assert np.array_equal(got.X_val, reference.X_val) and \
                 np.array_equal(got.y_train, reference.y_train), "the split moved"
@@ -359,7 +365,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         datasets = {name: seed_files(name, *arrays, seeds, Path(folder), not args.vary_split)
-                    for name, arrays in (("digits", load_source("digits")),
+                    for name, arrays in (("digits", digits_arrays()),
                                          ("hard", hard_dataset()))}
         if args.tune:
             tune(datasets, seeds, args.processes)

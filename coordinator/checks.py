@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from worker.nn.hyper import SPEC, ParamSpec
 
-DATASET_NAMES = ("digits", "spiral")
-DATASET_SUFFIXES = (".npz", ".csv")
 # train.schedule as a mapping: sub-key -> the flat SPEC name it stands for
 SCHEDULE_KEYS = {"kind": "schedule", "every": "schedule_every", "factor": "schedule_factor",
                  "patience": "schedule_patience", "k": "schedule_k", "unit": "schedule_unit"}
@@ -200,41 +196,6 @@ def read_train(chk: Problems, path: str, raw: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- names and text
-
-
-def read_dataset(chk: Problems, raw: Any, base_dir: Path | None, check_files: bool) -> Any:
-    expected = "expected digits, spiral, or a path to a .npz or .csv file"
-    if not isinstance(raw, str) or not raw.strip():
-        chk.add("dataset", f"{expected}, got {show(raw)}")
-        return BAD
-    if raw in DATASET_NAMES:
-        return raw
-    suffix = Path(raw).suffix.lower()
-    if not suffix:
-        chk.add("dataset", f"unknown dataset {raw!r}; {expected}{suggest(raw, DATASET_NAMES)}")
-        return BAD
-    if suffix not in DATASET_SUFFIXES:
-        chk.add("dataset", f"unsupported file type {suffix!r}; {expected}, got {raw!r}")
-        return BAD
-    if not check_files:
-        return raw
-    path = Path(raw).expanduser()
-    tried = [path] if path.is_absolute() else [Path.cwd() / path]
-    if base_dir is not None and not path.is_absolute():
-        tried.append(Path(base_dir) / path)
-    for candidate in tried:
-        try:
-            found = candidate.is_file()
-        except (OSError, ValueError):  # a name with a NUL byte, or too long
-            found = False
-        if found:
-            if not os.access(candidate, os.R_OK):
-                chk.add("dataset", f"cannot read the file, got {str(candidate)!r}")
-                return BAD
-            return str(candidate.resolve())
-    where = ", ".join(str(p.parent.resolve()) for p in tried)
-    chk.add("dataset", f"file not found (looked in {where}), got {raw!r}")
-    return BAD
 
 
 def read_name(chk: Problems, path: str, raw: Any) -> Any:

@@ -32,15 +32,16 @@ from coordinator.checks import (
     number,
     one_of,
     positive_int,
-    read_dataset,
     read_description,
     read_name,
     read_train,
     show,
     yaml_problem,
 )
+from coordinator.datasets.spec import read_dataset
 from coordinator.space import Dist, read_space
 from worker import defaults
+from worker.data import PREPROCESS_MODES
 from worker.nn.hyper import Hyper
 from worker.prune import PruneRule
 from worker.prune import problems as prune_problems
@@ -124,9 +125,11 @@ class Retention:
 class SweepConfig:
     """A validated sweep (DESIGN.md "Config").
 
-    Required: ``name``, ``dataset`` (``digits``, ``spiral`` or an absolute path to a
-    ``.npz``/``.csv`` file), ``space`` (searched parameters -> distribution) and
-    ``stages``. Optional top-level keys and their defaults:
+    Required: ``name``, ``dataset`` (``digits``, ``spiral``, an absolute path to a
+    ``.npz``/``.csv`` file, ``cifar10:FOLDER``, ``mnist:FOLDER``, or a mapping of
+    ``train``/``val``/``test`` to files: ``coordinator.datasets``), ``space``
+    (searched parameters -> distribution) and ``stages``. Optional top-level keys and
+    their defaults:
 
     - ``seed`` (0): seeds the data split and every sampled configuration.
     - ``train`` ({}): fixed hyperparameters by SPEC name, flattened
@@ -139,12 +142,15 @@ class SweepConfig:
     - ``init`` ("shared"): every trial of a stage starts from the same initial weights
       and minibatch order (common random numbers: differences between trials then come
       from their hyperparameters, not from luck); ``per_trial`` seeds each trial apart.
-    - ``val_fraction`` / ``test_fraction`` (0.14 each): the fixed split.
+    - ``val_fraction`` / ``test_fraction`` (0.14 each): the fixed split (of the training
+      rows, for a dataset that brings its own validation or test rows).
+    - ``preprocess`` ("standardize"): per-feature standardisation, ``mean_image``
+      subtraction or ``none``, with statistics of the training rows only.
     - ``description`` (""): free text.
     """
 
     name: str
-    dataset: str
+    dataset: str | Mapping[str, str]
     space: Mapping[str, Dist]
     stages: tuple[StageConfig, ...]
     seed: int = 0
@@ -156,12 +162,15 @@ class SweepConfig:
     init: str = "shared"
     val_fraction: float = defaults.VAL_FRACTION
     test_fraction: float = defaults.TEST_FRACTION
+    preprocess: str = defaults.PREPROCESS
     description: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space", MappingProxyType(dict(self.space)))
         object.__setattr__(self, "train", MappingProxyType(dict(self.train)))
         object.__setattr__(self, "stages", tuple(self.stages))
+        if isinstance(self.dataset, Mapping):
+            object.__setattr__(self, "dataset", MappingProxyType(dict(self.dataset)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; ``SweepConfig.from_dict`` (and the YAML loader) read it back."""
@@ -170,6 +179,8 @@ class SweepConfig:
         d["space"] = {k: dist.to_dict() for k, dist in self.space.items()}
         d["stages"] = [dataclasses.asdict(s) for s in self.stages]
         d["checkpoints"] = dataclasses.asdict(self.checkpoints)
+        if isinstance(self.dataset, Mapping):
+            d["dataset"] = dict(self.dataset)
         return d
 
     @classmethod
@@ -337,6 +348,7 @@ _TOP_READERS = {
                                             what="a fraction in (0, 1)"),
     "test_fraction": lambda c, p, v: bounded(c, p, v, 0.0, 1.0, high_open=True,
                                              what="a fraction in [0, 1)"),
+    "preprocess": one_of(PREPROCESS_MODES),
     "description": read_description,
 }
 _TOP_KEYS = tuple(_TOP_READERS)

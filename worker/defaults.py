@@ -20,6 +20,7 @@ VAL_FRACTION = 0.14  # the fixed split: validation rows
 TEST_FRACTION = 0.14  # ... and held-out test rows
 SELECT = "best"  # a trial's score: raw, ema or the best of both
 KEEP_SNAPSHOTS = 0  # extra per-epoch checkpoints for snapshot ensembles
+PREPROCESS = "standardize"  # per-feature standardisation with the training rows' statistics
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class SweepSettings:
     keep_snapshots: int = KEEP_SNAPSHOTS
     val_fraction: float = VAL_FRACTION
     test_fraction: float = TEST_FRACTION
+    preprocess: str = PREPROCESS
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> SweepSettings:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus, TrialStatus
@@ -206,8 +207,9 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
             raise LookupError(f"dataset {sha[:12]} is not in the database")
         return data
 
-    return ctx.datasets.get(sweep.dataset_sha, sweep.seed, settings.val_fraction,
-                            settings.test_fraction, fetch)
+    splits = ctx.datasets.get(sweep.dataset_sha, sweep.seed, settings.val_fraction,
+                              settings.test_fraction, fetch, settings.preprocess)
+    return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
 def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
@@ -277,7 +279,7 @@ def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: E
                                  row)
         trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
                            f"loss diverged in epoch {res.epoch}")
-        return sweep_store.settle_stage(s, trial.stage_id)
+        return transitions.settle_stage(s, trial.stage_id)
 
     return transact(ctx.engine, work, core=True)
 
@@ -289,7 +291,7 @@ def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
     same transaction: no extra round trip per trial)."""
     def work(s) -> bool:  # type: ignore[no-untyped-def]
         trial_store.finish(s, ctx.engine, trial_id, token, status, error)
-        return stage_id is not None and sweep_store.settle_stage(s, stage_id)
+        return stage_id is not None and transitions.settle_stage(s, stage_id)
 
     return transact(ctx.engine, work, core=True)
 
