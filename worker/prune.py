@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from storage import pruning as store
-from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import StageKind, TrialStatus
@@ -233,7 +233,7 @@ class PruneGate:
         def work(s) -> bool:  # type: ignore[no-untyped-def]
             trial_store.finish(s, self.ctx.engine, self.trial.id, self.token,
                                TrialStatus.PRUNED.value, why)
-            return sweep_store.settle_stage(s, self.trial.stage_id)
+            return transitions.settle_stage(s, self.trial.stage_id)
 
         return Stop(TrialStatus.PRUNED.value, transact(self.ctx.engine, work, core=True))
 
