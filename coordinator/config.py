@@ -44,6 +44,8 @@ from coordinator.space import Dist, read_space
 from worker import defaults
 from worker.data import PREPROCESS_MODES
 from worker.nn.hyper import SPEC, Hyper
+from worker.prune import PruneRule
+from worker.prune import problems as prune_problems
 
 SELECT_MODES = ("raw", "ema", "best")
 INIT_MODES = ("shared", "per_trial")
@@ -82,6 +84,9 @@ class StageConfig:
       the rest keep running beside the next stage, so no worker idles at a stage
       boundary. Deterministic for a seed: the quorum set is fixed by index, not by
       finishing order. 1 = a strict barrier.
+    - ``prune`` (this stage itself, off by default): ``{rule: median|halving, after,
+      min_trials, eta}`` stops a trial that is behind the stage's lower-index trials at
+      the same epoch (``worker.prune``).
     """
 
     trials: int
@@ -92,6 +97,7 @@ class StageConfig:
     carry: int = 2  # at most the stage's and the next stage's trials unless given
     edge: float = 0.1
     quorum: float = 0.8
+    prune: PruneRule | None = None  # stop trials behind the stage's earlier ones (off)
 
     @property
     def quorum_trials(self) -> int:
@@ -282,11 +288,21 @@ def _stage(chk: Problems, path: str, entry: Any) -> Any:
                                         what="a fraction in [0, 0.5)"),
         "quorum": lambda c, p, v: bounded(c, p, v, 0.0, 1.0, low_open=True,
                                           what="a fraction in (0, 1]"),
+        "prune": lambda c, p, v: _prune(c, p, v, entry.get("epochs")),
     }
     values = {k: readers[k](chk, f"{path}.{k}", entry[k]) for k in keys if k in entry}
     if BAD in values.values() or "trials" not in values or "epochs" not in values:
         return BAD
     return StageConfig(**values)
+
+
+def _prune(chk: Problems, path: str, value: Any, epochs: Any) -> Any:
+    if value is None:
+        return None
+    found = prune_problems(value, epochs if isinstance(epochs, int) else None, show=show)
+    for key, rule in found:
+        chk.add(f"{path}.{key}" if key else path, rule)
+    return BAD if found else PruneRule.from_dict(value)
 
 
 def _check_trial_limit(chk: Problems, stages: tuple[StageConfig, ...],

@@ -17,11 +17,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.config import StageConfig, SweepConfig
+from coordinator.enqueue_order import longest_first, trial_cost
 from coordinator.evidence import chance_threshold, is_at_chance
 from coordinator.launch import plan_trials, trial_seed
 from coordinator.rank import TrialOutcome, kept_for_refinement, rank, scored_trials
 from coordinator.refine import Travel, boundary_flags, refine, travel_of
-from coordinator.schedule import longest_first, trial_cost
 from coordinator.space import dist_from_row
 from storage import sweeps as sweep_store
 from storage import transitions
@@ -87,7 +87,8 @@ def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
     for spec, child in zip(carried, ids, strict=False):
         assert spec.parent_id is not None
         trial_store.copy_progress(s, engine, spec.parent_id, child)
-    if next_idx == len(cfg.stages) - 1:
+    if next_idx == len(cfg.stages) - 1 and next_cfg.prune is None:
+        # (a stage that prunes runs in index order: its verdicts wait for lower indices)
         ids = _longest_first(s, sweep, ids, carried + fresh, this_cfg.epochs)
     return Advanced(stage.id, new_stage, tuple(ids), queue=sweep.queue)
 

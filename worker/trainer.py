@@ -32,6 +32,7 @@ from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import SPEC, Hyper
 from worker.nn.protocol import ModelSpec
 from worker.nn.training import EpochResult, TrainState
+from worker.prune import PruneGate
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +369,7 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     state = resume_or_init(trial, claim.saved, hyper, model_spec(ctx, sweep, trial, splits))
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
     settings = SweepSettings.of(sweep.config)
-    ran = 0
+    ran, gate = 0, PruneGate.of(ctx, claim, token, beat)
     while state.epoch < trial.epochs:
         if beat.lost.is_set():
             raise LeaseLost(f"trial {trial.id}: lease lost")
@@ -376,6 +377,8 @@ def train(ctx: TrialContext, claim: Claim, token: str,
             transact(ctx.engine, lambda s: trial_store.release(
                 s, ctx.engine, trial.id, token, "worker stopped; resumable"))
             return "released", ran, None
+        if gate and (stop := gate.check(state.epoch)):  # the stage's prune rule
+            return stop.status, ran, stop.ready
         started = time.perf_counter()
         res = state.train_epoch(splits.X_train, splits.y_train, splits.X_val, splits.y_val)
         seconds = time.perf_counter() - started

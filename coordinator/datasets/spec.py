@@ -92,6 +92,6 @@ def _resolve(chk: Problems, key: str, raw: str, base_dir: Path | None, check_fil
                              f"{str(candidate)!r}")
                 return BAD
             return str(candidate.resolve())
-    where = ", ".join(str(p.parent.resolve()) for p in tried)
+    where = ", ".join(dict.fromkeys(str(p.parent.resolve()) for p in tried))  # once each
     chk.add(key, f"{'folder' if folder else 'file'} not found (looked in {where}), got {raw!r}")
     return BAD
