@@ -19,8 +19,6 @@ of both: ``python benchmarks/scale_workers.py --rounds 10``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import re
 import signal
 import subprocess
@@ -29,20 +27,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import harness
+from pools import Pools, served_database
 from redis import Redis
-from rq import Worker
 from sqlalchemy import Engine, text
 
 from storage.db import make_engine
-from tests.pgbouncer import CONNECTION_ERRORS, PgBouncer, pgbouncer_binary
-from worker import queue as q
+from tests.pgbouncer import CONNECTION_ERRORS, pgbouncer_binary
 
-PER_POOL = 16
 OTHER_ERRORS = re.compile(r"Traceback|ERROR|deadlock detected|could not serialize", re.I)
 SWEEP_YAML = """\
 name: {name}
@@ -107,49 +102,6 @@ class PeakConnections:
         return self._sum / max(self._n, 1)
 
 
-class Pools:
-    """``hpsweep worker --processes 16`` pools, ``n`` worker processes in all, each pool
-    logging to its own file."""
-
-    def __init__(self, n: int, db_url: str, redis_url: str, queue: str, folder: Path) -> None:
-        self.n, self.queue, self.folder = n, queue, folder
-        self.env = dict(os.environ, HPSWEEP_DB=db_url, HPSWEEP_REDIS=redis_url)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-
-    def start(self, conn: Redis, timeout: float = 600) -> None:
-        full, rest = divmod(self.n, PER_POOL)
-        sizes = [PER_POOL] * full + ([rest] if rest else [])
-        for i, size in enumerate(sizes):
-            log = self.folder / f"pool-{i}.log"
-            with open(log, "wb") as err:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "coordinator.cli", "worker", "--processes", str(size),
-                     "--queue", self.queue, "--log-level", "warning"], env=self.env,
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                    start_new_session=True))
-            self.logs.append(log)
-        queue, deadline = q.make_queue(conn, self.queue), time.monotonic() + timeout
-        while Worker.count(connection=conn, queue=queue) < self.n:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"{self.n} workers did not start: {self.log_text()[-2000:]}")
-            time.sleep(0.2)
-
-    def log_text(self) -> str:
-        return "".join(log.read_text(errors="replace") for log in self.logs)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
-
 def launch(folder: Path, name: str, args: argparse.Namespace, db_url: str, redis_url: str,
            queue: str) -> None:
     config = folder / f"{name}.yaml"
@@ -196,24 +148,12 @@ def sweep_problems(engine: Engine, name: str) -> tuple[int, int, list[str]]:
     return len(trials), sum(t[3] for t in trials), problems
 
 
-@contextlib.contextmanager
-def served_database(mode: str, folder: Path, server_pool: int) -> Iterator[tuple[str, str]]:
-    """(URL the workers use, database name): direct, or through a private PgBouncer."""
-    with harness.postgres_db() as direct:
-        dbname, user = direct.rsplit("/", 1)[1], direct.split("//")[1].split("@")[0]
-        if mode == "direct":
-            yield direct, dbname
-            return
-        with PgBouncer(folder / "pgbouncer", users=[user], pool_size=server_pool,
-                       max_clients=4000) as bouncer:
-            yield bouncer.url(user, dbname), dbname
-
-
 def run_mode(mode: str, workers: int, args: argparse.Namespace) -> list[Round]:
     results: list[Round] = []
     with (tempfile.TemporaryDirectory(prefix=f"hpsweep-scale-{mode}-") as tmp,
-          served_database(mode, Path(tmp), args.server_pool) as (db_url, dbname),
-          harness.leased_redis() as redis_url, PeakConnections(dbname) as peak):
+          served_database(mode, Path(tmp), args.server_pool) as served,
+          harness.leased_redis() as redis_url, PeakConnections(served.dbname) as peak):
+        db_url = served.url
         folder, conn = Path(tmp), Redis.from_url(redis_url)
         engine = make_engine(db_url)
         queue = f"scale-{uuid.uuid4().hex[:8]}"
