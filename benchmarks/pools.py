@@ -81,6 +81,7 @@ class Pools:
 class Served:
     url: str  # what the workers are given
     dbname: str
+    direct: str  # the database's own URL (not through the bouncer)
     bouncer: PgBouncer | None = None
 
 
@@ -91,11 +92,11 @@ def served_database(mode: str, folder: Path, server_pool: int) -> Iterator[Serve
     with harness.postgres_db() as direct:
         dbname, user = direct.rsplit("/", 1)[1], direct.split("//")[1].split("@")[0]
         if mode == "direct":
-            yield Served(direct, dbname)
+            yield Served(direct, dbname, direct)
             return
         with PgBouncer(folder / "pgbouncer", users=[user], pool_size=server_pool,
                        max_clients=4000) as bouncer:
-            yield Served(bouncer.url(user, dbname), dbname, bouncer)
+            yield Served(bouncer.url(user, dbname), dbname, direct, bouncer)
 
 
 @contextlib.contextmanager
