@@ -203,7 +203,9 @@ class WorkerOptions:
 
 
 class Reconciler:
-    """Runs ``reconcile`` every ``period`` seconds on its own Redis connection."""
+    """Runs ``reconcile`` every ``period`` seconds on its own Redis connection, when it is
+    this worker's turn (``queue.reconcile_turn``: one pass per period among the workers of a
+    database)."""
 
     def __init__(self, redis_url: str, period: float) -> None:
         self._url, self._period = redis_url, period
@@ -223,7 +225,9 @@ class Reconciler:
         while not self._stop.wait(self._period):
             try:
                 conn = conn or q.connect(self._url)
-                reconcile(runtime().engine, conn)
+                rt = runtime()
+                if q.reconcile_turn(conn, rt.identity.fingerprint, self._period):
+                    reconcile(rt.engine, conn)
             except Exception as exc:  # noqa: BLE001 - keep reconciling; next pass may succeed
                 log.warning("reconcile failed: %s", exc)
                 conn = None

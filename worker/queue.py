@@ -263,6 +263,19 @@ def _is_recent(started_at: bytes | None, now: float) -> bool:
     return started is not None and abs(now - started) < STARTED_GRACE
 
 
+def reconcile_turn(conn: Redis, fingerprint: str, period: float) -> bool:
+    """Whether the periodic reconcile pass is this worker's to run now.
+
+    The first worker of a database (among those sharing a Redis database and a period) to
+    ask in each period takes the turn: one pass per period however many workers run, not
+    one per worker. A pass reads every queued trial; passes x workers made the
+    coordination cost per trial grow with the fleet (``benchmarks/coordination.py``). A
+    worker that dies holding the turn loses it when the key expires, one period later.
+    """
+    ms = max(1, round(period * 1000))
+    return bool(conn.set(f"hpsweep:reconcile:{fingerprint}:{ms}", b"1", nx=True, px=ms))
+
+
 def remove_jobs(conn: Redis, queue: Queue, job_ids: list[str]) -> None:
     """Drop queued jobs (cancellation); running ones stop at their next epoch."""
     for jid in job_ids:
