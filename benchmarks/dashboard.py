@@ -35,8 +35,8 @@ from sqlalchemy import Engine
 from coordinator.dashboard import payload
 from storage import trials as trial_store
 from storage.db import make_engine, transact
-from tests.helpers import rows
 from tests.support.dashboard_server import dashboard, request
+from tests.support.db import rows
 from tests.support.synthetic_sweep import build
 
 TARGET_PAGE_S, TARGET_LIVE_S = 1.0, 2.0

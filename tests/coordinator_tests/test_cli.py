@@ -11,7 +11,8 @@ from redis import Redis
 
 from coordinator.cli import main
 from storage.db import make_engine
-from tests.helpers import scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import scalar
 from tests.support.redis_lease import keys_besides_lease
 
 pytestmark = pytest.mark.integration

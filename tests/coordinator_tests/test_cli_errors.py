@@ -23,7 +23,8 @@ from coordinator.ensemble import EnsembleError, EnsembleUsageError
 from coordinator.query import QueryError
 from storage import sweeps as sweep_store
 from storage.db import BadDatabaseURL, DatabaseNotFound, StorageError
-from tests.helpers import scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import scalar
 from tests.support.redis_lease import keys_besides_lease
 from worker.data import DatasetError
 from worker.queue import BadRedisURL, QueueError

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from storage.db import make_engine
-from tests.helpers import rows
 from tests.support.dashboard_server import dashboard, request, run_cli
+from tests.support.db import rows
+from tests.support.processes import ROOT
 from tests.support.synthetic_sweep import build
 
 pytestmark = pytest.mark.integration
@@ -154,7 +155,6 @@ def test_static_assets_ship_in_the_package() -> None:
     import tomllib
 
     from coordinator.dashboard.app import STATIC
-    from tests.helpers import ROOT
 
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"]["coordinator.dashboard"]

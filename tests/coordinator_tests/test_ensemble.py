@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from coordinator import ensemble as ens
 from coordinator.config import load_config
@@ -16,26 +16,27 @@ from coordinator.stages import advance
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import make_engine, transact
-from tests.coordinator_tests.finished_sweep import Template, build, cli, drain
-from tests.helpers import assert_curves_complete, rows, scalar, write_config
+from tests.coordinator_tests.finished_sweep import build, cli, drain
+from tests.support.configs import write_config
+from tests.support.db import assert_curves_complete, rows, scalar
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("ensemble"))
-
-
-@pytest.fixture
-def finished(template, redis_url, tmp_path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    """(database URL, sweep name) of a private copy of a finished tiny sweep."""
-    return template.copy(redis_url, tmp_path)
 
 
 def ensemble_rows(engine, method: str) -> list[tuple]:  # type: ignore[no-untyped-def]
     return rows(engine, "SELECT members, val_acc, test_acc, single_val_acc, single_test_acc "
                         "FROM ensembles WHERE method = :m ORDER BY id", m=method)
+
+
+def run_ensemble(db: str, name: str, method: str, k: int | None = None
+                 ) -> tuple[Engine, tuple, str]:
+    """``hpsweep ensemble NAME --method METHOD [--k K]``: the engine, its one ensembles row,
+    and the command's output."""
+    res = cli("ensemble", name, "--method", method, *(["--k", str(k)] if k else []), "--db", db)
+    assert res.exit_code == 0, res.output
+    engine = make_engine(db)
+    [row] = ensemble_rows(engine, method)
+    return engine, row, res.output
 
 
 def best_search_trial(engine) -> tuple[int, float]:  # type: ignore[no-untyped-def]
@@ -75,10 +76,8 @@ def test_distinct_configs_keeps_the_best_of_each_configuration() -> None:
 
 def test_top_k_beats_or_says_plainly_it_is_lower(finished) -> None:  # type: ignore[no-untyped-def]
     db, name = finished
-    res = cli("ensemble", name, "--method", "top-k", "--k", "5", "--db", db)
-    assert res.exit_code == 0, res.output
-    engine = make_engine(db)
-    [(members, val, test, single_val, single_test)] = ensemble_rows(engine, "top-k")
+    engine, (members, val, test, single_val, single_test), output = run_ensemble(
+        db, name, "top-k", 5)
     members = json.loads(members)
     assert len(members) == 5 and len({m["trial"] for m in members}) == 5
     params = transact(engine, lambda s: trial_store.trial_params(s, [m["trial"] for m in members]))
@@ -88,8 +87,8 @@ def test_top_k_beats_or_says_plainly_it_is_lower(finished) -> None:  # type: ign
     # the single model is rebuilt from its checkpoint on the workers' split: same accuracy
     assert single_val == pytest.approx(best_acc, abs=1e-9)
     assert 0 <= test <= 1 and 0 <= single_test <= 1
-    assert val >= single_val or "LOWER than the best single model" in res.output
-    assert f"{val:.4f}" in res.output and f"{single_val:.4f}" in res.output
+    assert val >= single_val or "LOWER than the best single model" in output
+    assert f"{val:.4f}" in output and f"{single_val:.4f}" in output
 
 
 def test_top_k_of_one_is_the_best_single_model(finished) -> None:  # type: ignore[no-untyped-def]
@@ -104,10 +103,7 @@ def test_top_k_of_one_is_the_best_single_model(finished) -> None:  # type: ignor
 
 def test_snapshots_are_the_last_k_epochs_of_the_best_trial(finished) -> None:  # type: ignore[no-untyped-def]
     db, name = finished
-    res = cli("ensemble", name, "--method", "snapshots", "--k", "3", "--db", db)
-    assert res.exit_code == 0, res.output
-    engine = make_engine(db)
-    [(members, val, test, single_val, _)] = ensemble_rows(engine, "snapshots")
+    engine, (members, val, test, single_val, _), _ = run_ensemble(db, name, "snapshots", 3)
     best_id, _ = best_search_trial(engine)
     epochs = scalar(engine, "SELECT epochs FROM trials WHERE id = :t", t=best_id)
     assert [(m["trial"], m["epoch"], m["checkpoint"]) for m in json.loads(members)] == [
@@ -117,10 +113,7 @@ def test_snapshots_are_the_last_k_epochs_of_the_best_trial(finished) -> None:  #
 
 def test_average_scores_the_ema_weights_as_training_did(finished) -> None:  # type: ignore[no-untyped-def]
     db, name = finished
-    res = cli("ensemble", name, "--method", "average", "--db", db)
-    assert res.exit_code == 0, res.output
-    engine = make_engine(db)
-    [(members, val, _, _, _)] = ensemble_rows(engine, "average")
+    engine, (members, val, _, _, _), _ = run_ensemble(db, name, "average")
     [member] = json.loads(members)
     assert member["weights"] == "ema"
     ema_val_acc = scalar(engine, "SELECT ema_val_acc FROM curves WHERE trial_id = :t "

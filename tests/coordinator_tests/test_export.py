@@ -10,20 +10,10 @@ import pytest
 
 from coordinator.export import param_columns
 from storage.db import make_engine
-from tests.coordinator_tests.finished_sweep import TINY, Template, cli
-from tests.helpers import rows
+from tests.coordinator_tests.finished_sweep import TINY, cli
+from tests.support.db import rows
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("export"))
-
-
-@pytest.fixture
-def finished(template, redis_url, tmp_path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    return template.copy(redis_url, tmp_path)
 
 
 def db_trials(db: str) -> dict[int, tuple]:

@@ -16,7 +16,9 @@ from coordinator import launch as launch_mod
 from coordinator.cli import main
 from coordinator.config import ConfigError, load_config
 from storage.db import make_engine
-from tests.helpers import ROOT, rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
 

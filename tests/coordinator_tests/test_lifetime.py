@@ -18,7 +18,8 @@ import pytest
 
 from coordinator import lifetime
 from coordinator.embedded import EmbeddedRedis, remove_stale_folders
-from tests.helpers import ROOT, wait_for
+from tests.support.db import wait_for
+from tests.support.processes import ROOT
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 

@@ -11,21 +11,12 @@ import pytest
 from coordinator import plots
 from storage import sweeps as sweep_store
 from storage.db import make_engine, transact
-from tests.coordinator_tests.finished_sweep import Template, cli
+from tests.coordinator_tests.finished_sweep import cli
+from tests.support.db import rows
 
 pytestmark = pytest.mark.integration
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("plots"))
-
-
-@pytest.fixture
-def finished(template, redis_url, tmp_path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    return template.copy(redis_url, tmp_path)
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -99,7 +90,6 @@ def synthetic(sqlite_url):  # type: ignore[no-untyped-def]
     from sqlalchemy import update
 
     from storage.models import Trial
-    from tests.helpers import rows
     from tests.support.synthetic_sweep import build
 
     engine = make_engine(sqlite_url)
@@ -119,8 +109,6 @@ def _close(figs) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_lr_reg_colour_scale_fits_the_data_and_marks_the_best(synthetic) -> None:  # type: ignore[no-untyped-def]
-    from tests.helpers import rows
-
     engine, sweep_id, late = synthetic
     lo, hi = rows(engine, "SELECT min(best_val_acc), max(best_val_acc) FROM trials "
                           "WHERE status = 'done'")[0]
@@ -167,7 +155,6 @@ def test_curves_rank_like_hpsweep_best_ties_by_validation_loss(synthetic) -> Non
 
     from coordinator.report import best_rows
     from storage.models import Trial
-    from tests.helpers import rows
 
     engine, sweep_id, _ = synthetic
     a, b = (r[0] for r in rows(engine, "SELECT id FROM trials WHERE status = 'done' "

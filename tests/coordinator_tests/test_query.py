@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from redis import Redis
 
 from coordinator.cli import main
-from tests.helpers import write_config
+from tests.support.configs import write_config
 from tests.support.redis_lease import flush_besides_lease
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,10 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from storage.db import make_engine
-from tests.coordinator_tests.finished_sweep import Template, cli
-from tests.helpers import ROOT, rows, scalar, write_config
+from tests.coordinator_tests.finished_sweep import cli
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -105,11 +107,6 @@ def dump(url: str) -> list[tuple]:
     out = [(t, *r) for t in sorted(names) for r in rows(engine, f"SELECT * FROM {t}")]
     engine.dispose()
     return sorted(out, key=repr)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("read_only"))
 
 
 @pytest.mark.parametrize("old", [False, True], ids=["current", "older-version"])

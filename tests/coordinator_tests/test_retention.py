@@ -13,7 +13,8 @@ from coordinator import jobs, retention
 from storage import retention as store
 from storage.db import make_engine
 from tests.coordinator_tests.finished_sweep import TINY, build, cli, drain
-from tests.helpers import assert_curves_complete, rows, scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import assert_curves_complete, rows, scalar
 from worker.nn import checkpoint
 
 pytestmark = pytest.mark.integration

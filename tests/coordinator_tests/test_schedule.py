@@ -12,7 +12,8 @@ from coordinator.stages import advance
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
 from storage.trials import trial_params
-from tests.helpers import rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
 
 BASE = {"learning_rate": 0.1, "update_rule": "sgd", "depth": 1, "batch_size": 64}
 

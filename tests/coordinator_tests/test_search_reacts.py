@@ -16,7 +16,8 @@ from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
-from tests.helpers import rows, scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine
-from tests.helpers import rows, scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar
 
 pytestmark = pytest.mark.integration
 

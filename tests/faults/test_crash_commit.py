@@ -13,7 +13,9 @@ from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
-from tests.faults.support import assert_curves_match, reference_curves, rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
+from tests.support.reference import assert_curves_match, reference_curves
 from worker.data import DatasetCache
 from worker.trainer import TrialContext, run_attempt
 
@@ -28,7 +30,8 @@ class Injected(RuntimeError):
 
 @pytest.fixture
 def sweep(tmp_path, dataset, db_url):  # type: ignore[no-untyped-def]
-    cfg_path = write_config(tmp_path / "c.yaml", dataset, [(1, EPOCHS)], hidden=64)
+    cfg_path = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset,
+                            stages=[(1, EPOCHS)], hidden=64)
     engine = make_engine(db_url)
     cfg = load_config(cfg_path)
     made = create_sweep(engine, cfg, "hpsweep", prepare_dataset(cfg))

@@ -9,23 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from storage.db import make_engine
-from tests.faults.support import (
-    Fleet,
-    assert_curves_match,
-    freeze_outside_transaction,
-    launch,
-    observer,
-    reference_curves,
-    rows,
-    scalar,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar, sweep_status, wait_for
+from tests.support.processes import Fleet, freeze_outside_transaction
+from tests.support.reference import assert_curves_match, reference_curves
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -33,13 +23,10 @@ EPOCHS = 10
 BOTH_BACKENDS = pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 
 
-def _one_trial_sweep(tmp_path: Path, dataset: Path, db: str, redis_url: str,  # type: ignore[no-untyped-def]
-                     **top: object):
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(1, EPOCHS)], **top)
-    out = launch(cfg, db, redis_url)
-    assert out.returncode == 0, out.stderr
-    engine = observer(db)
-    return cfg, engine, sweep_id_of(engine, out.stdout.strip())
+def _one_trial_sweep(tmp_path: Path, dataset: Path, fleet: Fleet,
+                     **top: object) -> tuple[Path, Engine, int]:
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(1, EPOCHS)], **top)
+    return cfg, fleet.engine, fleet.launch(cfg)
 
 
 def _epochs(engine, sweep_id: int) -> int:  # type: ignore[no-untyped-def]
@@ -50,7 +37,7 @@ def _epochs(engine, sweep_id: int) -> int:  # type: ignore[no-untyped-def]
 @BOTH_BACKENDS
 def test_sigkill_of_a_whole_worker_mid_epoch_resumes_from_the_last_checkpoint(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url)
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     first = fleet.start()
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
     time.sleep(0.05)  # into the next epoch
@@ -68,7 +55,7 @@ def test_sigkill_of_a_whole_worker_mid_epoch_resumes_from_the_last_checkpoint(
 
 def test_sigstop_past_the_lease_then_sigcont_the_stale_execution_writes_nothing(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url)
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     frozen = fleet.start()
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
     time.sleep(0.05)
@@ -107,7 +94,7 @@ def test_corrupted_latest_checkpoint_falls_back_with_a_warning(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     # A high learning rate: validation accuracy peaks early, so 'best' is older than 'last'.
     high_lr = {"learning_rate": {"dist": "log_uniform", "low": 2e-2, "high": 3e-2}}
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url,
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet,
                                              space=high_lr)
     first = fleet.start()
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 5, 60), fleet.logs()
@@ -137,7 +124,7 @@ def _children(pid: int) -> list[int]:
 
 def test_sigkill_of_the_work_horse_only_resumes_from_the_last_checkpoint(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url)
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     parent = fleet.start("--fork")
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
     horses = _children(parent.pid)
@@ -156,7 +143,7 @@ def test_sigkill_of_the_work_horse_only_resumes_from_the_last_checkpoint(
 
 def test_sigkill_of_the_parent_only_lets_the_orphan_horse_finish_once(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url)
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     parent = fleet.start("--fork")
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
     horse, = _children(parent.pid)

@@ -14,7 +14,7 @@ from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.trials import EpochRecord
-from tests.faults.support import rows, scalar
+from tests.support.db import rows, scalar
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,6 @@ sweep. And a worker of another *existing* hpsweep database leaves the job where 
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,18 +21,10 @@ from sqlalchemy import create_engine, inspect, make_url, text
 
 from storage.db import make_engine
 from storage.meta import describe, identity
-from tests.conftest import _pg_admin
-from tests.faults.support import (
-    ROOT,
-    Fleet,
-    env_for,
-    hpsweep,
-    observer,
-    rows,
-    sweep_status,
-    wait_for,
-)
-from tests.helpers import assert_curves_complete, write_config
+from tests.support.configs import write_config
+from tests.support.db import assert_curves_complete, observer, rows, sweep_status, wait_for
+from tests.support.processes import ROOT, Fleet, run_hpsweep, worker_env
+from tests.support.servers import postgres_db
 from worker.queue import RUN_TRIAL, AllowlistJob, job_origin, trial_job_id
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -42,11 +33,10 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 def run(args: list[str], cwd: Path, redis_url: str, db: str | None = None,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """An hpsweep command as a user runs it in ``cwd``; ``db`` None: no --db, no $HPSWEEP_DB."""
-    env = env_for(db or "", redis_url, cwd.parent / "cache")
+    env = worker_env(db or "", redis_url, cwd.parent / "cache")
     if db is None:
         env.pop("HPSWEEP_DB")
-    return subprocess.run(hpsweep(*args), cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_hpsweep(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 def queue_state(conn: Redis, name: str = "hpsweep") -> dict[str, object]:
@@ -117,15 +107,10 @@ def other_db(request: pytest.FixtureRequest, db: str, tmp_path: Path) -> Iterato
         make_engine(url).dispose()
         yield url
         return
-    admin, admin_url = _pg_admin()
-    name = f"hpsweep_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    user = admin_url.split("//")[1].split("@")[0]
-    url = f"postgresql+psycopg://{user}:s3cret@127.0.0.1:5432/{name}"
-    make_engine(url).dispose()
-    yield url
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with postgres_db() as plain:
+        url = plain.replace("@", ":s3cret@", 1)
+        make_engine(url).dispose()
+        yield url
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)

@@ -10,7 +10,7 @@ from storage import dashboard as reads
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.models import Trial
-from tests.helpers import rows
+from tests.support.db import rows
 from tests.support.synthetic_sweep import build
 
 

@@ -13,8 +13,8 @@ from coordinator.rank import TrialOutcome, rank
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.trials import EpochRecord
-from tests.helpers import rows
 from tests.storage_tests.test_trials import claim, make_sweep
+from tests.support.db import rows
 
 pytestmark = pytest.mark.integration
 

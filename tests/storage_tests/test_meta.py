@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 from storage import meta
 from storage.db import DatabaseNotFound, make_engine
 from storage.schema import SchemaOutdated
-from tests.helpers import rows, scalar, wait_for
+from tests.support.db import rows, scalar, wait_for
 
 PROCESSES = 6
 

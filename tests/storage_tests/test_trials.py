@@ -11,7 +11,7 @@ from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.trials import EpochRecord, LeaseLost
-from tests.helpers import rows, scalar
+from tests.support.db import rows, scalar
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 
 START_TIMEOUT = 60.0  # a loaded 2-core box may take long to import and bind
 
