@@ -26,7 +26,8 @@ BOTH_BACKENDS = pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect
 def _one_trial_sweep(tmp_path: Path, dataset: Path, fleet: Fleet,
                      **top: object) -> tuple[Path, Engine, int]:
     cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(1, EPOCHS)], **top)
-    return cfg, fleet.engine, fleet.launch(cfg)
+    sweep_id = fleet.launch(cfg)  # the database exists from here on
+    return cfg, fleet.engine, sweep_id
 
 
 def _epochs(engine, sweep_id: int) -> int:  # type: ignore[no-untyped-def]
