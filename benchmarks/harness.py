@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_info  # noqa: E402
 from coordinator.config import SweepConfig, parse_config  # noqa: E402
 from coordinator.launch import create_sweep, enqueue_stage, prepare_dataset  # noqa: E402
 from coordinator.runner import WorkerArgs, WorkerPool  # noqa: E402
+from coordinator.term import table  # noqa: E402, F401  (the benchmarks' tables)
 from storage.db import make_engine  # noqa: E402
 from tests.support.redis_lease import leased_redis_db  # noqa: E402
 from tests.support.servers import (  # noqa: E402, F401  (re-exported to the benchmarks)
@@ -240,12 +241,3 @@ class Bench:
             print(f"  note: {bad} trial(s) of sweep {sweep_id} did not end 'done'",
                   file=sys.stderr)
         return SweepTiming(wall, int(trials), int(epochs), float(seconds), self.n, cpu)
-
-
-def fmt_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)

@@ -270,7 +270,7 @@ def print_table(results: dict[tuple[str, str], list[Result]], datasets: list[str
                          f"{ep:.0f} ± {ep_sd:.0f}",
                          f"{statistics.mean(gains):+.4f} ± {statistics.stdev(gains):.4f}"
                          if len(gains) > 1 else "", verdict])
-    print(harness.fmt_table(["dataset", "method", "best val_acc (mean ± sd)",
+    print(harness.table(["dataset", "method", "best val_acc (mean ± sd)",
                              "its test_acc (mean ± sd)", "epochs spent",
                              "paired gain vs random", "beats random by > either sd"], rows))
     return ok
@@ -293,7 +293,7 @@ def print_before_after(results: dict[tuple[str, str], list[Result]], datasets: l
                          f"{statistics.mean(b):.4f} ± {_sd(b):.4f}",
                          f"{statistics.mean(diff):+.4f} ± {_sd(diff):.4f}",
                          f"{sum(d > 0 for d in diff)}/{sum(d < 0 for d in diff)}"])
-    print(harness.fmt_table(["dataset", "metric", before, "c2f defaults (this tree)",
+    print(harness.table(["dataset", "metric", before, "c2f defaults (this tree)",
                              "paired change", "seeds up/down"], rows))
 
 

@@ -9,15 +9,21 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from coordinator.choices import ENSEMBLE_METHODS
 from coordinator.cli_errors import HpsweepGroup
 from worker.defaults import DEFAULT_DB, DEFAULT_QUEUE, DEFAULT_REDIS
+
+if TYPE_CHECKING:  # not imported at run time: a command imports only what it uses
+    from redis import Redis
+    from sqlalchemy import Engine
+
+    from storage.plain import Reader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,8 +47,7 @@ def _setup_logging(level: str = "INFO") -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _engine(db_url: str, readonly: bool = False,  # type: ignore[no-untyped-def]
-            create: bool = True):
+def _engine(db_url: str, readonly: bool = False, create: bool = True) -> Engine:
     """``create``: hpsweep's schema where missing; otherwise the database must exist
     (``DatabaseNotFound``, exit 2) and nothing is created. ``readonly`` for commands that
     only look."""
@@ -51,14 +56,14 @@ def _engine(db_url: str, readonly: bool = False,  # type: ignore[no-untyped-def]
     return make_engine(db_url, readonly=readonly, create=create)
 
 
-def _redis(url: str):  # type: ignore[no-untyped-def]
+def _redis(url: str) -> Redis:
     from worker.queue import connect
 
     return connect(url)
 
 
 @contextmanager
-def _looking(db_url: str):  # type: ignore[no-untyped-def]
+def _looking(db_url: str) -> Iterator[Engine | Reader]:
     """What ``status`` and ``best`` read: a plain read-only connection where one applies
     (no SQLAlchemy to import: the command finishes in a fraction of the time), else a
     read-only engine, which also gives every error its usual message."""
@@ -72,7 +77,7 @@ def _looking(db_url: str):  # type: ignore[no-untyped-def]
         yield reader
 
 
-def _sweep_id(engine, name: str | None) -> int:  # type: ignore[no-untyped-def]
+def _sweep_id(engine: Engine | Reader, name: str | None) -> int:
     from coordinator.report import find_sweep
 
     sweep = find_sweep(engine, name)
@@ -355,7 +360,7 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
     """Evaluate an ensemble of SWEEP's models on validation and test; record it."""
     from coordinator import ensemble as ens
     from coordinator.local_run import ensemble_with_workers
-    from coordinator.progress import use_color
+    from coordinator.term import use_color
 
     engine = _engine(db_url, create=False)  # writes its own rows only, creates no table
     out = ensemble_with_workers(engine, _sweep_id(engine, sweep), method, k, wait=wait,

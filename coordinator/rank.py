@@ -54,9 +54,9 @@ def is_scored(outcome: TrialOutcome) -> bool:
 
 
 def _rank_key(t: TrialOutcome) -> tuple:
-    if is_scored(t):
+    if t.score is not None and is_scored(t):
         loss = t.val_loss if t.val_loss is not None and math.isfinite(t.val_loss) else math.inf
-        return (0, -float(t.score), loss, t.trial_id)  # type: ignore[arg-type]
+        return (0, -float(t.score), loss, t.trial_id)
     status = _status(t)
     group = 1 + _LAST.index(status) if status in _LAST else 1 + len(_LAST)
     return (group, 0.0, 0.0, t.trial_id)

@@ -4,6 +4,7 @@ trial running or queued within 30 s, no new stage, and the workers idle."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -25,7 +26,8 @@ def idle_workers(conn: Redis) -> list[str]:
     return [w.name for w in Worker.all(connection=conn) if w.get_state() == "idle"]
 
 
-def test_cancel_stops_a_running_two_worker_sweep(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_stops_a_running_two_worker_sweep(tmp_path: Path, db_url: str,
+                                                 redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 12, "epochs": EPOCHS},
                                                     {"trials": 2, "epochs": 1}])
     launched = cli("launch", str(cfg), "--db", db_url, "--redis", redis_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_plot_writes_four_valid_pngs(finished, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plot_writes_four_valid_pngs(finished: tuple[str, str], tmp_path: Path) -> None:
     db, name = finished
     out = tmp_path / "figs" / "nested"
     res = cli("plot", name, "--out", str(out), "--db", db)
@@ -42,7 +43,7 @@ def test_plot_writes_four_valid_pngs(finished, tmp_path) -> None:  # type: ignor
         assert data.endswith(b"IEND\xaeB`\x82")  # complete file
 
 
-def test_figures_have_titles_and_labelled_axes(finished) -> None:  # type: ignore[no-untyped-def]
+def test_figures_have_titles_and_labelled_axes(finished: tuple[str, str]) -> None:
     import matplotlib.pyplot as plt
 
     db, name = finished
@@ -74,7 +75,8 @@ def test_best_so_far_is_a_running_maximum() -> None:
     assert plots.best_so_far([None, 0.2, 0.1, None, 0.5, 0.3]) == [None, 0.2, 0.2, 0.2, 0.5, 0.5]
 
 
-def test_plot_without_matplotlib_says_how_to_install(finished, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plot_without_matplotlib_says_how_to_install(
+        finished: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     db, name = finished
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     res = cli("plot", name, "--out", str(tmp_path / "p"), "--db", db)

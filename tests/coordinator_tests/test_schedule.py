@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 
@@ -35,7 +37,7 @@ def test_longest_first_is_stable() -> None:
 
 
 @pytest.mark.integration
-def test_the_last_stage_is_enqueued_longest_first(tmp_path, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_the_last_stage_is_enqueued_longest_first(tmp_path: Path, sqlite_url: str) -> None:
     cfg = load_config(write_config(
         tmp_path / "c.yaml",
         space={"learning_rate": {"dist": "log_uniform", "low": 1e-3, "high": 1.0},

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from redis import Redis
+from sqlalchemy import Engine
 
 from coordinator.cli import main
 from coordinator.config import load_config
@@ -34,14 +35,15 @@ def drain(tmp_path: Path, db_url: str, redis_url: str, n: int = 2) -> str:
     return Fleet(tmp_path, db_url, redis_url).drain(n=n)
 
 
-def trial_params(engine) -> list[tuple]:  # type: ignore[no-untyped-def]
+def trial_params(engine: Engine) -> list[tuple]:
     return rows(engine, """SELECT st.idx, t.idx, t.seed, t.status, p.name, p.value, p.value_text
                            FROM trials t JOIN stages st ON st.id = t.stage_id
                            JOIN params p ON p.trial_id = t.id
                            ORDER BY st.idx, t.idx, p.name""")
 
 
-def test_launch_and_burst_workers_finish_every_stage(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_launch_and_burst_workers_finish_every_stage(tmp_path: Path, db_url: str,
+                                                     redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 6, "epochs": 1},
                                                     {"trials": 4, "epochs": 2},
                                                     {"trials": 2, "epochs": 4}])
@@ -61,7 +63,8 @@ def test_launch_and_burst_workers_finish_every_stage(tmp_path, db_url, redis_url
     assert_curves_complete(engine)
 
 
-def test_run_matches_launch_plus_workers_and_leaves_no_process(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_run_matches_launch_plus_workers_and_leaves_no_process(tmp_path: Path,
+                                                               redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml")
     launched_db = f"sqlite:///{tmp_path}/launched.db"
     assert invoke("launch", str(cfg), "--db", launched_db, "--redis", redis_url).exit_code == 0
@@ -98,8 +101,9 @@ def _embedded_redis_left(tmp_dir) -> bool:  # type: ignore[no-untyped-def]
     return bool(out.stdout.strip())
 
 
-def test_too_low_learning_rate_is_flagged_and_the_next_range_moves_up(tmp_path, sqlite_url,
-                                                                      redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_too_low_learning_rate_is_flagged_and_the_next_range_moves_up(tmp_path: Path,
+                                                                      sqlite_url: str,
+                                                                      redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", dataset="digits",
                        space={"learning_rate": {"dist": "log_uniform", "low": 1e-9,
                                                 "high": 1e-6}},
@@ -117,7 +121,8 @@ def test_too_low_learning_rate_is_flagged_and_the_next_range_moves_up(tmp_path, 
     assert "learning_rate" in res.output and "high edge" in res.output
 
 
-def test_wide_learning_rate_range_narrows_stage_by_stage(tmp_path, sqlite_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_wide_learning_rate_range_narrows_stage_by_stage(tmp_path: Path, sqlite_url: str,
+                                                         redis_url: str) -> None:
     import math
 
     cfg = write_config(tmp_path / "c.yaml", dataset="digits",
@@ -141,7 +146,7 @@ def _advance_in_child(db_url: str, stage_id: int, barrier, results) -> None:  # 
     results.put(None if done is None else done.next_stage_id)
 
 
-def test_concurrent_stage_advancement_happens_exactly_once(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_stage_advancement_happens_exactly_once(tmp_path: Path, db_url: str) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml", stages=[{"trials": 8, "epochs": 1},
                                                                 {"trials": 4, "epochs": 2}]))
     engine = make_engine(db_url)
@@ -172,7 +177,7 @@ def test_concurrent_stage_advancement_happens_exactly_once(tmp_path, db_url) -> 
 
 
 def test_lost_advancement_is_completed_by_resume_and_resume_is_idempotent(
-        tmp_path, sqlite_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, sqlite_url: str, redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 6, "epochs": 1, "quorum": 1},
                                                     {"trials": 3, "epochs": 3}])
     invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url)
@@ -192,7 +197,8 @@ def test_lost_advancement_is_completed_by_resume_and_resume_is_idempotent(
     assert conn.llen("rq:queue:hpsweep") == 0
 
 
-def test_readme_example_queries_answer_on_both_databases(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_readme_example_queries_answer_on_both_databases(tmp_path: Path, db_url: str,
+                                                         redis_url: str) -> None:
     import re
 
     cfg = write_config(tmp_path / "c.yaml", name="digits-mlp")
@@ -220,7 +226,7 @@ def test_readme_example_queries_answer_on_both_databases(tmp_path, db_url, redis
     assert [r[0] for r in rows(engine, queries[2])] == [0, 1]  # stage idx, search stages only
 
 
-def test_ctrl_c_stops_everything_run_started(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_stops_everything_run_started(tmp_path: Path) -> None:
     import signal
     import time
 

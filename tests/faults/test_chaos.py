@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from tests.support.configs import write_config
 from tests.support.db import rows, sweep_status, wait_for
 from tests.support.processes import Fleet
 from tests.support.reference import assert_curves_match, reference_curves
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
 
@@ -19,7 +21,7 @@ WORKERS, MAX_KILLS, CHAOS_SECONDS = 3, 25, 45.0
 
 
 def test_sweep_survives_a_worker_killed_every_second_or_two(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     # Two stages: 16 trials of 5 epochs, then the 4 best ranges refined, 4 trials of 5 epochs.
     # The learning-rate range reaches rates that diverge, so 'diverged' is exercised too.
     # More attempts than kills: bad luck alone (one trial's worker killed three times, the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from sqlalchemy.orm import Session
 
 import storage.trials as trial_store
 from coordinator.config import load_config
@@ -72,7 +73,7 @@ def test_crash_between_checkpoint_write_and_commit_leaves_no_trace_of_the_epoch(
     assert_curves_match(engine, sweep_id, reference_curves(cfg_path, tmp_path / "ref"))
 
 
-def rows_in(s, trial_id: int, epoch: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def rows_in(s: Session, trial_id: int, epoch: int) -> tuple[int, int]:
     from sqlalchemy import text
 
     q = "SELECT COUNT(*) FROM {} WHERE trial_id = :t AND epoch = :e"

@@ -88,7 +88,7 @@ def _answer(server: RedisServer, job_id: str) -> tuple[str | None, str]:
 
 
 def test_forged_and_broken_jobs_are_refused_and_the_worker_serves_on(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     engine = make_engine(db)  # a worker serves an existing database, never creates one
     worker = fleet.start()
     expected, sentinels = _forge(redis_server, tmp_path, origin_kwargs(identity(engine)))

@@ -16,6 +16,7 @@ from tests.support.configs import write_config
 from tests.support.db import rows, scalar, sweep_status, wait_for
 from tests.support.processes import Fleet, freeze_outside_transaction
 from tests.support.reference import assert_curves_match, reference_curves
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -30,14 +31,14 @@ def _one_trial_sweep(tmp_path: Path, dataset: Path, fleet: Fleet,
     return cfg, fleet.engine, sweep_id
 
 
-def _epochs(engine, sweep_id: int) -> int:  # type: ignore[no-untyped-def]
+def _epochs(engine: Engine, sweep_id: int) -> int:
     return int(scalar(engine, "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
                               "WHERE t.sweep_id = :s", s=sweep_id))
 
 
 @BOTH_BACKENDS
 def test_sigkill_of_a_whole_worker_mid_epoch_resumes_from_the_last_checkpoint(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     first = fleet.start()
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
@@ -55,7 +56,7 @@ def test_sigkill_of_a_whole_worker_mid_epoch_resumes_from_the_last_checkpoint(
 
 
 def test_sigstop_past_the_lease_then_sigcont_the_stale_execution_writes_nothing(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     frozen = fleet.start()
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
@@ -92,7 +93,7 @@ def _flip(blob: bytes) -> bytes:
 
 @BOTH_BACKENDS
 def test_corrupted_latest_checkpoint_falls_back_with_a_warning(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     # A high learning rate: validation accuracy peaks early, so 'best' is older than 'last'.
     high_lr = {"learning_rate": {"dist": "log_uniform", "low": 2e-2, "high": 3e-2}}
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet,
@@ -124,7 +125,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_sigkill_of_the_work_horse_only_resumes_from_the_last_checkpoint(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     parent = fleet.start("--fork")
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
@@ -143,7 +144,7 @@ def test_sigkill_of_the_work_horse_only_resumes_from_the_last_checkpoint(
 
 
 def test_sigkill_of_the_parent_only_lets_the_orphan_horse_finish_once(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     parent = fleet.start("--fork")
     assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()

@@ -6,6 +6,8 @@ reconcilers must put the trial back within seconds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support.configs import write_config
@@ -18,7 +20,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 def test_job_stranded_between_dequeue_and_start_is_put_back(
-        tmp_path, dataset, db, redis_server: RedisServer, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(4, 1)], hidden=32)
     sweep_id = fleet.launch(cfg)
     engine = fleet.engine

@@ -5,8 +5,10 @@ nobody types ``hpsweep resume``."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from tests.support.configs import write_config
 from tests.support.db import observer, rows, scalar, sweep_id_of, sweep_status, wait_for
@@ -17,14 +19,14 @@ from tests.support.servers import RedisServer, free_port
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 
-def _counts(engine, sweep_id: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _counts(engine: Engine, sweep_id: int) -> dict[str, int]:
     return dict(rows(engine, "SELECT status, COUNT(*) FROM trials WHERE sweep_id = :s "
                              "GROUP BY status", s=sweep_id))
 
 
 @pytest.mark.slow
 def test_redis_restart_without_persistence_mid_sweep_needs_no_resume(
-        tmp_path, dataset, db, redis_server: RedisServer, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(12, 5)], hidden=256)
     sweep_id = fleet.launch(cfg)
     engine = fleet.engine
@@ -53,7 +55,7 @@ def test_redis_restart_without_persistence_mid_sweep_needs_no_resume(
 
 
 def test_redis_down_at_launch_exits_0_and_workers_enqueue_later(
-        tmp_path, dataset, db) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str) -> None:
     server = RedisServer(tmp_path / "redis", free_port())  # not started yet
     cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(4, 3)], hidden=64)
     started = time.monotonic()

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.pool import NullPool
 
 from storage.db import make_engine
@@ -77,7 +77,7 @@ def _start_sweep(pg_url: str, redis_url: str, hosts, lease: float  # type: ignor
     return launcher.launch(config, pg_url, redis_url), workers
 
 
-def _assert_finished_cleanly(engine, name: str, workers: list[WorkerProc]) -> None:  # type: ignore[no-untyped-def]
+def _assert_finished_cleanly(engine: Engine, name: str, workers: list[WorkerProc]) -> None:
     wait_until(lambda: sweep_status(engine, name) == "done", 60, f"sweep {name} done",
                lambda: worker_logs(workers))
     assert [w.proc.poll() for w in workers] == [None, None], worker_logs(workers)

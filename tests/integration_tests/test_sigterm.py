@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import Engine
 
 from storage import trials as trial_store
 from storage.db import make_engine, transact
@@ -31,12 +32,12 @@ EPOCHS = 6
 FAST = ["--lease-seconds", "3", "--reconcile-every", "0.5"]
 
 
-def _curve(engine, trial_id: int) -> list[tuple[int, float, float]]:  # type: ignore[no-untyped-def]
+def _curve(engine: Engine, trial_id: int) -> list[tuple[int, float, float]]:
     return rows(engine, "SELECT epoch, train_loss, val_loss FROM curves WHERE trial_id = :t "
                         "ORDER BY epoch", t=trial_id)
 
 
-def _uninterrupted(engine, trial_id: int) -> list[tuple[int, float, float]]:  # type: ignore[no-untyped-def]
+def _uninterrupted(engine: Engine, trial_id: int) -> list[tuple[int, float, float]]:
     """The trial trained from scratch for all its epochs, in this process."""
     (sweep_id, seed), = rows(engine, "SELECT sweep_id, seed FROM trials WHERE id = :t",
                              t=trial_id)

@@ -73,7 +73,7 @@ def _load_pg(url: str, folder: Path) -> None:
 
 
 @pytest.fixture
-def old_db(db_url: str, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+def old_db(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """``db_url`` holding the 302906a sweep, as 302906a left it."""
     if db_url.startswith("sqlite"):
         _unpack(Path(db_url.removeprefix("sqlite:///")))
@@ -272,7 +272,8 @@ def test_a_database_from_a_newer_hpsweep_is_refused(sqlite_url: str) -> None:
         assert "upgrade hpsweep" in out.stderr
 
 
-def test_a_failed_upgrade_leaves_the_old_schema(old_db: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_upgrade_leaves_the_old_schema(old_db: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Every revision runs in one transaction: one that fails half-way (here: 0003, after
     0002 created hpsweep_meta) leaves the database as it was, to be upgraded again."""
     import alembic.op
