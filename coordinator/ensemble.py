@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from redis import Redis
@@ -35,13 +36,16 @@ from coordinator.stages import advance, outcomes
 from coordinator.term import paint
 from storage import ensembles as ensemble_store
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.meta import identity
 from storage.models import StageKind, StageStatus, SweepStatus
+from worker import models
 from worker.data import DatasetCache, Splits
 from worker.nn.checkpoint import CheckpointError
-from worker.nn.training import params_from_checkpoint, predict_proba
+from worker.nn.protocol import predict_proba
+from worker.nn.saved import model_from_checkpoint
 from worker.reconcile import reconcile
 
 METHODS = ENSEMBLE_METHODS
@@ -171,18 +175,22 @@ def sweep_splits(engine: Engine, sweep: sweep_store.SweepInfo) -> Splits:
             raise EnsembleError(f"dataset {sha[:12]} of sweep {sweep.name} is not in the database")
         return data
 
-    return DatasetCache().get(sweep.dataset_sha, sweep.seed, cfg.val_fraction,
-                              cfg.test_fraction, fetch)
+    splits = DatasetCache().get(sweep.dataset_sha, sweep.seed, cfg.val_fraction,
+                                cfg.test_fraction, fetch, cfg.preprocess)
+    return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
-def load_weights(engine: Engine, member: Member) -> dict[str, np.ndarray]:
+def load_model(engine: Engine, member: Member) -> Any:
+    """The member's model (any registered model) holding its checkpoint's weights."""
     saved = dict(transact(engine, lambda s: trial_store.checkpoint_data(s, member.trial_id,
                                                                        member.kind)))
     if member.epoch not in saved:
         raise EnsembleError(f"trial {member.trial_id}: no {member.kind} checkpoint of epoch "
                             f"{member.epoch}")
     try:
-        return params_from_checkpoint(saved[member.epoch], member.weights)
+        return model_from_checkpoint(saved[member.epoch], models.load, member.weights)
+    except models.ModelUnavailable as exc:
+        raise EnsembleError(f"trial {member.trial_id}: {exc}") from None
     except CheckpointError as exc:
         if member.weights == "ema":
             raise EnsembleUsageError(
@@ -197,9 +205,9 @@ def score_members(engine: Engine, members: list[Member], splits: Splits,
     val: list[np.ndarray] = []
     test: list[np.ndarray] = []
     for i, m in enumerate(members):
-        params = load_weights(engine, m)
-        val.append(predict_proba(params, splits.X_val))
-        test.append(predict_proba(params, splits.X_test))
+        net = load_model(engine, m)
+        val.append(predict_proba(net, splits.X_val))
+        test.append(predict_proba(net, splits.X_test))
         if on_progress:
             on_progress("evaluating", i + 1, len(members))
     return Scores(accuracy(mean_proba(val), splits.y_val),
@@ -356,7 +364,7 @@ def run_ensemble(engine: Engine, sweep_id: int, method: str, k: int, *,
         plan = queue_seeds(engine, conn, sweep_id, k)
         if not wait:
             return plan
-        unfinished = transact(engine, lambda s: sweep_store.unfinished_trial_count(
+        unfinished = transact(engine, lambda s: transitions.unfinished_trial_count(
             s, plan.stage_id))
         tick = start_workers(plan.queue) if start_workers and unfinished else None
         wait_for_stage(engine, conn, sweep_id, plan.stage_id, on_progress=on_progress, tick=tick)

@@ -23,8 +23,8 @@ from storage import sweeps as sweep_store
 from storage.db import transact
 from storage.models import SweepStatus
 
-STATUS_COLORS = {"queued": "cyan", "running": "yellow", "done": "green", "diverged": "red",
-                 "failed": "red", "cancelled": "bright_black"}
+STATUS_COLORS = {"queued": "cyan", "running": "yellow", "done": "green", "pruned": "magenta",
+                 "diverged": "red", "failed": "red", "cancelled": "bright_black"}
 _STATUS_WORD = re.compile(r"\b(" + "|".join(STATUS_COLORS) + r")\b")
 
 

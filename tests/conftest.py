@@ -11,15 +11,35 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import plugins
 from tests.support.redis_lease import leased_redis_db
 from tests.support.servers import LOCAL_REDIS, local_redis_answers, postgres_db
+
+
+def _install_example_models() -> None:
+    """The example model package (examples/hpsweep-convnet, ``convnet``) installed for the
+    whole run, into a temporary folder, unless it is installed already (tests/support/
+    plugins.py says how); worker processes inherit it."""
+    from worker import models
+
+    if "convnet" in models.registered():
+        return
+    dest = Path(tempfile.mkdtemp(prefix="hpsweep-test-plugins-"))
+    atexit.register(shutil.rmtree, dest, ignore_errors=True)
+    plugins.activate(plugins.install(plugins.CONVNET, dest))
+
+
+_install_example_models()
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from worker import queue as q
-from worker.jobs import runtime
+from worker.jobs import missing_model, runtime
+from worker.models import ModelUnavailable
 from worker.reconcile import reconcile
 
 log = logging.getLogger("hpsweep.worker")
@@ -95,6 +97,67 @@ class _OwnDatabaseOnly(BaseWorker):
         return None
 
 
+class _OfferedModelsOnly(BaseWorker):
+    """Mixin: a trial whose sweep's model this worker cannot train (not installed, failing
+    to import, or left out by ``--models``) goes back to the end of its queue, untouched, for
+    a worker that can; this worker logs it once per model and carries on with other jobs.
+
+    Meeting a job it handed back again, with nothing performed in between, means the queue
+    holds nothing this worker can train: with ``--burst`` it stops, else it pauses (0.5 s,
+    doubling to 5 s) before looking again, so it never spins on Redis.
+    """
+
+    hpsweep_burst = False
+    _first_handed_back: str | None = None
+    _pause = 0.0
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        missing = _missing_model(job)
+        if missing is None:
+            self._first_handed_back, self._pause = None, 0.0
+            return super().execute_job(job, queue)
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.rpush(queue.key, job.id)
+            pipe.execute()
+        if missing.name not in _told:
+            _told.add(missing.name)
+            log.warning("worker %s on host %s cannot train model %r (%s): job %s and any "
+                        "other of that model go back to queue %r for another worker",
+                        runtime().worker, socket.gethostname(), missing.name, missing,
+                        job.id, queue.name)
+        if self._first_handed_back is None:
+            self._first_handed_back = job.id
+        elif self._first_handed_back == job.id:  # round the whole queue: nothing for us
+            if self.hpsweep_burst:
+                self._stop_requested = True
+            else:
+                time.sleep(self._pause)
+                self._pause = min(5.0, max(0.5, 2 * self._pause))
+        return None
+
+
+_told: set[str] = set()  # models this process has said it cannot train
+
+
+def _missing_model(job: Job) -> ModelUnavailable | None:
+    """Why this worker cannot train the trial ``job`` runs, or None (also for any job that
+    is not a well-formed trial job: the job function deals with those)."""
+    try:
+        if job.func_name != q.RUN_TRIAL or not job.args:
+            return None
+        trial_id = job.args[0]
+    except Exception:  # noqa: BLE001 - a broken payload fails later, in RQ's own path
+        return None
+    if isinstance(trial_id, bool) or not isinstance(trial_id, int):
+        return None
+    try:
+        return missing_model(trial_id)
+    except Exception as exc:  # noqa: BLE001 - the job function meets (and records) it too
+        log.warning("could not check the model of trial %d: %s", trial_id, exc)
+        return None
+
+
 class _FewerRoundTrips(BaseWorker):
     """Mixin: RQ refreshes the worker's own key (3 commands, 3 round trips) up to three
     times per job and sets its state to 'idle' twice; with trials of a few milliseconds
@@ -124,11 +187,12 @@ class _FewerRoundTrips(BaseWorker):
         return super().set_state(state, pipeline)
 
 
-class HpsweepWorker(_OwnDatabaseOnly, _StopAware, _FewerRoundTrips, SimpleWorker):
+class HpsweepWorker(_OwnDatabaseOnly, _OfferedModelsOnly, _StopAware, _FewerRoundTrips,
+                    SimpleWorker):
     pass
 
 
-class HpsweepForkWorker(_OwnDatabaseOnly, _StopAware, Worker):
+class HpsweepForkWorker(_OwnDatabaseOnly, _OfferedModelsOnly, _StopAware, Worker):
     pass
 
 
@@ -203,8 +267,10 @@ def serve(redis_url: str, opts: WorkerOptions) -> None:
 
 def _rq_worker(conn: Redis, opts: WorkerOptions, name: str) -> HpsweepWorker | HpsweepForkWorker:
     cls = HpsweepForkWorker if opts.fork else HpsweepWorker
-    return cls([q.make_queue(conn, opts.queue)], connection=conn, name=name,
-               serializer=JSONSerializer, job_class=q.AllowlistJob)
+    worker = cls([q.make_queue(conn, opts.queue)], connection=conn, name=name,
+                 serializer=JSONSerializer, job_class=q.AllowlistJob)
+    worker.hpsweep_burst = opts.burst
+    return worker
 
 
 def _work(worker: Worker, opts: WorkerOptions) -> None:

@@ -21,14 +21,19 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus, TrialStatus
 from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
+from worker import models
 from worker.data import DatasetCache, Splits
+from worker.defaults import SweepSettings
 from worker.nn.checkpoint import CheckpointError
-from worker.nn.hyper import Hyper
+from worker.nn.hyper import SPEC, Hyper
+from worker.nn.protocol import ModelSpec
 from worker.nn.training import EpochResult, TrainState
+from worker.prune import PruneGate
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ class TrialContext:
     # sweep id -> its (immutable) config, dataset and limits: read once per process
     sweeps: dict[int, sweep_store.SweepInfo] = field(default_factory=dict)
     keeper: LeaseKeeper | None = None  # the process's lease renewer (else a thread per trial)
+    models: frozenset[str] | None = None  # the models this worker offers (None: all installed)
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,7 @@ def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
 
 
 def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
-    cfg = sweep.config
+    settings = SweepSettings.of(sweep.config)
 
     def fetch(sha: str) -> bytes:
         data = transact(ctx.engine, lambda s: sweep_store.dataset_bytes(s, sha))
@@ -205,16 +211,26 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
             raise LookupError(f"dataset {sha[:12]} is not in the database")
         return data
 
-    return ctx.datasets.get(sweep.dataset_sha, sweep.seed, cfg.get("val_fraction", 0.14),
-                            cfg.get("test_fraction", 0.14), fetch)
+    splits = ctx.datasets.get(sweep.dataset_sha, sweep.seed, settings.val_fraction,
+                              settings.test_fraction, fetch, settings.preprocess)
+    return splits.flat()  # the built-in MLP takes (N, D) rows
+
+
+def model_spec(ctx: TrialContext, sweep: sweep_store.SweepInfo, trial: ClaimedTrial,
+               splits: Splits) -> ModelSpec:
+    """The trial's model: the sweep's registered model (``ModelUnavailable`` when this worker
+    does not offer it) with the trial's constructor hyperparameters."""
+    name = SweepSettings.of(sweep.config).model
+    cls = models.check_offered(name, ctx.models)
+    return models.spec_for(name, cls, splits.input_shape, splits.n_classes, trial.params)
 
 
 def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
-                   splits: Splits) -> TrainState:
-    """The newest checkpoint that decodes, else a fresh network from the trial's seed."""
+                   spec: ModelSpec) -> TrainState:
+    """The newest checkpoint that decodes, else a fresh model from the trial's seed."""
     for kind, epoch, data in saved:
         try:
-            state = TrainState.from_checkpoint(hyper, data)
+            state = TrainState.from_checkpoint(hyper, data, spec)
         except CheckpointError as exc:
             log.warning("trial %d: %s checkpoint of epoch %d is corrupt (%s); trying an older one",
                         trial.id, kind, epoch, exc)
@@ -223,7 +239,7 @@ def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyp
         return state
     if saved:
         log.warning("trial %d: no usable checkpoint; restarting from scratch", trial.id)
-    return TrainState.create(hyper, splits.n_features, splits.n_classes, trial.seed)
+    return TrainState.create(hyper, spec.input_shape, spec.num_classes, trial.seed, spec)
 
 
 @dataclass
@@ -241,9 +257,9 @@ class _Best:
 
 
 def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: TrainState,
-                 res: EpochResult, seconds: float, best: _Best, cfg: dict[str, Any]) -> bool:
+                 res: EpochResult, seconds: float, best: _Best, settings: SweepSettings) -> bool:
     """Commit one epoch; returns False when the sweep was cancelled meanwhile."""
-    acc, loss = score_of(res, cfg.get("select", "best"))
+    acc, loss = score_of(res, settings.select)
     previous = best.improved
     improved = best.update(acc, loss, res.epoch)
     blob = state.to_checkpoint()
@@ -251,7 +267,7 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
                       best_checkpoint=None, score=acc,
-                      snapshot_keep=int(cfg.get("keep_snapshots", 0)), best_in_last=improved,
+                      snapshot_keep=settings.keep_snapshots, best_in_last=improved,
                       previous_in_last=previous)
 
     def work(s: Session) -> bool:
@@ -276,7 +292,7 @@ def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: E
                                  row)
         trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
                            f"loss diverged in epoch {res.epoch}")
-        return sweep_store.settle_stage(s, trial.stage_id)
+        return transitions.settle_stage(s, trial.stage_id)
 
     return transact(ctx.engine, work, core=True)
 
@@ -288,7 +304,7 @@ def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
     same transaction: no extra round trip per trial)."""
     def work(s: Session) -> bool:
         trial_store.finish(s, ctx.engine, trial_id, token, status, error)
-        return stage_id is not None and sweep_store.settle_stage(s, stage_id)
+        return stage_id is not None and transitions.settle_stage(s, stage_id)
 
     return transact(ctx.engine, work, core=True)
 
@@ -306,6 +322,12 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
     except LeaseLost as exc:
         log.warning("%s", exc)
         return Outcome(trial.id, "noop", trial.stage_id)
+    except models.ModelUnavailable as exc:  # the worker's pre-check missed it: hand back
+        log.warning("trial %d: %s on worker %s; handed back for another worker", trial.id,
+                    exc, ctx.worker)
+        why = f"{exc} on worker {ctx.worker}"
+        transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token, why))
+        return Outcome(trial.id, "released", trial.stage_id)
     except Exception as exc:
         log.exception("trial %d: attempt %d failed", trial.id, trial.attempts)
         final = _retry_or_fail(ctx, trial, token, sweep.max_attempts, exc)
@@ -342,11 +364,13 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     """The epoch loop. Returns (final status, epochs trained in this attempt, whether the
     stage's advancement is due, or None if not checked)."""
     trial, sweep = claim.trial, claim.sweep
-    hyper = Hyper.from_params(trial.params)
+    # the update rule, schedule etc. (the model's own hyperparameters go to its constructor)
+    hyper = Hyper.from_params({k: v for k, v in trial.params.items() if k in SPEC})
     splits = load_splits(ctx, sweep)
-    state = resume_or_init(trial, claim.saved, hyper, splits)
+    state = resume_or_init(trial, claim.saved, hyper, model_spec(ctx, sweep, trial, splits))
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
-    ran = 0
+    settings = SweepSettings.of(sweep.config)
+    ran, gate = 0, PruneGate.of(ctx, claim, token, beat)
     while state.epoch < trial.epochs:
         if beat.lost.is_set():
             raise LeaseLost(f"trial {trial.id}: lease lost")
@@ -354,6 +378,8 @@ def train(ctx: TrialContext, claim: Claim, token: str,
             transact(ctx.engine, lambda s: trial_store.release(
                 s, ctx.engine, trial.id, token, "worker stopped; resumable"))
             return "released", ran, None
+        if gate and (stop := gate.check(state.epoch)):  # the stage's prune rule
+            return stop.status, ran, stop.ready
         started = time.perf_counter()
         res = state.train_epoch(splits.X_train, splits.y_train, splits.X_val, splits.y_val)
         seconds = time.perf_counter() - started
@@ -361,7 +387,7 @@ def train(ctx: TrialContext, claim: Claim, token: str,
         if res.diverged:
             return TrialStatus.DIVERGED.value, ran, record_divergence(ctx, trial, token, res,
                                                                       seconds)
-        if not record_epoch(ctx, trial, token, state, res, seconds, best, sweep.config):
+        if not record_epoch(ctx, trial, token, state, res, seconds, best, settings):
             finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled",
                    stage_id=trial.stage_id)
             return TrialStatus.CANCELLED.value, ran, None

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from storage.db import make_engine
 from tests.support.configs import write_config
-from tests.support.db import rows, scalar, sweep_status, wait_for
+from tests.support.db import epochs_recorded, rows, scalar, sweep_status, wait_for
 from tests.support.processes import Fleet, freeze_outside_transaction
 from tests.support.reference import assert_curves_match, reference_curves
 from tests.support.servers import RedisServer
@@ -31,20 +31,15 @@ def _one_trial_sweep(tmp_path: Path, dataset: Path, fleet: Fleet,
     return cfg, fleet.engine, sweep_id
 
 
-def _epochs(engine: Engine, sweep_id: int) -> int:
-    return int(scalar(engine, "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
-                              "WHERE t.sweep_id = :s", s=sweep_id))
-
-
 @BOTH_BACKENDS
 def test_sigkill_of_a_whole_worker_mid_epoch_resumes_from_the_last_checkpoint(
         tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     first = fleet.start()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 3, 60), fleet.logs()
     time.sleep(0.05)  # into the next epoch
     first.kill()
-    killed_at = _epochs(engine, sweep_id)
+    killed_at = epochs_recorded(engine, sweep_id)
     assert killed_at < EPOCHS
     assert scalar(engine, "SELECT status FROM trials") == "running"
     second = fleet.start()
@@ -59,14 +54,14 @@ def test_sigstop_past_the_lease_then_sigcont_the_stale_execution_writes_nothing(
         tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     frozen = fleet.start()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 3, 60), fleet.logs()
     time.sleep(0.05)
     freeze_outside_transaction(frozen, tmp_path / "sweep.db")
     stopped_at = time.monotonic()
-    at_stop = _epochs(engine, sweep_id)
+    at_stop = epochs_recorded(engine, sweep_id)
     taker = fleet.start()
     assert wait_for(lambda: scalar(engine, "SELECT attempts FROM trials") == 2, 30), fleet.logs()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= at_stop + 2, 30), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= at_stop + 2, 30), fleet.logs()
     before = rows(engine, "SELECT epoch, val_loss, seconds FROM curves WHERE epoch <= :e "
                           "ORDER BY epoch", e=at_stop + 1)
     frozen.signal(signal.SIGCONT)  # mid-way through the new attempt: its lease is live
@@ -99,7 +94,7 @@ def test_corrupted_latest_checkpoint_falls_back_with_a_warning(
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet,
                                              space=high_lr)
     first = fleet.start()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 5, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 5, 60), fleet.logs()
     first.kill()
     saved = rows(engine, "SELECT kind, epoch, data FROM checkpoints")
     newest = max(epoch for _, epoch, _ in saved)
@@ -128,11 +123,11 @@ def test_sigkill_of_the_work_horse_only_resumes_from_the_last_checkpoint(
         tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     parent = fleet.start("--fork")
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 3, 60), fleet.logs()
     horses = _children(parent.pid)
     assert len(horses) == 1, horses
     os.kill(horses[0], signal.SIGKILL)
-    killed_at = _epochs(engine, sweep_id)
+    killed_at = epochs_recorded(engine, sweep_id)
     assert wait_for(lambda: sweep_status(engine, sweep_id) != "running", 60), fleet.logs()
     assert sweep_status(engine, sweep_id) == "done"
     assert parent.alive(), parent.text()
@@ -147,7 +142,7 @@ def test_sigkill_of_the_parent_only_lets_the_orphan_horse_finish_once(
         tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     parent = fleet.start("--fork")
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 3, 60), fleet.logs()
     horse, = _children(parent.pid)
     os.kill(parent.pid, signal.SIGKILL)  # the horse has its own process group: it lives on
     parent.proc.wait()

@@ -44,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 Stages = list[tuple[int, int]] | list[dict[str, Any]]
 
 
-def write_config(path: Path, preset: str = "spiral", *, dataset: Path | str | None = None,
+def write_config(path: Path, preset: str = "spiral", *, dataset: Any = None,
                  stages: Stages | None = None, hidden: int | tuple[int, int] | None = None,
                  batch_size: int | None = None, **top: Any) -> Path:
     """Write a sweep file: ``preset`` with ``stages`` as (trials, epochs) pairs or dicts,
@@ -52,8 +52,8 @@ def write_config(path: Path, preset: str = "spiral", *, dataset: Path | str | No
     top-level key replaced."""
     cfg = copy.deepcopy(PRESETS[preset])
     cfg.update(copy.deepcopy(top))
-    if dataset is not None:
-        cfg["dataset"] = str(dataset)
+    if dataset is not None:  # a file, a built-in's name, or a spec (a mapping)
+        cfg["dataset"] = str(dataset) if isinstance(dataset, Path) else dataset
     if stages is not None:
         cfg["stages"] = [s if isinstance(s, dict) else {"trials": s[0], "epochs": s[1]}
                          for s in stages]

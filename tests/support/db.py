@@ -49,6 +49,12 @@ def sweep_id_of(engine: Engine, name: str) -> int:
     return int(scalar(engine, "SELECT id FROM sweeps WHERE name = :n", n=name))
 
 
+def epochs_recorded(engine: Engine, sweep_id: int) -> int:
+    """Curve rows written so far for the sweep's trials."""
+    return int(scalar(engine, "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = "
+                              "c.trial_id WHERE t.sweep_id = :s", s=sweep_id))
+
+
 def sweep_status(engine: Engine, sweep: int | str) -> str | None:
     """The status of the sweep with this id (int) or name (str); None if there is none."""
     column = "id" if isinstance(sweep, int) else "name"

@@ -35,10 +35,13 @@ def hpsweep_cmd(*args: str) -> list[str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without ``HPSWEEP_*`` (and a cache-folder override), the
-    repository importable, output unbuffered, BLAS on one thread; then ``extra``."""
+    repository importable (then the caller's PYTHONPATH: a test's model plug-ins), output
+    unbuffered, BLAS on one thread; then ``extra``."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("HPSWEEP_") and k not in ("XDG_CACHE_HOME", "PYTHONPATH")}
-    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **{v: "1" for v in BLAS_VARS})
+           if not k.startswith("HPSWEEP_") and k != "XDG_CACHE_HOME"}
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env.update(PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1",
+               **{v: "1" for v in BLAS_VARS})
     env.update(extra)
     return env
 
@@ -229,7 +232,8 @@ class Host:
         return self
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env(HOME=str(self.home), TMPDIR=str(self.root / "tmp"), **extra)
+        return clean_env(HOME=str(self.home), TMPDIR=str(self.root / "tmp"),
+                         PYTHONPATH=str(ROOT), **extra)
 
     def worker(self, name: str | None, args: Sequence[str],
                env: dict[str, str] | None = None) -> WorkerProc:
