@@ -64,7 +64,9 @@ def write_config(path: Path, preset: str = "spiral", *, dataset: Any = None,
         cfg["train"]["hidden_size"] = hidden
     if batch_size is not None:
         cfg["train"]["batch_size"] = batch_size
-    path.write_text(yaml.safe_dump(cfg))
+    # The order of the space's keys is the order hpsweep samples them in: "hosts" keeps its
+    # own (learning_rate first), the others are written sorted, as they always were.
+    path.write_text(yaml.safe_dump(cfg, sort_keys=preset != "hosts"))
     return path
 
 
