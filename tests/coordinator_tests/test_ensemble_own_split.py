@@ -11,7 +11,7 @@ import pytest
 from coordinator import ensemble as ens
 from storage.db import make_engine
 from tests.coordinator_tests.finished_sweep import build, cli
-from tests.helpers import rows
+from tests.support.db import rows
 from worker.nn.protocol import predict_proba
 
 pytestmark = pytest.mark.integration
