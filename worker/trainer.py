@@ -267,7 +267,7 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
                       best_checkpoint=None, score=acc,
-                      snapshot_keep=settings.keep_snapshots, best_in_last=improved,
+                      keep_snapshots=settings.keep_snapshots, best_in_last=improved,
                       previous_in_last=previous)
 
     def work(s: Session) -> bool:
