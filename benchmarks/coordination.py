@@ -188,7 +188,7 @@ def run_point(backend: str, workers: int, trials: int, profile: Path | None) -> 
         queue = f"coord-{uuid.uuid4().hex[:8]}"
         fleet = pools.Pools(workers, db_url, redis_url, queue, folder)
         if profile is not None:
-            fleet.env.update(profiling.env(profile / f"{backend}-{workers}"))
+            fleet.env.update(profiling.env(profile / f"{backend}-{workers}", fleet.env))
         stack.callback(fleet.stop)
         t0 = time.perf_counter()
         fleet.start(conn)

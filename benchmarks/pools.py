@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +21,9 @@ from redis import Redis
 from rq import Worker
 
 from coordinator.embedded import redis_server_binary
-from tests.pgbouncer import PgBouncer, free_port
+from tests.support.db import wait_for
+from tests.support.pgbouncer import PgBouncer, free_port
+from tests.support.processes import WorkerProc, start_worker, stop_all, worker_env
 from worker import queue as q
 
 PER_POOL = 16
@@ -36,45 +36,31 @@ class Pools:
 
     def __init__(self, n: int, db_url: str, redis_url: str, queue: str, folder: Path) -> None:
         self.n, self.queue, self.folder = n, queue, folder
-        self.env = dict(os.environ, HPSWEEP_DB=db_url, HPSWEEP_REDIS=redis_url)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
+        self.env = worker_env(db_url, redis_url, folder / "cache")
+        self.procs: list[WorkerProc] = []
 
     def start(self, conn: Redis, timeout: float = 600) -> None:
         full, rest = divmod(self.n, PER_POOL)
         sizes = [PER_POOL] * full + ([rest] if rest else [])
         for i, size in enumerate(sizes):
-            log = self.folder / f"pool-{i}.log"
-            with open(log, "wb") as err:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "coordinator.cli", "worker", "--processes", str(size),
-                     "--queue", self.queue, "--log-level", "warning"], env=self.env,
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                    start_new_session=True))
-            self.logs.append(log)
-        queue, deadline = q.make_queue(conn, self.queue), time.monotonic() + timeout
-        while Worker.count(connection=conn, queue=queue) < self.n:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"{self.n} workers did not start: {self.log_text()[-2000:]}")
-            time.sleep(0.2)
+            self.procs.append(start_worker(
+                ["--processes", str(size), "--queue", self.queue, "--log-level", "warning"],
+                log=self.folder / f"pool-{i}.log", env=self.env))
+        queue = q.make_queue(conn, self.queue)
+        if not wait_for(lambda: Worker.count(connection=conn, queue=queue) >= self.n
+                        or not all(p.alive() for p in self.procs), timeout, interval=0.2) \
+                or not all(p.alive() for p in self.procs):
+            raise RuntimeError(f"{self.n} workers did not start: {self.log_text()[-2000:]}")
 
     def log_text(self) -> str:
-        return "".join(log.read_text(errors="replace") for log in self.logs)
+        return "".join(p.text() for p in self.procs)
 
     def pids(self) -> list[int]:
         """Every live process of the pools: the supervisors and their workers."""
         return tree([p.pid for p in self.procs])
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_all(self.procs, timeout=120)
 
 
 @dataclass(frozen=True)
@@ -89,7 +75,7 @@ class Served:
 def served_database(mode: str, folder: Path, server_pool: int) -> Iterator[Served]:
     """A fresh PostgreSQL database, served ``direct`` or through a private PgBouncer in
     transaction mode (``server_pool`` server connections)."""
-    with harness.postgres_db() as direct:
+    with harness.postgres_db("hpsweep_bench") as direct:
         dbname, user = direct.rsplit("/", 1)[1], direct.split("//")[1].split("@")[0]
         if mode == "direct":
             yield Served(direct, dbname, direct)

@@ -1,9 +1,10 @@
 """cProfile inside benchmark worker processes, and a summary of their profiles.
 
-``env(folder)`` gives the environment that makes every ``hpsweep worker`` process (not
-the pool supervisors) run under cProfile and write ``<pid>.prof`` into ``folder`` when
-it exits: a ``sitecustomize.py`` in ``folder`` (Python imports it at start-up when
-``folder`` is on ``PYTHONPATH``). Benchmark-only: nothing in hpsweep knows about it.
+``env(folder, base)`` gives the environment that makes every ``hpsweep worker`` process
+(not the pool supervisors) run under cProfile (timing CPU, not wall time) and write
+``<pid>.prof`` into ``folder`` when it exits: a ``sitecustomize.py`` in ``folder`` (Python
+imports it at start-up when ``folder`` is on ``PYTHONPATH``). Benchmark-only: nothing in
+hpsweep knows about it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ SITECUSTOMIZE = """\
 import sys
 if "worker" in sys.orig_argv and "--processes" not in sys.orig_argv \\
         and "coordinator.child" in sys.orig_argv:
-    import atexit, cProfile, os
-    _profile = cProfile.Profile()
+    import atexit, cProfile, os, time
+    _profile = cProfile.Profile(time.process_time)  # CPU time, not time blocked on sockets
     _profile.enable()
 
     def _dump() -> None:
@@ -32,10 +33,11 @@ COUNTED = {"SQL statements": ("execute", ("psycopg/cursor.py", "sqlite3")),
            "Redis pipelines": ("execute", ("redis/client.py",))}
 
 
-def env(folder: Path) -> dict[str, str]:
+def env(folder: Path, base: dict[str, str]) -> dict[str, str]:
+    """``base`` (a worker environment) with ``folder``'s ``sitecustomize.py`` on its path."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(SITECUSTOMIZE.format(folder=str(folder)))
-    old = os.environ.get("PYTHONPATH")
+    old = base.get("PYTHONPATH")
     return {"PYTHONPATH": os.pathsep.join([str(folder), *([old] if old else [])])}
 
 

@@ -10,7 +10,7 @@ spiral trials (``--trials`` + ``--second``) and waits for it to end. A round pas
 when the sweep ends ``done``, every trial is ``done`` or ``diverged`` with its curve
 rows 1..epochs exactly once, and the workers logged no connection error (nor a
 traceback). ``pgbouncer`` mode starts a private PgBouncer in transaction mode
-(``tests/pgbouncer.py``, ``--server-pool`` server connections) and gives the workers
+(``tests/support/pgbouncer.py``, ``--server-pool`` server connections) and gives the workers
 ``?pgbouncer=1`` URLs; the peak number of server connections to the database is
 reported for both modes. Exit 1 when any round fails. The acceptance is ten rounds
 of both: ``python benchmarks/scale_workers.py --rounds 10``.
@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import re
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,7 +34,10 @@ from redis import Redis
 from sqlalchemy import Engine, text
 
 from storage.db import make_engine
-from tests.pgbouncer import CONNECTION_ERRORS, pgbouncer_binary
+from tests.support.db import sweep_status, wait_for
+from tests.support.pg_activity import ConnectionSampler
+from tests.support.pgbouncer import CONNECTION_ERRORS, pgbouncer_binary
+from tests.support.processes import run_hpsweep
 
 OTHER_ERRORS = re.compile(r"Traceback|ERROR|deadlock detected|could not serialize", re.I)
 SWEEP_YAML = """\
@@ -72,57 +73,21 @@ class Round:
                 and not self.other_errors)
 
 
-class PeakConnections:
-    """The largest and mean number of server connections to ``dbname``, sampled every
-    20 ms."""
-
-    def __init__(self, dbname: str) -> None:
-        self.dbname, self.peak, self._sum, self._n = dbname, 0, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        admin, _ = harness._pg_admin()
-        with admin:
-            while not self._stop.wait(0.02):
-                (n,), = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                                      (self.dbname,)).fetchall()
-                self.peak, self._sum, self._n = max(self.peak, n), self._sum + n, self._n + 1
-
-    @property
-    def mean(self) -> float:
-        return self._sum / max(self._n, 1)
-
-
 def launch(folder: Path, name: str, args: argparse.Namespace, db_url: str, redis_url: str,
            queue: str) -> None:
     config = folder / f"{name}.yaml"
     config.write_text(SWEEP_YAML.format(name=name, seed=hash(name) % 1000, first=args.trials,
                                         second=args.second))
-    subprocess.run([sys.executable, "-m", "coordinator.cli", "launch", str(config), "--db",
-                    db_url, "--redis", redis_url, "--queue", queue], check=True,
-                   stdout=subprocess.DEVNULL, timeout=300)
+    out = run_hpsweep("launch", str(config), "--db", db_url, "--redis", redis_url, "--queue",
+                      queue, timeout=300)
+    out.check_returncode()
 
 
 def wait_for_end(engine: Engine, name: str, timeout: float) -> str:
     """The sweep's status once it leaves 'running' (or 'running' after ``timeout``, e.g. a
     sweep whose stages are all done but which was never finished)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with engine.connect() as c:
-            status = c.execute(text("SELECT status FROM sweeps WHERE name = :n"),
-                               {"n": name}).scalar_one()
-        if status != "running" or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)
+    wait_for(lambda: sweep_status(engine, name) != "running", timeout, interval=0.2)
+    return str(sweep_status(engine, name))
 
 
 def sweep_problems(engine: Engine, name: str) -> tuple[int, int, list[str]]:
@@ -152,7 +117,8 @@ def run_mode(mode: str, workers: int, args: argparse.Namespace) -> list[Round]:
     results: list[Round] = []
     with (tempfile.TemporaryDirectory(prefix=f"hpsweep-scale-{mode}-") as tmp,
           served_database(mode, Path(tmp), args.server_pool) as served,
-          harness.leased_redis() as redis_url, PeakConnections(served.dbname) as peak):
+          harness.leased_redis() as redis_url,
+          ConnectionSampler("datname = %s", (served.dbname,), interval=0.02) as peak):
         db_url = served.url
         folder, conn = Path(tmp), Redis.from_url(redis_url)
         engine = make_engine(db_url)

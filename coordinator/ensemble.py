@@ -33,6 +33,7 @@ from coordinator.config import SweepConfig
 from coordinator.launch import distinct_seed, enqueue_or_defer
 from coordinator.rank import is_scored, rank
 from coordinator.stages import advance, outcomes
+from coordinator.term import paint
 from storage import ensembles as ensemble_store
 from storage import sweeps as sweep_store
 from storage import transitions
@@ -373,10 +374,6 @@ def run_ensemble(engine: Engine, sweep_id: int, method: str, k: int, *,
 # ---------------------------------------------------------------- text
 
 
-def _paint(text: str, code: str, color: bool) -> str:
-    return f"\033[{code}m{text}\033[0m" if color else text
-
-
 def result_text(r: EnsembleResult, color: bool = False) -> str:
     """The result as a few lines that fit 80 columns; the gain stands out."""
     shown = ", ".join(f"{m.trial_id}@{m.epoch}" + ("/ema" if m.weights == "ema" else "")
@@ -393,13 +390,13 @@ def result_text(r: EnsembleResult, color: bool = False) -> str:
         f"  {'best single':<12} {r.single.val_acc:>9.4f} {r.single.test_acc:>9.4f}"
         f"   trial {r.single_trial_id}",
         "  " + f"{'gain':<12} " + " ".join(
-            _paint(f"{g:>+9.4f}", "32" if g > 0 else "31" if g < 0 else "0", color)
+            paint(f"{g:>+9.4f}", color, fg="green" if g > 0 else "red" if g < 0 else None)
             for g in (gain.val_acc, gain.test_acc)),
     ]
     if gain.val_acc < 0:
-        lines.append(_paint(f"note: the ensemble's validation accuracy is LOWER than the best "
-                            f"single model's ({r.ensemble.val_acc:.4f} < "
-                            f"{r.single.val_acc:.4f})", "33", color))
+        lines.append(paint(f"note: the ensemble's validation accuracy is LOWER than the best "
+                           f"single model's ({r.ensemble.val_acc:.4f} < "
+                           f"{r.single.val_acc:.4f})", color, fg="yellow"))
     lines.append(f"recorded as ensembles row {r.id}")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rq import get_current_job
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from storage import meta, transitions
 from storage import sweeps as sweep_store
@@ -145,7 +146,7 @@ def missing_model(trial_id: int) -> models.ModelUnavailable | None:
     loading), or None: it can, or the trial is unknown (the job function says so)."""
     rt = runtime()
 
-    def work(s) -> str | None:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> str | None:
         sweep_id = sweep_store.sweep_of_trial(s, trial_id)
         if sweep_id is None:
             return None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from storage import sweeps as sweep_store
 from storage import transitions
@@ -185,7 +186,7 @@ class Heartbeat:
 def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
     """Claim the trial, and read its sweep (once per process) and checkpoints, in one
     transaction."""
-    def work(s) -> Claim | None:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> Claim | None:
         trial = trial_store.claim(s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds)
         if trial is None:
             return None
@@ -266,10 +267,10 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
                       best_checkpoint=None, score=acc,
-                      snapshot_keep=settings.keep_snapshots, best_in_last=improved,
+                      keep_snapshots=settings.keep_snapshots, best_in_last=improved,
                       previous_in_last=previous)
 
-    def work(s) -> bool:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> bool:
         live = trial_store.record_epoch(s, ctx.engine, trial.id, token, ctx.lease_seconds, rec)
         if live is None:  # a record_epoch that does not say (a test's wrapper): ask
             state_now = trial_store.trial_state(s, trial.id)
@@ -286,7 +287,7 @@ def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: E
     advancement is now due."""
     row = curve_row(res, seconds)
 
-    def work(s) -> bool:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> bool:
         trial_store.record_curve(s, ctx.engine, trial.id, token, ctx.lease_seconds, res.epoch,
                                  row)
         trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
@@ -301,7 +302,7 @@ def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
     """The attempt's final status; with ``stage_id``, also closes that stage if this was its
     last trial, and returns whether its advancement is now due (``settle_stage``, in the
     same transaction: no extra round trip per trial)."""
-    def work(s) -> bool:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> bool:
         trial_store.finish(s, ctx.engine, trial_id, token, status, error)
         return stage_id is not None and transitions.settle_stage(s, stage_id)
 

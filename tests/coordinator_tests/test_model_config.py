@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from coordinator.cli import main
 from coordinator.config import load_config
-from tests.helpers import write_config
+from tests.support.configs import write_config
 
 CONVNET_TRAIN = {"channels": 2, "batch_size": 64, "update_rule": "adam"}
 

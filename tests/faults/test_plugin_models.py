@@ -7,20 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
-from tests.faults.support import (
-    Fleet,
-    assert_curves_match,
-    epochs_recorded,
-    launch,
-    observer,
-    reference_curves,
-    rows,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import epochs_recorded, rows, sweep_status, wait_for
+from tests.support.processes import Fleet
+from tests.support.reference import assert_curves_match, reference_curves
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -31,17 +23,17 @@ CONVNET = {"model": "convnet",
                      "reg": 1e-4, "ema_decay": 0.9}}
 
 
-def _sweep(tmp_path: Path, dataset: Path, db: str, redis_url: str, trials: int = 1):  # type: ignore[no-untyped-def]
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(trials, EPOCHS)], **CONVNET)
-    out = launch(cfg, db, redis_url)
-    assert out.returncode == 0, out.stderr
-    engine = observer(db)
-    return cfg, engine, sweep_id_of(engine, out.stdout.strip())
+def _sweep(tmp_path: Path, dataset: Path, fleet: Fleet,
+           trials: int = 1) -> tuple[Path, Engine, int]:
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset,
+                       stages=[(trials, EPOCHS)], **CONVNET)
+    sweep_id = fleet.launch(cfg)
+    return cfg, fleet.engine, sweep_id
 
 
 def test_sigkill_mid_trial_resumes_the_convnet_bit_exactly(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _sweep(tmp_path, dataset, db, redis_server.url)
+    cfg, engine, sweep_id = _sweep(tmp_path, dataset, fleet)
     first = fleet.start()
     assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 2, 120), fleet.logs()
     time.sleep(0.05)  # into the next epoch
@@ -58,7 +50,7 @@ def test_sigkill_mid_trial_resumes_the_convnet_bit_exactly(
 
 def test_a_worker_without_the_model_hands_its_trials_to_one_that_has_it(
         tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    _, engine, sweep_id = _sweep(tmp_path, dataset, db, redis_server.url, trials=2)
+    _, engine, sweep_id = _sweep(tmp_path, dataset, fleet, trials=2)
     lacking = fleet.start("--models", "mlp")
     assert wait_for(lambda: "cannot train model 'convnet'" in lacking.text(), 60), fleet.logs()
     # it keeps serving (looking again now and then) and never claims a convnet trial

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from coordinator.cli import main
 from storage.db import make_engine
-from tests.helpers import ROOT, assert_curves_complete, rows, scalar
+from tests.support.db import assert_curves_complete, rows, scalar
+from tests.support.processes import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -115,7 +115,7 @@ class TrainState:
         rng = np.random.Generator(np.random.PCG64(seed))
         net = spec.build(rng, DTYPE)
         ema = {k: p.copy() for k, p in net.params.items()} if hyper.ema_decay > 0 else None
-        return cls(hyper, spec, net, optim.from_hyper(hyper), rng, ema_params=ema)
+        return cls(hyper, spec, net, hyper.optimizer(), rng, ema_params=ema)
 
     @classmethod
     def from_checkpoint(cls, hyper: Hyper, data: bytes,
@@ -154,7 +154,7 @@ class TrainState:
         if ema is not None:
             protocol.check_like(ema, net.params, "checkpoint averages")
         rng.bit_generator.state = json.loads(arrays["rng"].tobytes().decode("utf-8"))
-        opt = optim.from_hyper(hyper)
+        opt = hyper.optimizer()
         opt.load_state_dict(with_prefix(arrays, "optim."))
         return cls(
             hyper,
@@ -247,8 +247,8 @@ class TrainState:
         if X.shape[0] == 0:
             raise ValueError("no training examples")
         h, opt, rng, net = self.hyper, self.opt, self.rng, self.model
-        if "mu" in opt.hyper:
-            opt.set_hyper(mu=schedules.momentum_at(h, self.epoch))
+        if "momentum" in opt.hyper:
+            opt.set_hyper(momentum=schedules.momentum_at(h, self.epoch))
         n, bs = X.shape[0], h.batch_size
         perm = rng.permutation(n)
         y_epoch = y[perm]  # the epoch's labels in step order (n integers: small)
