@@ -116,7 +116,7 @@ class Probe:
             self.pg = psycopg.connect(db_url.replace("+psycopg", ""), autocommit=True)
             self.own_pid = self.pg.execute("SELECT pg_backend_pid()").fetchone()[0]
             self.queries += 1
-            self.admin, _ = harness._pg_admin()
+            self.admin, _ = harness.pg_admin()
 
     def finished(self, sweep_id: int) -> int:
         sql = f"SELECT count(*) FROM trials WHERE sweep_id = {int(sweep_id)} AND status IN {FINAL}"
@@ -259,7 +259,7 @@ def report(points: list[Point]) -> None:
              f"{p.total_ms:.1f}", *(f"{p.cpu_ms[k]:.1f}" for k in PARTS),
              "-" if p.xacts is None else f"{p.xacts:.2f}", f"{p.redis_calls:.1f}", p.load]
             for p in points]
-    print(harness.fmt_table(["backend", "workers", "trials", "trials/s", "CPU ms/trial",
+    print(harness.table(["backend", "workers", "trials", "trials/s", "CPU ms/trial",
                              *(f"{k} ms" for k in PARTS), "xacts/trial", "redis cmds/trial",
                              "load at the end"], rows))
     for p in points:
