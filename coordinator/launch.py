@@ -217,9 +217,8 @@ class Enqueuer:
     ``ENQUEUE_WINDOW`` trials (the workers' reconcilers move the window on), until Redis
     fails once (the rest stays queued in the database for the reconcilers)."""
 
-    def __init__(self, engine: Engine, conn: Redis | None, queue_name: str,
-                 window: int = ENQUEUE_WINDOW) -> None:
-        self.conn, self.queue_name, self.room = conn, queue_name, window
+    def __init__(self, engine: Engine, conn: Redis | None, queue_name: str) -> None:
+        self.conn, self.queue_name, self.room = conn, queue_name, ENQUEUE_WINDOW
         self.origin = identity(engine)
         self.ok = conn is not None
 
