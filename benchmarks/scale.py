@@ -39,6 +39,7 @@ from sqlalchemy import Engine, text
 from coordinator.launch import fixed_params, prepare_dataset
 from coordinator.report import best_text, status_text
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage.db import make_engine, transact
 
 BIG_NAME = "digits-mlp"
@@ -82,7 +83,7 @@ def create_big_sweep(engine: Engine, n_trials: int) -> tuple[int, list[tuple[int
                                          {p: d.to_row() for p, d in cfg.space.items()},
                                          quorum=st.trials), st.trials)
                   for i, st in enumerate(cfg.stages)]
-        sweep_store.finish_sweep(s, sweep)
+        transitions.finish_sweep(s, sweep)
         return sweep, stages
 
     sweep_id, stages = transact(engine, work)

@@ -1,6 +1,6 @@
 """Search quality at equal cost: coarse-to-fine stages against pure random search.
 
-    python benchmarks/search.py [--quick] [--seeds N] [--tune]
+    python benchmarks/search.py [--quick] [--seeds N] [--tune] [--prune]
 
 Each search gets a budget of about 300 training epochs and runs in this process
 through the product's own code: ``create_sweep`` samples stage 0 (``space.py``),
@@ -34,6 +34,11 @@ and noisy: the best network reaches ~80%, not ~99%, most of the space underfits
 or overfits, so the right capacity, learning rate and regularisation matter and
 random 5-epoch trials rarely find them.
 
+``--prune`` also runs coarse-to-fine with a stage ``prune`` rule (``median``, and
+``halving``) in stages 1 and 2, whose trial counts are raised so that the epochs pruning
+saves are spent on more trials (about the defaults' budget; epochs spent are printed), and
+prints each paired by seed against the defaults: the gain or loss of pruning at equal budget.
+
 ``--tune`` first varies one stage setting at a time around the defaults and
 prints each variant's mean best accuracy on both datasets (that is how the
 defaults were chosen).
@@ -61,11 +66,12 @@ from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 
 from coordinator.config import StageConfig
+from coordinator.datasets import load_source
 from coordinator.ensemble import evaluate
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine, transact
-from worker.data import DatasetCache, load_source, split
+from worker.data import DatasetCache, Parts, split
 from worker.trainer import TrialContext, run_attempt
 
 T = TypeVar("T")
@@ -73,6 +79,20 @@ BUDGET = 300
 RANDOM_STAGES = [{"trials": 60, "epochs": 5}]
 C2F_STAGES = [{"trials": 60, "epochs": 1}, {"trials": 20, "epochs": 5},
               {"trials": 7, "epochs": 20}]
+# coarse-to-fine with pruning in the stages longer than one epoch: the epochs pruning saves
+# buy more trials, sized so that a search spends about BUDGET epochs (printed beside)
+PRUNE_VARIANTS = {
+    "c2f + prune median": [
+        {"trials": 60, "epochs": 1},
+        {"trials": 32, "epochs": 5, "prune": {"rule": "median", "after": 1, "min_trials": 4}},
+        {"trials": 12, "epochs": 20, "prune": {"rule": "median", "after": 2, "min_trials": 4}}],
+    "c2f + prune halving": [
+        {"trials": 60, "epochs": 1},
+        {"trials": 36, "epochs": 5, "prune": {"rule": "halving", "after": 1, "eta": 3,
+                                              "min_trials": 4}},
+        {"trials": 14, "epochs": 20, "prune": {"rule": "halving", "after": 2, "eta": 3,
+                                               "min_trials": 4}}],
+}
 # the StageConfig defaults before this benchmark tuned them
 OLD_DEFAULTS = {"keep": 0.25, "margin": 0.1, "carry": 1, "edge": 0.1, "quorum": 0.8}
 TRAIN = {"depth": 1, "batch_size": 64, "update_rule": "nesterov",
@@ -91,6 +111,11 @@ class Result:
     best: float  # best validation accuracy of any done trial
     epochs: int  # epochs trained (carried trials' inherited epochs not counted)
     test: float = 0.0  # held-out test accuracy of that trial's best checkpoint
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    digits = load_source("digits")
+    return digits.X, digits.y
 
 
 def hard_dataset() -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +142,7 @@ def seed_files(name: str, X: np.ndarray, y: np.ndarray, seeds: list[int], folder
             order = np.random.default_rng(seed).permutation(len(y))
             Xs, ys = np.empty_like(X), np.empty_like(y)
             Xs[order], ys[order] = X, y  # split() takes rows order[:n_train], ... back
-            got = split(Xs, ys, seed, 0.14, 0.14)
+            got = split(Parts(Xs, ys), seed, 0.14, 0.14)
             reference = reference or got
             assert np.array_equal(got.X_val, reference.X_val) and \
                 np.array_equal(got.y_train, reference.y_train), "the split moved"
@@ -150,9 +175,12 @@ def run_sweep(cfg: harness.SweepConfig, query: Callable[[Engine, int], T]) -> T:
                            datasets=_CACHE)
         trial_ids = first_trials(engine, made)
         while trial_ids:
-            stage_id = None
-            for tid in trial_ids:
-                stage_id = run_attempt(ctx, tid).stage_id
+            stage_id, todo = None, list(trial_ids)
+            for tid in todo:  # a pruning trial handed back to wait for earlier ones: again
+                outcome = run_attempt(ctx, tid)
+                stage_id = outcome.stage_id
+                if outcome.status == "released":
+                    todo.append(tid)
             assert stage_id is not None
             done = advance(engine, stage_id)
             trial_ids = list(done.trial_ids) if done else []
@@ -186,7 +214,7 @@ def best_and_epochs(engine: Engine, sweep_id: int) -> Result:
 def run_search(job: tuple[str, int, str, dict[str, Any] | None]) -> tuple[str, Result]:
     """One sweep to the end, in this process; returns its best accuracy and epochs trained."""
     dataset, seed, method, settings = job  # dataset: this seed's .npz file
-    stages = RANDOM_STAGES if method == "random" else C2F_STAGES
+    stages = RANDOM_STAGES if method == "random" else PRUNE_VARIANTS.get(method, C2F_STAGES)
     return method, run_sweep(sweep_config(dataset, seed, stages, settings), best_and_epochs)
 
 
@@ -280,20 +308,21 @@ def _sd(xs: list[float]) -> float:
     return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
-def print_before_after(results: dict[tuple[str, str], list[Result]], datasets: list[str],
-                       before: str) -> None:
-    """The defaults of ``before`` and of this tree side by side, paired by seed."""
+def print_paired(results: dict[tuple[str, str], list[Result]], datasets: list[str],
+                 before: str, after: str = "c2f defaults", label: str = "") -> None:
+    """Method ``before`` and method ``after`` side by side, paired by seed."""
     rows = []
     for data in datasets:
-        old, new = results[(data, before)], results[(data, "c2f defaults")]
-        for what, get in (("best val_acc", lambda r: r.best), ("its test_acc", lambda r: r.test)):
+        old, new = results[(data, before)], results[(data, after)]
+        for what, get in (("best val_acc", lambda r: r.best), ("its test_acc", lambda r: r.test),
+                          ("epochs spent", lambda r: float(r.epochs))):
             a, b = [get(r) for r in old], [get(r) for r in new]
             diff = [y - x for x, y in zip(a, b, strict=True)]
             rows.append([data, what, f"{statistics.mean(a):.4f} ± {_sd(a):.4f}",
                          f"{statistics.mean(b):.4f} ± {_sd(b):.4f}",
                          f"{statistics.mean(diff):+.4f} ± {_sd(diff):.4f}",
                          f"{sum(d > 0 for d in diff)}/{sum(d < 0 for d in diff)}"])
-    print(harness.fmt_table(["dataset", "metric", before, "c2f defaults (this tree)",
+    print(harness.fmt_table(["dataset", "metric", before, label or after,
                              "paired change", "seeds up/down"], rows))
 
 
@@ -321,6 +350,9 @@ def main() -> None:
     ap.add_argument("--before", metavar="REV", default=None,
                     help="also run the defaults with the product code of git revision REV "
                          "(e.g. main), side by side with this tree's")
+    ap.add_argument("--prune", action="store_true",
+                    help="also run coarse-to-fine with pruning (" + ", ".join(PRUNE_VARIANTS)
+                         + ") at about the same budget")
     ap.add_argument("--vary-split", action="store_true",
                     help="let each seed draw its own train/validation split")
     args = ap.parse_args()
@@ -333,7 +365,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         datasets = {name: seed_files(name, *arrays, seeds, Path(folder), not args.vary_split)
-                    for name, arrays in (("digits", load_source("digits")),
+                    for name, arrays in (("digits", digits_arrays()),
                                          ("hard", hard_dataset()))}
         if args.tune:
             tune(datasets, seeds, args.processes)
@@ -341,6 +373,8 @@ def main() -> None:
         methods: dict[str, dict | None] = {"random": None, "c2f defaults": None}
         if args.old_defaults:
             methods["c2f old defaults"] = dict(OLD_DEFAULTS)
+        if args.prune:
+            methods.update(dict.fromkeys(PRUNE_VARIANTS))
         results = compare(datasets, seeds, methods, args.processes)
         before = f"c2f defaults @{args.before}" if args.before else None
         if before:
@@ -353,7 +387,11 @@ def main() -> None:
     ok = print_table(results, list(datasets), list(methods))
     if before:
         print(f"\nbefore ({args.before}) vs after, equal budget, same seeds and split:")
-        print_before_after(results, list(datasets), before)
+        print_paired(results, list(datasets), before, label="c2f defaults (this tree)")
+    for variant in PRUNE_VARIANTS if args.prune else ():
+        print(f"\npruning at about equal budget ({variant}: stages {PRUNE_VARIANTS[variant]}) "
+              "vs the defaults, same seeds and split:")
+        print_paired(results, list(datasets), "c2f defaults", variant)
     print(f"\ntarget (coarse-to-fine with the defaults beats random by more than either's "
           f"spread, on both datasets): {'MET' if ok else 'MISSED'}; "
           f"{time.perf_counter() - started:.0f} s")

@@ -18,7 +18,7 @@ when the last trial of a stage ends, so one worker idles while the other finishe
 it); below 1 the next stage is planned from the first ``ceil(quorum x trials)``
 trials by index, and the rest run beside it. The last stage always waits for all
 its trials: its tail is idle time no quorum can remove, which hpsweep shortens by
-enqueueing the last stage's longest trials first (``coordinator.schedule``; the last
+enqueueing the last stage's longest trials first (``coordinator.enqueue_order``; the last
 column replays the last stage's measured trial lengths through 2 free workers in the
 order hpsweep enqueued them and in index order). Target: efficiency >= 0.95.
 
@@ -40,7 +40,7 @@ import harness
 import numpy as np
 from sqlalchemy import text
 
-from coordinator.schedule import longest_first, trial_cost
+from coordinator.enqueue_order import longest_first, trial_cost
 from storage.db import transact
 from storage.trials import trial_params
 

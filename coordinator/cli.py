@@ -1,85 +1,29 @@
 """The ``hpsweep`` command line. Commands parse, call one library function, print.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad input (config, arguments, SQL).
-Data goes to stdout; progress, warnings and logs to stderr.
+Data goes to stdout; progress, warnings and logs to stderr. The commands that read
+results live in ``coordinator.cli_results``; shared options in ``coordinator.cli_common``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
-from collections.abc import Callable
-from contextlib import contextmanager
-from typing import Any, TypeVar
 
 import click
 
-from coordinator.choices import ENSEMBLE_METHODS
+from coordinator import cli_results
+from coordinator.cli_common import (
+    db_option,
+    looking,
+    max_trials_option,
+    open_engine,
+    open_redis,
+    queue_option,
+    redis_option,
+    setup_logging,
+    sweep_id_of,
+)
 from coordinator.cli_errors import HpsweepGroup
-from worker.defaults import DEFAULT_DB, DEFAULT_QUEUE, DEFAULT_REDIS
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-db_option = click.option(
-    "--db", "db_url", envvar="HPSWEEP_DB", show_envvar=True, default=DEFAULT_DB,
-    show_default=True, help="Results database URL (sqlite:///file.db or "
-    "postgresql+psycopg://user:pass@host/db).")
-redis_option = click.option(
-    "--redis", "redis_url", envvar="HPSWEEP_REDIS", show_envvar=True, default=DEFAULT_REDIS,
-    show_default=True, help="Redis URL that carries the jobs.")
-queue_option = click.option("--queue", default=DEFAULT_QUEUE, show_default=True,
-                            help="RQ queue name.")
-max_trials_option = click.option(
-    "--max-trials", type=click.IntRange(1), default=None,
-    help="Most trials one stage may have (default 1,000,000: a typo such as "
-    "`trials: 100000000` is refused, exit 2, before anything is written).")
-
-
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def _engine(db_url: str, readonly: bool = False,  # type: ignore[no-untyped-def]
-            create: bool = True):
-    """``create``: hpsweep's schema where missing; otherwise the database must exist
-    (``DatabaseNotFound``, exit 2) and nothing is created. ``readonly`` for commands that
-    only look."""
-    from storage.db import make_engine
-
-    return make_engine(db_url, readonly=readonly, create=create)
-
-
-def _redis(url: str):  # type: ignore[no-untyped-def]
-    from worker.queue import connect
-
-    return connect(url)
-
-
-@contextmanager
-def _looking(db_url: str):  # type: ignore[no-untyped-def]
-    """What ``status`` and ``best`` read: a plain read-only connection where one applies
-    (no SQLAlchemy to import: the command finishes in a fraction of the time), else a
-    read-only engine, which also gives every error its usual message."""
-    from storage.plain import open_reader
-
-    reader = open_reader(db_url)
-    if reader is None:
-        yield _engine(db_url, readonly=True)
-        return
-    with reader:
-        yield reader
-
-
-def _sweep_id(engine, name: str | None) -> int:  # type: ignore[no-untyped-def]
-    from coordinator.report import find_sweep
-
-    sweep = find_sweep(engine, name)
-    if sweep is None:
-        raise click.BadParameter(f"no sweep named {name!r}" if name else "no sweeps yet",
-                                 param_hint="SWEEP")
-    return sweep.id
 
 
 @click.group(cls=HpsweepGroup,
@@ -114,7 +58,7 @@ def run(config: str, workers: int, db_url: str, redis_url: str | None, queue: st
     from coordinator import report
     from coordinator.local_run import run_sweep
 
-    _setup_logging("WARNING")
+    setup_logging("WARNING")
     done = run_sweep(config, workers, db_url, redis_url, queue, lease_seconds, max_trials)
     click.echo(f"sweep {done.name}: {done.status}")
     click.echo(report.best_text(done.engine, done.sweep_id, top))
@@ -138,7 +82,7 @@ def launch(config: str, db_url: str, redis_url: str, queue: str, max_trials: int
     """
     from coordinator.local_run import launch_sweep
 
-    _setup_logging("WARNING")
+    setup_logging("WARNING")
     saved = launch_sweep(config, db_url, redis_url, queue, max_trials)
     if saved.unreachable:
         click.echo(f"warning: {saved.unreachable}\nsweep {saved.name} is saved but not "
@@ -177,7 +121,7 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
     from coordinator.runner import WorkerArgs, serve_workers
     from worker.process import WorkerOptions
 
-    _setup_logging(log_level)
+    setup_logging(log_level)
     if processes > 1 and name:
         raise click.UsageError("--name names one process; with --processes N each worker "
                                "process is named host-pid-xxxx")
@@ -201,13 +145,13 @@ def status(sweep: str | None, db_url: str, watch: bool, interval: float) -> None
     if not watch:
         from coordinator.report import status_text
 
-        with _looking(db_url) as source:
-            click.echo(status_text(source, _sweep_id(source, sweep)))
+        with looking(db_url) as source:
+            click.echo(status_text(source, sweep_id_of(source, sweep)))
         return
     from coordinator.live import watch_status  # only --watch pays for the live view
 
-    engine = _engine(db_url, readonly=True)
-    sweep_id = _sweep_id(engine, sweep)
+    engine = open_engine(db_url, readonly=True)
+    sweep_id = sweep_id_of(engine, sweep)
     try:
         watch_status(engine, sweep_id, interval)
     except KeyboardInterrupt:
@@ -223,8 +167,8 @@ def best(sweep: str | None, db_url: str, top: int) -> None:
     """The best trials of SWEEP (default: latest) with their parameters."""
     from coordinator import report
 
-    with _looking(db_url) as source:
-        sweep_id = _sweep_id(source, sweep)
+    with looking(db_url) as source:
+        sweep_id = sweep_id_of(source, sweep)
         click.echo(report.best_text(source, sweep_id, top))
         warnings = report.warnings_text(source, sweep_id)
     if warnings:
@@ -240,12 +184,12 @@ def resume(sweep: str, db_url: str, redis_url: str) -> None:
     from coordinator.control import resume_sweep
     from coordinator.report import resume_note
 
-    engine = _engine(db_url, create=False)
-    sweep_id = _sweep_id(engine, sweep)
+    engine = open_engine(db_url, create=False)
+    sweep_id = sweep_id_of(engine, sweep)
     note = resume_note(engine, sweep_id)
     if note:
         click.echo(note, err=True)
-    done = resume_sweep(engine, _redis(redis_url), sweep_id)
+    done = resume_sweep(engine, open_redis(redis_url), sweep_id)
     click.echo(f"reaped {len(done.reaped)} stale, failed {len(done.exhausted)} exhausted, "
                f"re-enqueued {len(done.requeued)} trial(s), re-advanced "
                f"{len(done.advanced)} stage(s); repaired: closed {len(done.closed)} "
@@ -261,9 +205,9 @@ def cancel(sweep: str, db_url: str, redis_url: str) -> None:
     """Stop SWEEP: no new stage, queued trials dropped, running ones stop at epoch end."""
     from coordinator.control import cancel_sweep
 
-    engine = _engine(db_url, create=False)
-    sweep_id = _sweep_id(engine, sweep)
-    n = cancel_sweep(engine, _redis(redis_url), sweep_id)
+    engine = open_engine(db_url, create=False)
+    sweep_id = sweep_id_of(engine, sweep)
+    n = cancel_sweep(engine, open_redis(redis_url), sweep_id)
     click.echo(f"cancelled {sweep}: {n} queued trial(s) dropped; running trials stop at "
                "their next epoch boundary")
 
@@ -280,8 +224,8 @@ def gc(sweep: str | None, db_url: str, vacuum: bool) -> None:
     from storage.db import transact
     from storage.retention import sweep_ids
 
-    engine = _engine(db_url, create=False)
-    ids = [_sweep_id(engine, sweep)] if sweep else transact(engine, sweep_ids)
+    engine = open_engine(db_url, create=False)
+    ids = [sweep_id_of(engine, sweep)] if sweep else transact(engine, sweep_ids)
     click.echo(collected_text(collect(engine, ids, vacuum)))
 
 
@@ -299,153 +243,16 @@ def extend(sweep: str, db_url: str, redis_url: str, trials: int | None,
     """Add a stage to a finished or cancelled SWEEP, planned from its last stage and flags."""
     from coordinator.extend import extend_sweep
 
-    engine = _engine(db_url)
-    made = extend_sweep(engine, _redis(redis_url), _sweep_id(engine, sweep), trials, epochs)
+    engine = open_engine(db_url)
+    made = extend_sweep(engine, open_redis(redis_url), sweep_id_of(engine, sweep), trials, epochs)
     click.echo(f"sweep {made.sweep}: stage {made.stage_idx} added with "
                f"{len(made.trial_ids)} trial(s); workers run it (`hpsweep status "
                f"{made.sweep}` to follow)")
 
 
-@main.command()
-@click.argument("sql", required=False)
-@click.option("--file", "-f", "sql_file", type=click.File("r"), default=None,
-              help="Read the statement from this file ('-': stdin).")
-@db_option
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="Output format. NULL prints as empty (table, csv) or "
-              "null (json); intervals as seconds; dates and times as ISO 8601; numeric "
-              "(Decimal) as a number; bytes as base64 (csv, json) or <N bytes> (table).")
-def query(sql: str | None, sql_file: Any, db_url: str, fmt: str) -> None:
-    """Run a read-only SQL statement (SELECT/WITH) over the results.
 
-    SQL is the statement, or '-' to read it from stdin; --file reads it from a file.
-    It is sent to the database as written: no :name parameters, '%' is literal.
-    """
-    from coordinator.query import FORMATTERS, check_read_only, run_query
-
-    if (sql is None) == (sql_file is None):
-        raise click.UsageError("give the SQL statement, '-' (stdin) or --file PATH, one of them")
-    if sql_file is not None:
-        sql = sql_file.read()
-    elif sql == "-":
-        sql = sys.stdin.read()
-    assert sql is not None
-    check_read_only(sql)  # before opening anything
-    rows = run_query(_engine(db_url, readonly=True), sql)
-    click.echo(FORMATTERS[fmt](rows).rstrip("\n"))
-
-
-@main.command()
-@click.argument("sweep", required=False)
-@click.option("--method", "-m", type=click.Choice(ENSEMBLE_METHODS), default="top-k",
-              show_default=True, help="top-k: best K configurations; seeds: the best one "
-              "retrained with K seeds; snapshots: last K checkpoints of the best trial; "
-              "average: its running-average (EMA) weights.")
-@click.option("--k", "-k", type=click.IntRange(1, 100), default=5, show_default=True,
-              help="Members of the ensemble (ignored by average).")
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="seeds: wait for workers to train the seed trials, then combine them.")
-@click.option("--workers", "-w", type=click.IntRange(0, 256), default=0, show_default=True,
-              help="seeds: local worker processes to start while waiting (0: use running "
-              "workers).")
-@db_option
-@redis_option
-def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, db_url: str,
-             redis_url: str) -> None:
-    """Evaluate an ensemble of SWEEP's models on validation and test; record it."""
-    from coordinator import ensemble as ens
-    from coordinator.local_run import ensemble_with_workers
-    from coordinator.progress import use_color
-
-    engine = _engine(db_url, create=False)  # writes its own rows only, creates no table
-    out = ensemble_with_workers(engine, _sweep_id(engine, sweep), method, k, wait=wait,
-                                workers=workers, db_url=db_url, redis_url=redis_url)
-    if isinstance(out, ens.SeedsPlan):
-        click.echo(ens.plan_text(out))
-        return
-    click.echo(ens.result_text(out, color=use_color(sys.stdout)))
-
-
-@main.command()
-@click.argument("sweep", required=False)
-@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default="plots",
-              show_default=True, help="Folder for the PNG files (created if needed).")
-@db_option
-def plot(sweep: str | None, out_dir: str, db_url: str) -> None:
-    """Write PNG plots of SWEEP (default: latest) into --out; print their paths."""
-    from coordinator.plots import write_plots
-
-    engine = _engine(db_url, readonly=True)
-    paths = write_plots(engine, _sweep_id(engine, sweep), out_dir)
-    for path in paths:
-        click.echo(str(path))
-
-
-@main.command()
-@click.argument("sweep", required=False)
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
-              show_default=True, help="Output format.")
-@click.option("--output", "-o", type=click.File("w"), default="-",
-              help="File to write (default: stdout).")
-@db_option
-def export(sweep: str | None, fmt: str, output: Any, db_url: str) -> None:
-    """One row per trial of SWEEP (default: latest), its parameters as columns."""
-    from coordinator.export import export_text
-
-    engine = _engine(db_url, readonly=True)
-    click.echo(export_text(engine, _sweep_id(engine, sweep), fmt).rstrip("\n"), file=output)
-
-
-@main.command()
-@db_option
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on; anything but loopback requires --token.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              help="TCP port.")
-@click.option("--token", envvar="HPSWEEP_DASHBOARD_TOKEN", show_envvar=True, default=None,
-              help="Secret every request must carry (required with a non-loopback --host).")
-def dashboard(db_url: str, host: str, port: int, token: str | None) -> None:
-    """Serve a read-only live web dashboard of the database's sweeps (Ctrl-C stops)."""
-    try:
-        from coordinator.dashboard.server import check_binding, dashboard_url, listen, serve
-    except ImportError as exc:
-        raise click.ClickException(f"the dashboard needs its extra ({exc.name} is missing): "
-                                   "pip install -e '.[dashboard]'") from None
-
-    check_binding(host, token)
-    engine = _engine(db_url, readonly=True, create=False)
-    sock = listen(host, port)
-    click.echo(f"hpsweep dashboard (read-only): "
-               f"{dashboard_url(host, sock.getsockname()[1], token)}  Ctrl-C stops", err=True)
-    serve(engine, sock, token)
-
-
-@main.group()
-def db() -> None:
-    """The results database's schema: its revision, and upgrading an older one."""
-
-
-@db.command("current")
-@db_option
-def db_current(db_url: str) -> None:
-    """Print the database's schema revision (read-only)."""
-    from storage.schema import revision_at
-
-    found, head = revision_at(db_url)
-    click.echo(found)
-    if found != head:
-        click.echo(f"this hpsweep writes {head}: run `hpsweep db upgrade`", err=True)
-
-
-@db.command("upgrade")
-@db_option
-def db_upgrade(db_url: str) -> None:
-    """Upgrade the database's schema to this hpsweep's, in place (writers also do it on start)."""
-    from storage.schema import upgrade_at
-
-    was, head = upgrade_at(db_url)
-    click.echo(f"database upgraded from {was} to {head}" if was != head
-               else f"database already at {head}", err=True)
+for _command in cli_results.COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from coordinator.stages import advance
 from storage import launching as launching_store
 from storage import repair as repair_store
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus
@@ -43,10 +44,10 @@ def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:
     def work(s: Session) -> tuple[list[int], str]:
         # the transition lock first: an advancement planning the next stage right now
         # commits before this reads the trials to cancel (or sees the sweep cancelled)
-        sweep_store.lock_sweep(s, sweep_id)
+        transitions.lock_sweep(s, sweep_id)
         sweep = sweep_store.get_sweep(s, sweep_id)
         assert sweep is not None
-        sweep_store.finish_sweep(s, sweep_id, SweepStatus.CANCELLED.value)
+        transitions.finish_sweep(s, sweep_id, SweepStatus.CANCELLED.value)
         dropped = trial_store.cancel_unfinished(s, sweep_id)
         # a stage whose last open trials were just dropped is over: close it now
         repair_store.close_finished_stages(s, sweep_id)

@@ -34,6 +34,7 @@ from coordinator.rank import is_scored, rank
 from coordinator.stages import advance, outcomes
 from storage import ensembles as ensemble_store
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.meta import identity
@@ -170,8 +171,9 @@ def sweep_splits(engine: Engine, sweep: sweep_store.SweepInfo) -> Splits:
             raise EnsembleError(f"dataset {sha[:12]} of sweep {sweep.name} is not in the database")
         return data
 
-    return DatasetCache().get(sweep.dataset_sha, sweep.seed, cfg.val_fraction,
-                              cfg.test_fraction, fetch)
+    splits = DatasetCache().get(sweep.dataset_sha, sweep.seed, cfg.val_fraction,
+                                cfg.test_fraction, fetch, cfg.preprocess)
+    return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
 def load_weights(engine: Engine, member: Member) -> dict[str, np.ndarray]:
@@ -355,7 +357,7 @@ def run_ensemble(engine: Engine, sweep_id: int, method: str, k: int, *,
         plan = queue_seeds(engine, conn, sweep_id, k)
         if not wait:
             return plan
-        unfinished = transact(engine, lambda s: sweep_store.unfinished_trial_count(
+        unfinished = transact(engine, lambda s: transitions.unfinished_trial_count(
             s, plan.stage_id))
         tick = start_workers(plan.queue) if start_workers and unfinished else None
         wait_for_stage(engine, conn, sweep_id, plan.stage_id, on_progress=on_progress, tick=tick)

@@ -19,6 +19,7 @@ from coordinator.config import ConfigError, SweepConfig
 from coordinator.launch import enqueue_or_defer
 from coordinator.stages import _plan_next
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.meta import identity
@@ -46,7 +47,7 @@ def extend_sweep(engine: Engine, conn: Redis | None, sweep_id: int,
         assert sweep is not None
         last = _last_search_stage(s, sweep)
         config = _longer_config(sweep, last.idx, trials, epochs)
-        if not sweep_store.reopen_sweep(s, sweep_id, sweep.status, config, last.idx + 2):
+        if not transitions.reopen_sweep(s, sweep_id, sweep.status, config, last.idx + 2):
             raise ExtendError(f"sweep {sweep.name} changed while extending it; try again")
         reopened = sweep_store.get_sweep(s, sweep_id)
         assert reopened is not None

@@ -12,7 +12,6 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,6 +19,7 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from coordinator import datasets
 from coordinator.config import SweepConfig
 from coordinator.space import Choice, iter_configs
 from storage import launching as launching_store
@@ -102,12 +102,14 @@ def first_quorum(cfg: SweepConfig) -> int:
 
 
 def prepare_dataset(cfg: SweepConfig) -> tuple[bytes, str, tuple[int, int, int]]:
-    """Load and validate the dataset; its canonical bytes, sha256 and shape."""
-    X, y = data.load_source(cfg.dataset)
-    parts = data.split(X, y, cfg.seed, cfg.val_fraction, cfg.test_fraction)  # fails if too small
-    check_batch_size(cfg, len(parts.y_train))
-    blob = data.encode(X, y)
-    return blob, data.sha256(blob), (X.shape[0], X.shape[1], int(y.max()) + 1)
+    """Load and validate the dataset; its canonical bytes, sha256 and shape
+    (rows, features per row, classes)."""
+    parts = datasets.load_source(cfg.dataset)
+    n_train, _, _ = data.carved_sizes(parts, cfg.val_fraction, cfg.test_fraction)
+    check_batch_size(cfg, n_train)
+    blob = data.encode(parts)
+    n_features = int(np.prod(parts.input_shape))
+    return blob, data.sha256(blob), (parts.n_rows, n_features, parts.n_classes)
 
 
 def check_batch_size(cfg: SweepConfig, n_train: int) -> None:
@@ -123,8 +125,8 @@ def check_batch_size(cfg: SweepConfig, n_train: int) -> None:
     if largest is not None and largest > n_train:
         raise data.DatasetError(
             f"{where}: {largest} is larger than the {n_train} training rows of "
-            f"{cfg.dataset!r} (after val_fraction {cfg.val_fraction:g} and test_fraction "
-            f"{cfg.test_fraction:g}); use at most {n_train}")
+            f"{datasets.describe(cfg.dataset)!r} (after val_fraction {cfg.val_fraction:g} "
+            f"and test_fraction {cfg.test_fraction:g}); use at most {n_train}")
 
 
 def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
@@ -150,7 +152,8 @@ def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
     trials = batches(planned, LAUNCH_BATCH)
 
     def begin(s: Session) -> tuple[Launched, list[int]]:
-        dataset_id = sweep_store.store_dataset(s, sha, Path(cfg.dataset).name, blob, shape)
+        dataset_id = sweep_store.store_dataset(s, sha, datasets.describe(cfg.dataset), blob,
+                                               shape)
         name = sweep_store.unique_sweep_name(s, cfg.name)
         sweep_id = sweep_store.create_sweep(
             s, name=name, config=cfg.to_dict(), dataset_id=dataset_id, seed=cfg.seed,

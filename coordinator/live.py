@@ -22,8 +22,8 @@ from storage.db import transact
 from storage.models import SweepStatus
 
 CLEAR = "\033[H\033[2J"
-STATUS_COLORS = {"queued": "36", "running": "33", "done": "32", "diverged": "31",
-                 "failed": "31", "cancelled": "90"}
+STATUS_COLORS = {"queued": "36", "running": "33", "done": "32", "pruned": "35",
+                 "diverged": "31", "failed": "31", "cancelled": "90"}
 _STATUS_WORD = re.compile(r"\b(" + "|".join(STATUS_COLORS) + r")\b")
 
 

@@ -181,7 +181,8 @@ def _lr_reg(plt, view: SweepView):  # type: ignore[no-untyped-def]
     return fig
 
 
-UNSCORED_STYLES = (  # trials without a score of their own, drawn apart from the colour scale
+UNSCORED_STYLES = (  # trials without a comparable score, drawn apart from the colour scale
+    (("pruned",), {"marker": "v", "c": "tab:orange", "label": "pruned"}),
     (("diverged",), {"marker": "x", "c": "tab:red", "label": "diverged"}),
     (("failed", "cancelled"), {"marker": "x", "c": "0.55", "label": "failed / cancelled"}),
 )

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-STATUS_ORDER = ("queued", "running", "done", "diverged", "failed", "cancelled")
+STATUS_ORDER = ("queued", "running", "done", "pruned", "diverged", "failed", "cancelled")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from coordinator.checks import BAD, Problems, check_keys, hyper_value, number, show, suggest
+from worker.nn.hyper import SPEC, ParamSpec
+
 Value = float | int | str
 
 # config spelling -> (scale, integer); "choice" is the categorical one.
@@ -35,13 +38,21 @@ CHOICE = "choice"
 SCALES = ("linear", "log")
 
 
+class RangeError(ValueError):
+    """A broken range: ``key`` names the offending bound ("" for the pair), ``rule`` says why."""
+
+    def __init__(self, key: str, rule: str) -> None:
+        self.key, self.rule = key, rule
+        super().__init__(f"{key}: {rule}" if key else rule)
+
+
 def _number(value: Any, what: str) -> float:
     """``value`` as a finite float; ValueError otherwise (bools are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, Real | Decimal):
-        raise ValueError(f"{what}: expected a number, got {value!r}")
+        raise RangeError(what, f"expected a number, got {value!r}")
     x = float(value)
     if not math.isfinite(x):
-        raise ValueError(f"{what}: expected a finite number, got {value!r}")
+        raise RangeError(what, f"expected a finite number, got {value!r}")
     return x
 
 
@@ -62,25 +73,28 @@ class Range:
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
-            raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {self.scale!r}")
+            raise RangeError("scale", f"expected one of {', '.join(SCALES)}, got {self.scale!r}")
         cast = int if self.integer else float
+        given = {"low": self.low, "high": self.high}
         for name in ("low", "high", "min", "max"):
             raw = getattr(self, name)
             if raw is None and name in ("min", "max"):
                 continue
             x = _number(raw, name)
             if self.integer and not x.is_integer():
-                raise ValueError(f"{name}: expected an integer, got {raw!r}")
+                raise RangeError(name, f"expected an integer, got {raw!r}")
             object.__setattr__(self, name, cast(x))
         object.__setattr__(self, "integer", bool(self.integer))
-        if self.low >= self.high:
-            raise ValueError(f"low must be < high, got low {self.low!r} >= high {self.high!r}")
+        # The rules of a range, checked here only (the config reader reports these).
         if self.scale == "log" and self.low <= 0:
-            raise ValueError(f"low: must be > 0 for a log scale, got {self.low!r}")
+            raise RangeError("low", f"must be > 0 for {self.dist}, got {given['low']!r}")
+        if self.low >= self.high:
+            raise RangeError("", f"low must be < high, got low {self.low!r} >= high "
+                                 f"{self.high!r}")
         if self.min is not None and self.low < self.min:
-            raise ValueError(f"low: must be >= min {self.min!r}, got {self.low!r}")
+            raise RangeError("low", f"must be >= min ({self.min!r}), got {self.low!r}")
         if self.max is not None and self.high > self.max:
-            raise ValueError(f"high: must be <= max {self.max!r}, got {self.high!r}")
+            raise RangeError("high", f"must be <= max ({self.max!r}), got {self.high!r}")
 
     @property
     def dist(self) -> str:
@@ -222,3 +236,93 @@ def iter_configs(space: Mapping[str, Dist], n: int,
     for _ in range(n):
         drawn = {name: space[name].sample(rng) for name in names}
         yield {name: drawn[name] for name in space}
+
+
+# ---------------------------------------------------------------------------- space
+
+
+def read_space(chk: Problems, path: str, raw: Any) -> Any:
+    if not isinstance(raw, Mapping) or not raw:
+        chk.add(path, f"expected a mapping of parameters to search, got {show(raw)}")
+        return BAD
+    out: dict[str, Dist] = {}
+    for name, entry in raw.items():
+        here = f"{path}.{name}"
+        spec = SPEC.get(name)
+        if spec is None:
+            chk.add(here, f"unknown hyperparameter {name!r}{suggest(name, SPEC)}")
+        elif not spec.searchable:
+            chk.add(here, f"cannot be searched ({spec.help}); fix it under train")
+        elif not isinstance(entry, Mapping):
+            chk.add(here, f"expected a mapping with 'dist', got {show(entry)}")
+        else:
+            dist = _read_dist(chk, here, spec, entry)
+            if dist is not BAD:
+                out[name] = dist
+    return out
+
+
+def _read_dist(chk: Problems, path: str, spec: ParamSpec, entry: Mapping) -> Any:
+    name = entry.get("dist")
+    valid = ", ".join(sorted([*DIST_NAMES, CHOICE]))
+    if name == CHOICE:
+        return _read_choice(chk, path, spec, entry)
+    if name in DIST_NAMES:
+        return _read_range(chk, path, spec, entry, name)
+    if "dist" not in entry:
+        chk.add(f"{path}.dist", f"missing required key; expected one of {valid}")
+    else:
+        hint = suggest(name, [*DIST_NAMES, CHOICE])
+        chk.add(f"{path}.dist", f"unknown distribution {show(name)}; expected one of "
+                                f"{valid}{hint}")
+    return BAD
+
+
+def _read_choice(chk: Problems, path: str, spec: ParamSpec, entry: Mapping) -> Any:
+    check_keys(chk, path, entry, ("dist", "values"), required=("values",))
+    raw = entry.get("values")
+    if "values" in entry and (not isinstance(raw, list) or not raw):
+        chk.add(f"{path}.values", f"expected a non-empty list, got {show(raw)}")
+    if not isinstance(raw, list) or not raw:
+        return BAD
+    values: list[Any] = []
+    for i, v in enumerate(raw):
+        x = hyper_value(chk, f"{path}.values[{i}]", spec, v)
+        if x is not BAD and x in values:
+            chk.add(f"{path}.values[{i}]", f"duplicate value, got {show(v)}")
+            x = BAD
+        values.append(x)
+    return BAD if BAD in values else Choice(tuple(values))
+
+
+def _read_range(chk: Problems, path: str, spec: ParamSpec, entry: Mapping, dist: str) -> Any:
+    scale, integer = DIST_NAMES[dist]
+    check_keys(chk, path, entry, ("dist", "low", "high", "min", "max"),
+               required=("low", "high"))
+    if spec.kind is str:
+        chk.add(f"{path}.dist", f"{spec.name} is categorical; use choice, got {dist}")
+        return BAD
+    if spec.kind is int and not integer:
+        chk.add(f"{path}.dist", f"{spec.name} takes integers; use int_uniform or "
+                                f"int_log_uniform, got {dist}")
+        return BAD
+    what = "an integer" if integer else "a number"
+    got: dict[str, Any] = {}
+    for key in ("low", "high", "min", "max"):
+        if key in entry:
+            got[key] = number(chk, f"{path}.{key}", entry[key], integer=integer, what=what)
+    if BAD in got.values() or "low" not in got or "high" not in got:
+        return BAD
+    before = len(chk.problems)
+    for key in ("low", "high"):  # the parameter's own limits (user min/max may lie beyond)
+        if key == "low" and scale == "log" and got[key] <= 0:
+            continue  # the range itself says why
+        problem = spec.limit_problem(float(got[key]))
+        if problem:
+            chk.add(f"{path}.{key}", problem)
+    try:
+        dist_ = Range(got["low"], got["high"], scale, integer, got.get("min"), got.get("max"))
+    except RangeError as e:
+        chk.add(f"{path}.{e.key}" if e.key else path, e.rule)
+        return BAD
+    return BAD if len(chk.problems) > before else dist_

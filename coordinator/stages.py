@@ -1,7 +1,7 @@
 """Advance a sweep from one stage to the next, exactly once.
 
 Whichever worker runs the advancement job does it, holding the sweep's
-transition lock (``storage.sweeps.lock_sweep``); the compare-and-set on the
+transition lock (``storage.transitions.lock_sweep``); the compare-and-set on the
 stage's status (running -> advanced once its quorum finished, advanced -> done
 once all its trials did) and the creation of the next stage commit in one
 transaction, so duplicate or concurrent advancement jobs create nothing twice
@@ -17,13 +17,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.config import StageConfig, SweepConfig
+from coordinator.enqueue_order import longest_first, trial_cost
 from coordinator.evidence import chance_threshold, is_at_chance
 from coordinator.launch import plan_trials, trial_seed
 from coordinator.rank import TrialOutcome, kept_for_refinement, rank, scored_trials
 from coordinator.refine import Travel, boundary_flags, refine, travel_of
-from coordinator.schedule import longest_first, trial_cost
 from coordinator.space import dist_from_row
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import StageKind
@@ -86,7 +87,8 @@ def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
     for spec, child in zip(carried, ids, strict=False):
         assert spec.parent_id is not None
         trial_store.copy_progress(s, engine, spec.parent_id, child)
-    if next_idx == len(cfg.stages) - 1:
+    if next_idx == len(cfg.stages) - 1 and next_cfg.prune is None:
+        # (a stage that prunes runs in index order: its verdicts wait for lower indices)
         ids = _longest_first(s, sweep, ids, carried + fresh, this_cfg.epochs)
     return Advanced(stage.id, new_stage, tuple(ids), queue=sweep.queue)
 
@@ -132,7 +134,7 @@ def _longest_first(s: Session, sweep: sweep_store.SweepInfo, ids: list[int],
 def _advance(s: Session, engine: Engine, stage_id: int) -> Advanced | None:
     # the sweep's transition lock first, then read: a concurrent close, plan or cancel
     # of this sweep has committed (and is seen) or waits for this one
-    sweep_id = sweep_store.lock_sweep_of_stage(s, stage_id)
+    sweep_id = transitions.lock_sweep_of_stage(s, stage_id)
     if sweep_id is None:
         return None
     stage = sweep_store.get_stage(s, stage_id)
@@ -140,11 +142,11 @@ def _advance(s: Session, engine: Engine, stage_id: int) -> Advanced | None:
     assert stage is not None and sweep is not None
     search = stage.kind != StageKind.SEEDS.value  # seeds stages retrain for an ensemble
     result = None
-    if sweep_store.claim_stage_advance(s, stage_id):
+    if transitions.claim_stage_advance(s, stage_id):
         result = _plan_next(s, engine, stage, sweep) if search else Advanced(stage_id,
                                                                              queue=sweep.queue)
-    if (sweep_store.close_stage(s, stage_id) and search
-            and sweep_store.finish_if_stages_done(s, sweep.id)):
+    if (transitions.close_stage(s, stage_id) and search
+            and transitions.finish_if_stages_done(s, sweep.id)):
         result = replace(result or Advanced(stage_id, queue=sweep.queue), sweep_done=True)
     return result
 

@@ -11,7 +11,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import Stage, StageStatus, Sweep, SweepStatus, Trial
-from storage.sweeps import SweepInfo, TrialSpec, add_trials, get_sweep, lock_sweep
+from storage.sweeps import SweepInfo, TrialSpec, add_trials, get_sweep
+from storage.transitions import lock_sweep
 
 
 def written(s: Session, stage_id: int) -> int:

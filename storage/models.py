@@ -34,10 +34,14 @@ class TrialStatus(str, Enum):
     DIVERGED = "diverged"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # stopped early by its stage's ``prune`` rule: behind the stage's earlier trials at the
+    # same epoch (its curve and checkpoints are kept; ranked after every done trial)
+    PRUNED = "pruned"
 
 
 FINAL_TRIAL_STATUSES = (
     TrialStatus.DONE.value,
+    TrialStatus.PRUNED.value,
     TrialStatus.DIVERGED.value,
     TrialStatus.FAILED.value,
     TrialStatus.CANCELLED.value,

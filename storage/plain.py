@@ -34,7 +34,7 @@ CURVE_COLUMNS = 10  # the curves table's columns (storage.models.Curve); a test 
 
 CORE_TABLES = ("sweeps", "stages", "trials")  # as storage.meta: what makes a database ours
 BUSY_TIMEOUT_S = 30.0  # as storage.db.BUSY_TIMEOUT_MS
-FINAL = ("done", "diverged", "failed", "cancelled")
+FINAL = ("done", "pruned", "diverged", "failed", "cancelled")  # as FINAL_TRIAL_STATUSES
 
 # The attribute names of storage.sweeps.SweepInfo / StageInfo / FlagRow and
 # storage.trials.TrialRow, so report code reads either kind of row

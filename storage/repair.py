@@ -3,14 +3,14 @@
 A transition whose trigger was lost (a worker killed between a trial's commit and
 its advancement job, a Redis flush, a database left by an older version in the
 state of a skipped transition) is found here from the database alone and done
-under the sweep's transition lock (``storage.sweeps.lock_sweep``):
+under the sweep's transition lock (``storage.transitions.lock_sweep``):
 
 - an ``advanced`` stage whose trials have all ended is closed;
 - a running sweep whose search stages are all done is finished;
 - a cancelled sweep's leftover running stages and queued trials are cancelled.
 
 Planning a stage needs the coordinator: the reconciler enqueues that as a job
-(``storage.sweeps.stages_ready_to_advance``).
+(``storage.transitions.stages_ready_to_advance``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, union
 from sqlalchemy.orm import Session
 
-from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.models import Stage, StageStatus, Sweep, SweepStatus, Trial, TrialStatus
 
@@ -38,9 +38,9 @@ def sweeps_to_repair(s: Session, sweep_id: int | None = None) -> list[int]:
     by every worker's reconciler)."""
     cancelled = Sweep.status == SweepStatus.CANCELLED.value
     found = union(
-        select(Stage.sweep_id).where(sweep_store.stage_closable()),
+        select(Stage.sweep_id).where(transitions.stage_closable()),
         select(Sweep.id).where(Sweep.status == SweepStatus.RUNNING.value,
-                               sweep_store.search_stages_done()),
+                               transitions.search_stages_done()),
         select(Stage.sweep_id).join(Sweep, Sweep.id == Stage.sweep_id)
         .where(cancelled, Stage.status.in_((StageStatus.RUNNING.value,
                                             StageStatus.LAUNCHING.value))),
@@ -56,18 +56,18 @@ def sweeps_to_repair(s: Session, sweep_id: int | None = None) -> list[int]:
 
 def repair_sweep(s: Session, sweep_id: int) -> Repaired:
     """Do the sweep's due storage-level transitions, under its transition lock."""
-    status = sweep_store.lock_sweep(s, sweep_id)
+    status = transitions.lock_sweep(s, sweep_id)
     if status is None:
         return Repaired(sweep_id)
     if status == SweepStatus.CANCELLED.value:
         cancelled = tuple(trial_store.cancel_unfinished(s, sweep_id))
         return Repaired(sweep_id, close_finished_stages(s, sweep_id), cancelled=cancelled)
     closed = close_finished_stages(s, sweep_id)
-    return Repaired(sweep_id, closed, sweep_store.finish_if_stages_done(s, sweep_id))
+    return Repaired(sweep_id, closed, transitions.finish_if_stages_done(s, sweep_id))
 
 
 def close_finished_stages(s: Session, sweep_id: int) -> tuple[int, ...]:
     """Close the sweep's advanced stages whose trials have all ended (hold its lock)."""
     due = s.scalars(select(Stage.id).where(Stage.sweep_id == sweep_id,
-                                           sweep_store.stage_closable()).order_by(Stage.idx))
-    return tuple(st for st in list(due) if sweep_store.close_stage(s, st))
+                                           transitions.stage_closable()).order_by(Stage.idx))
+    return tuple(st for st in list(due) if transitions.close_stage(s, st))

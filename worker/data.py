@@ -1,12 +1,13 @@
-"""Datasets: load and validate a source, encode it to content-addressed bytes,
-split and standardise it for a trial, and cache the splits per worker process.
+"""Datasets on the worker side: the blob codec, the split and the per-process cache.
 
-A sweep names its dataset as ``digits``, ``spiral`` or a path to a ``.npz`` /
-``.csv`` file. ``launch`` turns it into validated arrays (``load_source``) and
-bytes (``encode``) that the storage layer keeps once, keyed by ``sha256``.
-Workers fetch those bytes by hash through ``DatasetCache``, which verifies them,
-keeps them in an optional on-disk directory shared by the processes of a host,
-and hands out one fixed train/validation/test split per (dataset, seed).
+``launch`` reads the user's files (``coordinator.datasets``) into ``Parts`` and stores
+``encode(parts)`` once, keyed by ``sha256``. Workers fetch those bytes by hash through
+``DatasetCache``, which verifies them, keeps them in an optional on-disk directory shared
+by a host's processes, and hands out one split per (dataset, seed, fractions, preprocess).
+
+A blob is an ``.npz``: ``X, y`` for a source without its own split, else
+``X_train, y_train`` with ``X_val, y_val`` and/or ``X_test, y_test`` — the same
+members a user's ``.npz`` holds. ``X`` is ``(N, D)`` or ``(N, C, H, W)``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import math
 import os
 import re
 import tempfile
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.defaults import PREPROCESS, TEST_FRACTION, VAL_FRACTION
+from worker.npzio import npz_bytes
+
 log = logging.getLogger(__name__)
 
-BUILTIN_DATASETS = ("digits", "spiral")
-MIN_ROWS = 10  # enough for at least one row in each of train, validation and test
-SPIRAL_SEED = 0
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamp: same arrays, same bytes
+PREPROCESS_MODES = ("standardize", "mean_image", "none")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -44,80 +44,95 @@ def is_small_int(dtype: np.dtype) -> bool:
     return dtype.kind in "iu" and dtype.itemsize <= 2
 
 
-# ---------------------------------------------------------------- sources
+# ---------------------------------------------------------------- parts
 
 
-def load_source(spec: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load and validate a dataset: X float32 (N, D), y int64 (N,) with labels 0..C-1.
+@dataclass(frozen=True, eq=False)  # eq=False: element-wise array equality has no truth value
+class Parts:
+    """A dataset as its source gives it: the training rows ``X, y`` (every row when the
+    source has no split of its own) and the source's own validation and test rows
+    (``None``: carved from the training rows by ``split``)."""
 
-    ``spec`` is ``digits``, ``spiral`` or a path ending in ``.npz`` or ``.csv``.
-    Raises ``DatasetError`` naming the dataset and what is wrong with it.
-    """
-    if spec == "digits":
-        return _digits()
-    if spec == "spiral":
-        return validated("spiral", *spiral())
-    path = Path(spec)
-    suffix = path.suffix.lower()
-    if suffix not in (".npz", ".csv"):
-        raise DatasetError(
-            f"{spec}: unknown dataset; expected {' or '.join(BUILTIN_DATASETS)}, "
-            f"or a path to a .npz or .csv file"
-        )
-    data = _read_file(spec, path)
-    if suffix == ".npz":
-        return validated(spec, *_npz_arrays(spec, data))
-    X, y, lines = _csv_arrays(spec, data)
-    return validated(spec, X, y, where=lambda i: f"line {lines[i]}")
+    X: np.ndarray
+    y: np.ndarray
+    val: tuple[np.ndarray, np.ndarray] | None = None
+    test: tuple[np.ndarray, np.ndarray] | None = None
 
+    def named(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each given part by name: ``{"": (X, y)}`` without an own split, else ``train``,
+        ``val``, ``test`` as given (the npz member suffixes)."""
+        if self.val is None and self.test is None:
+            return {"": (self.X, self.y)}
+        given = {"train": (self.X, self.y), "val": self.val, "test": self.test}
+        return {k: v for k, v in given.items() if v is not None}
 
-def spiral(
-    n_per_class: int = 300, n_classes: int = 3, seed: int = SPIRAL_SEED
-) -> tuple[np.ndarray, np.ndarray]:
-    """The CS231n spiral: K arms of N points in 2-D, angle noise 0.2 (float64 X, int64 y)."""
-    rng = np.random.default_rng(seed)
-    N, K = n_per_class, n_classes
-    X = np.zeros((N * K, 2))
-    y = np.repeat(np.arange(K, dtype=np.int64), N)
-    for j in range(K):
-        r = np.linspace(0.0, 1.0, N)
-        t = np.linspace(j * 4, (j + 1) * 4, N) + rng.standard_normal(N) * 0.2
-        # math.sin/cos rather than np.sin/cos: NumPy picks SIMD kernels by CPU, libm does not
-        X[j * N : (j + 1) * N, 0] = r * np.array([math.sin(v) for v in t])
-        X[j * N : (j + 1) * N, 1] = r * np.array([math.cos(v) for v in t])
-    return X, y
+    @classmethod
+    def of(cls, named: dict[str, tuple[np.ndarray, np.ndarray]]) -> Parts:
+        """The inverse of ``named``."""
+        rest = dict(named)
+        return cls(*rest.pop("" if "" in rest else "train"), **rest)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(len(y) for _, y in self.named().values())
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(y.max(initial=-1) for _, y in self.named().values())) + 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.X.shape[1:])
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from sklearn.datasets import load_digits  # optional extra, imported only when asked
-    except ImportError:
-        raise DatasetError(
-            "dataset 'digits' needs scikit-learn: pip install -e '.[datasets]' "
-            "in a clone of hpsweep"
-        ) from None
-    bunch = load_digits()
-    return validated("digits", bunch.data, bunch.target)
+def member_keys(part: str) -> tuple[str, str]:
+    """The npz member names of a part: ``X, y`` or ``X_<part>, y_<part>``."""
+    return (f"X_{part}", f"y_{part}") if part else ("X", "y")
 
 
-def _read_file(name: str, path: Path) -> bytes:
-    if not path.exists():
-        raise DatasetError(f"{name}: file not found")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DatasetError(f"{name}: cannot read file: {e.strerror or e}") from None
+def check_shapes(name: str, X: np.ndarray, y: np.ndarray, part: str = "") -> None:
+    """Raise DatasetError unless X is (N, D...) numeric and y is (N,)."""
+    xk, yk = member_keys(part)
+    if X.ndim < 2:
+        raise DatasetError(f"{name}: {xk} must be (N, D) or (N, C, H, W), got shape {X.shape}")
+    if y.ndim != 1:
+        raise DatasetError(f"{name}: {yk} must be 1-D (N,), got shape {y.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise DatasetError(f"{name}: {xk} has {X.shape[0]} rows but {yk} has {y.shape[0]} "
+                           "labels")
+    if 0 in X.shape[1:]:
+        raise DatasetError(f"{name}: {xk} has no feature columns")
+    if X.dtype.kind not in "biuf":
+        raise DatasetError(f"{name}: {xk} must hold real numbers, got dtype {X.dtype}")
 
 
-def _npz_arrays(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays X and y of an .npz archive, loaded without pickle."""
+def read_npz(name: str, data: bytes) -> Parts:
+    """The arrays of an .npz archive as ``Parts`` (shapes checked, values not), loaded
+    without pickle: ``X, y``, or ``X_train, y_train`` and optionally ``X_val, y_val``,
+    ``X_test, y_test``."""
     if data[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
         raise DatasetError(f"{name}: not an .npz archive (not a zip file)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return _npz_member(name, npz, "X"), _npz_member(name, npz, "y")
+            return _npz_parts(name, npz)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise DatasetError(f"{name}: corrupt .npz archive: {e}") from None
+
+
+def _npz_parts(name: str, npz: np.lib.npyio.NpzFile) -> Parts:
+    files = set(npz.files)
+    if not {"X_train", "y_train"} & files:
+        return Parts(*_npz_pair(name, npz, ""))
+    if {"X", "y"} & files:
+        raise DatasetError(f"{name}: holds both X/y and X_train/y_train; keep one form")
+    return Parts.of({part: _npz_pair(name, npz, part) for part in ("train", "val", "test")
+                     if part == "train" or set(member_keys(part)) & files})
+
+
+def _npz_pair(name: str, npz: np.lib.npyio.NpzFile, part: str) -> tuple[np.ndarray, np.ndarray]:
+    X, y = (_npz_member(name, npz, key) for key in member_keys(part))
+    check_shapes(name, X, y, part)
+    return X, y
 
 
 def _npz_member(name: str, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
@@ -135,164 +150,41 @@ def _npz_member(name: str, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
         raise DatasetError(f"{name}: array '{key}' is unreadable: {e}") from None
 
 
-def _csv_arrays(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """X, y and each row's 1-based line number from a comma-separated file."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{name}: not UTF-8 text (bad byte at offset {e.start})") from None
-    rows = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if rows and not _is_numeric(rows[0][1]):
-        header = rows.pop(0)[1]
-        if rows and header.count(",") != rows[0][1].count(","):
-            raise DatasetError(
-                f"{name}: header has {header.count(',') + 1} columns but line {rows[0][0]} "
-                f"has {rows[0][1].count(',') + 1}"
-            )
-    if not rows:
-        raise DatasetError(f"{name}: no data rows")
-    try:
-        table = np.loadtxt([line for _, line in rows], delimiter=",", ndmin=2, comments=None)
-    except ValueError as e:
-        raise DatasetError(f"{name}: {_csv_problem(rows) or e}") from None
-    if table.shape[1] < 2:
-        raise DatasetError(f"{name}: needs at least 2 columns (features, then the label), got 1")
-    return table[:, :-1], table[:, -1], [n for n, _ in rows]
-
-
-def _is_numeric(line: str) -> bool:
-    try:
-        [float(field) for field in line.split(",")]
-    except ValueError:
-        return False
-    return True
-
-
-def _csv_problem(rows: list[tuple[int, str]]) -> str | None:
-    """The first ragged row or non-number, by line and column, for a clear message."""
-    width = rows[0][1].count(",") + 1
-    for n, line in rows:
-        fields = line.split(",")
-        if len(fields) != width:
-            return f"line {n} has {len(fields)} columns, expected {width}"
-        for col, field in enumerate(fields, 1):
-            try:
-                float(field)
-            except ValueError:
-                return f"line {n}, column {col}: {field.strip()!r} is not a number"
-    return None
-
-
-# ---------------------------------------------------------------- validation
-
-
-def _check_shapes(name: str, X: np.ndarray, y: np.ndarray) -> None:
-    """Raise DatasetError unless X is (N, D) numeric and y is (N,)."""
-    if X.ndim != 2:
-        raise DatasetError(f"{name}: X must be 2-D (N, D), got shape {X.shape}")
-    if y.ndim != 1:
-        raise DatasetError(f"{name}: y must be 1-D (N,), got shape {y.shape}")
-    if X.shape[0] != y.shape[0]:
-        raise DatasetError(f"{name}: X has {X.shape[0]} rows but y has {y.shape[0]} labels")
-    if X.shape[1] == 0:
-        raise DatasetError(f"{name}: X has no feature columns")
-    if X.dtype.kind not in "biuf":
-        raise DatasetError(f"{name}: X must hold real numbers, got dtype {X.dtype}")
-
-
-def validated(
-    name: str,
-    X: np.ndarray,
-    y: np.ndarray,
-    where: Callable[[int], str] = lambda i: f"row {i}",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Check a dataset and return X (N, D) and y int64 remapped to 0..C-1.
-
-    X stays in its own dtype when float32 holds every value of it exactly (8- and
-    16-bit integers, e.g. images: stored at their size, converted by ``split``);
-    anything else becomes float32.
-
-    Labels keep their sorted order: the smallest becomes 0. ``where`` names a
-    row in messages (a CSV file names its line).
-    """
-    X, y = np.asarray(X), np.asarray(y)
-    _check_shapes(name, X, y)
-    if is_small_int(X.dtype):
-        return np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("<")), _labels(name, y, where)
-    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
-        X = np.ascontiguousarray(X, dtype=np.float32)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise DatasetError(
-            f"{name}: X has {int(bad.sum())} NaN or infinite values (or beyond float32), "
-            f"first at {where(int(row))}, column {int(col) + 1}"
-        )
-    return X, _labels(name, y, where)
-
-
-def _labels(name: str, y: np.ndarray, where: Callable[[int], str]) -> np.ndarray:
-    """y as int64 labels 0..C-1 (at least 2 classes, enough rows to split)."""
-    y = _integer_labels(name, y, where)
-    classes, y = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise DatasetError(f"{name}: needs at least 2 classes, found 1 (label {classes[0]})")
-    if len(y) < MIN_ROWS:
-        raise DatasetError(
-            f"{name}: needs at least {MIN_ROWS} rows to split into train, validation and test, "
-            f"got {len(y)}"
-        )
-    return y.astype(np.int64)
-
-
-def _integer_labels(name: str, y: np.ndarray, where: Callable[[int], str]) -> np.ndarray:
-    if y.dtype.kind in "iu":
-        return y
-    if y.dtype.kind != "f":
-        raise DatasetError(f"{name}: y must hold integer class labels, got dtype {y.dtype}")
-    bad = ~np.isfinite(y) | (y != np.round(y))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DatasetError(
-            f"{name}: y must hold integer class labels; {where(row)} has {y[row]:g}"
-        )
-    return y.astype(np.int64)
-
-
 # ---------------------------------------------------------------- bytes
 
 
-def encode(X: np.ndarray, y: np.ndarray) -> bytes:
+def stored_dtype(arrays: list[np.ndarray]) -> np.dtype:
+    """X's dtype in a blob: a shared 8- or 16-bit integer dtype as is, else float32."""
+    kinds = {a.dtype.newbyteorder("<") for a in arrays}
+    if len(kinds) == 1 and is_small_int(arrays[0].dtype):
+        return kinds.pop()
+    return np.dtype("<f4")
+
+
+def encode(parts: Parts) -> bytes:
     """An .npz (X float32, or its own dtype if in 8- or 16-bit integers; y int64; stored, no
     pickle) whose bytes depend only on the arrays."""
-    X = np.ascontiguousarray(X, dtype=_stored_dtype(X))
-    y = np.ascontiguousarray(y, dtype="<i8")
-    _check_shapes("encode", X, y)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
-        for key, array in (("X", X), ("y", y)):
-            member = io.BytesIO()
-            np.lib.format.write_array(member, array, version=(1, 0), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-            info.create_system = 3  # the default depends on the OS writing the archive
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, member.getvalue())
-    return out.getvalue()
+    dtype = stored_dtype([X for X, _ in parts.named().values()])
+    arrays = {}
+    for part, (X, y) in parts.named().items():
+        xk, yk = member_keys(part)
+        arrays[xk], arrays[yk] = np.ascontiguousarray(X, dtype), np.ascontiguousarray(y, "<i8")
+        check_shapes("encode", arrays[xk], arrays[yk], part)
+    return npz_bytes(arrays)
 
 
-def _stored_dtype(X: np.ndarray) -> np.dtype:
-    return X.dtype.newbyteorder("<") if is_small_int(X.dtype) else np.dtype("<f4")
-
-
-def decode(data: bytes, name: str = "dataset blob") -> tuple[np.ndarray, np.ndarray]:
-    """X (N, D) float32 or as stored (8- or 16-bit integers) and y int64 (N,) from ``encode``'s
-    bytes, loaded without pickle."""
-    X, y = _npz_arrays(name, bytes(data))
-    _check_shapes(name, X, y)
-    if y.dtype.kind not in "iu":
-        raise DatasetError(f"{name}: y must hold integer class labels, got dtype {y.dtype}")
-    X = np.ascontiguousarray(X, dtype=_stored_dtype(X).newbyteorder("="))
-    return X, np.ascontiguousarray(y, dtype=np.int64)
+def decode(data: bytes, name: str = "dataset blob") -> Parts:
+    """``encode``'s parts from its bytes (X float32 or as stored, y int64), without pickle."""
+    named = read_npz(name, bytes(data)).named()
+    dtype = stored_dtype([X for X, _ in named.values()]).newbyteorder("=")
+    out = {}
+    for part, (X, y) in named.items():
+        if y.dtype.kind not in "iu":
+            raise DatasetError(f"{name}: {member_keys(part)[1]} must hold integer class "
+                               f"labels, got dtype {y.dtype}")
+        out[part] = (np.ascontiguousarray(X, dtype=dtype),
+                     np.ascontiguousarray(y, dtype=np.int64))
+    return Parts.of(out)
 
 
 def sha256(data: bytes) -> str:
@@ -303,12 +195,12 @@ def sha256(data: bytes) -> str:
 # ---------------------------------------------------------------- splits
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: element-wise array equality has no truth value
+@dataclass(frozen=True, eq=False)
 class Splits:
-    """One fixed train/validation/test split, standardised with training statistics.
+    """One fixed train/validation/test split, preprocessed with training statistics.
 
     Arrays are float32/int64, C-contiguous and read-only (a cached split is
-    shared by every trial a process runs).
+    shared by every trial a process runs). X keeps the source's row shape.
     """
 
     X_train: np.ndarray
@@ -319,56 +211,96 @@ class Splits:
     y_test: np.ndarray
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one row: ``(D,)`` for flat data, ``(C, H, W)`` for images."""
+        return tuple(int(d) for d in self.X_train.shape[1:])
+
+    @property
     def n_features(self) -> int:
-        return int(self.X_train.shape[1])
+        return int(np.prod(self.input_shape))
 
     @property
     def n_classes(self) -> int:
         return int(max(y.max(initial=-1) for y in (self.y_train, self.y_val, self.y_test))) + 1
 
+    def flat(self) -> Splits:
+        """The same split with each row flattened to ``n_features`` values (views, no copy)."""
+        X_train, X_val, X_test = (X.reshape(len(X), -1)  # (N, C, H, W) -> (N, C*H*W)
+                                  for X in (self.X_train, self.X_val, self.X_test))
+        return Splits(X_train, self.y_train, X_val, self.y_val, X_test, self.y_test)
+
 
 def split(
-    X: np.ndarray,
-    y: np.ndarray,
+    parts: Parts,
     seed: int,
-    val_fraction: float = 0.14,
-    test_fraction: float = 0.14,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+    preprocess: str = PREPROCESS,
 ) -> Splits:
-    """Split by one random permutation of ``default_rng(seed)``; standardise with train stats.
+    """The source's own validation and test rows as given; a part it lacks is carved from
+    its training rows by one random permutation of ``default_rng(seed)``.
 
-    Validation and test get ``round(N * fraction)`` rows, at least one each;
-    training gets the rest. A feature constant on the training rows is only
-    centred (its std counts as 1).
+    A carved part gets ``round(N * fraction)`` of the N training rows, at least one.
+    ``preprocess`` uses training statistics only: ``standardize`` (per feature: minus
+    the mean, over the std; a feature constant on the training rows is only centred),
+    ``mean_image`` (minus the mean image), ``none``.
     """
+    X, y = np.asarray(parts.X), np.asarray(parts.y)
+    n_train, n_val, n_test = carved_sizes(parts, val_fraction, test_fraction)
     N = len(y)
-    n_val, n_test = _part_size(N, val_fraction, "val"), _part_size(N, test_fraction, "test")
-    n_train = N - n_val - n_test
-    if n_train < 1:
-        raise ValueError(f"{N} rows leave no training rows after {n_val} val and {n_test} test")
-    order = np.random.default_rng(seed).permutation(N)
-    parts = (order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
-    # gathers are copies (converted from a stored uint8 etc. only now): standardise in place
-    X_parts = [np.asarray(np.asarray(X)[idx], dtype=np.float32) for idx in parts]
-    mean, std = _train_stats(X_parts[0])
+    order = np.random.default_rng(seed).permutation(N) if n_val or n_test else np.arange(N)
+    carved = [(X, y, idx) for idx in (order[:n_train], order[n_train : n_train + n_val],
+                                      order[n_train + n_val :])]
+    for i, own in ((1, parts.val), (2, parts.test)):
+        if own is not None:
+            carved[i] = (np.asarray(own[0]), np.asarray(own[1]), slice(None))
+    # gathers are copies (converted from a stored uint8 etc. only now): preprocess in place
+    X_parts = [np.array(X_src[idx], dtype=np.float32) for X_src, _, idx in carved]
+    shift, scale = _train_stats(X_parts[0], preprocess)
     arrays = []
-    for idx, X_part in zip(parts, X_parts, strict=True):
-        X_part -= mean
-        X_part /= std
-        arrays += [_frozen(X_part, np.float32), _frozen(np.asarray(y)[idx], np.int64)]
+    for X_part, (_, y_src, idx) in zip(X_parts, carved, strict=True):
+        if shift is not None:
+            X_part -= shift
+        if scale is not None:
+            X_part /= scale
+        arrays += [_frozen(X_part, np.float32), _frozen(y_src[idx], np.int64)]
     return Splits(*arrays)
 
 
-def _train_stats(X_train: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std (float32, std 0 -> 1), summed in float64 a chunk of rows
-    at a time so a large training set needs no float64 copy."""
-    mean = X_train.mean(axis=0, dtype=np.float64)
+def carved_sizes(parts: Parts, val_fraction: float, test_fraction: float
+                 ) -> tuple[int, int, int]:
+    """How ``split`` divides the source's training rows: (train, carved val, carved test)."""
+    N = len(parts.y)
+    n_val = _part_size(N, val_fraction, "val") if parts.val is None else 0
+    n_test = _part_size(N, test_fraction, "test") if parts.test is None else 0
+    if N - n_val - n_test < 1:
+        raise DatasetError(f"{N} training rows leave none after {n_val} val and {n_test} "
+                           "test")
+    return N - n_val - n_test, n_val, n_test
+
+
+def _train_stats(X_train: np.ndarray, preprocess: str,
+                 chunk: int = 4096) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """What to subtract and divide by (float32, shaped like one row), from the training
+    rows only; the std is summed in float64 a chunk of rows at a time so a large
+    training set needs no float64 copy."""
+    if preprocess not in PREPROCESS_MODES:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got "
+                         f"{preprocess!r}")
+    if preprocess == "none":
+        return None, None
+    rows = X_train.reshape(len(X_train), -1)  # (N, *row shape) -> (N, D), a view
+    mean = rows.mean(axis=0, dtype=np.float64)
+    if preprocess == "mean_image":
+        return mean.astype(np.float32).reshape(X_train.shape[1:]), None
     sq = np.zeros_like(mean)
-    for start in range(0, len(X_train), chunk):
-        d = X_train[start : start + chunk] - mean  # (chunk, D) float64
+    for start in range(0, len(rows), chunk):
+        d = rows[start : start + chunk] - mean  # (chunk, D) float64
         sq += np.einsum("ij,ij->j", d, d)
-    std = np.sqrt(sq / len(X_train))
+    std = np.sqrt(sq / len(rows))
     std[std == 0] = 1.0
-    return mean.astype(np.float32), std.astype(np.float32)
+    shape = X_train.shape[1:]
+    return mean.astype(np.float32).reshape(shape), std.astype(np.float32).reshape(shape)
 
 
 def _part_size(N: int, fraction: float, label: str) -> int:
@@ -387,7 +319,8 @@ def _frozen(a: np.ndarray, dtype: type) -> np.ndarray:
 
 
 class DatasetCache:
-    """Per-process splits by (sha, seed, fractions), backed by an optional shared directory.
+    """Per-process splits by (sha, seed, fractions, preprocessing), backed by an optional
+    shared directory.
 
     On a miss the dataset's bytes come from ``directory/<sha>.npz`` when present
     and intact, else from ``fetch(sha)`` (the database), verified against the
@@ -399,7 +332,7 @@ class DatasetCache:
     def __init__(self, directory: Path | None = None, max_splits: int = 4) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.max_splits = max_splits
-        self._splits: OrderedDict[tuple[str, int, float, float], Splits] = OrderedDict()
+        self._splits: OrderedDict[tuple[str, int, float, float, str], Splits] = OrderedDict()
 
     def get(
         self,
@@ -408,14 +341,15 @@ class DatasetCache:
         val_fraction: float,
         test_fraction: float,
         fetch: Callable[[str], bytes],
+        preprocess: str = PREPROCESS,
     ) -> Splits:
         """The split of dataset ``sha`` for ``seed``, decoding and splitting only on a miss."""
-        key = (sha, int(seed), float(val_fraction), float(test_fraction))
+        key = (sha, int(seed), float(val_fraction), float(test_fraction), preprocess)
         if key in self._splits:
             self._splits.move_to_end(key)
             return self._splits[key]
-        X, y = decode(self._blob(sha, fetch), name=f"dataset {sha}")
-        splits = split(X, y, seed, val_fraction, test_fraction)
+        parts = decode(self._blob(sha, fetch), name=f"dataset {sha}")
+        splits = split(parts, seed, val_fraction, test_fraction, preprocess)
         self._splits[key] = splits
         while len(self._splits) > self.max_splits:
             self._splits.popitem(last=False)

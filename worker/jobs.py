@@ -25,7 +25,7 @@ from pathlib import Path
 from rq import get_current_job
 from sqlalchemy import Engine
 
-from storage import meta
+from storage import meta, transitions
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import make_engine, transact
@@ -143,7 +143,7 @@ def request_advance_if_finished(engine: Engine, stage_id: int,
     ``ready``: already checked as the trial finished (None: ask the database now).
     """
     if ready is None:
-        ready = transact(engine, lambda s: sweep_store.stage_is_ready(s, stage_id))
+        ready = transact(engine, lambda s: transitions.stage_is_ready(s, stage_id))
     if not ready:
         return
     job = get_current_job()

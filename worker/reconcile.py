@@ -20,7 +20,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from storage import repair as repair_store
-from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.meta import identity
@@ -103,7 +103,7 @@ def _advance_due(engine: Engine, conn: Redis, sweep_id: int | None,
                  advance: Callable[[int], object] | None) -> list[int]:
     """Advance (or ask a worker to advance) the stages whose quorum finished; returns
     their ids (those whose advancement job Redis already holds are left to it)."""
-    ready = transact(engine, lambda s: sweep_store.stages_ready_to_advance(s, sweep_id))
+    ready = transact(engine, lambda s: transitions.stages_ready_to_advance(s, sweep_id))
     live_adv = q.live_job_ids(conn, [q.advance_job_id(sid) for sid, _ in ready])
     advanced = [sid for sid, _ in ready
                 if advance is not None or q.advance_job_id(sid) not in live_adv]

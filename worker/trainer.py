@@ -20,14 +20,17 @@ from typing import Any
 from sqlalchemy import Engine
 
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus, TrialStatus
 from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
 from worker.data import DatasetCache, Splits
+from worker.defaults import SweepSettings
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import Hyper
 from worker.nn.training import EpochResult, TrainState
+from worker.prune import PruneGate
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +199,7 @@ def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
 
 
 def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
-    cfg = sweep.config
+    settings = SweepSettings.of(sweep.config)
 
     def fetch(sha: str) -> bytes:
         data = transact(ctx.engine, lambda s: sweep_store.dataset_bytes(s, sha))
@@ -204,8 +207,9 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
             raise LookupError(f"dataset {sha[:12]} is not in the database")
         return data
 
-    return ctx.datasets.get(sweep.dataset_sha, sweep.seed, cfg.get("val_fraction", 0.14),
-                            cfg.get("test_fraction", 0.14), fetch)
+    splits = ctx.datasets.get(sweep.dataset_sha, sweep.seed, settings.val_fraction,
+                              settings.test_fraction, fetch, settings.preprocess)
+    return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
 def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
@@ -240,9 +244,9 @@ class _Best:
 
 
 def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: TrainState,
-                 res: EpochResult, seconds: float, best: _Best, cfg: dict[str, Any]) -> bool:
+                 res: EpochResult, seconds: float, best: _Best, settings: SweepSettings) -> bool:
     """Commit one epoch; returns False when the sweep was cancelled meanwhile."""
-    acc, loss = score_of(res, cfg.get("select", "best"))
+    acc, loss = score_of(res, settings.select)
     previous = best.improved
     improved = best.update(acc, loss, res.epoch)
     blob = state.to_checkpoint()
@@ -250,7 +254,7 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
                       best_checkpoint=None, score=acc,
-                      snapshot_keep=int(cfg.get("keep_snapshots", 0)), best_in_last=improved,
+                      snapshot_keep=settings.keep_snapshots, best_in_last=improved,
                       previous_in_last=previous)
 
     def work(s) -> bool:  # type: ignore[no-untyped-def]
@@ -275,7 +279,7 @@ def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: E
                                  row)
         trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
                            f"loss diverged in epoch {res.epoch}")
-        return sweep_store.settle_stage(s, trial.stage_id)
+        return transitions.settle_stage(s, trial.stage_id)
 
     return transact(ctx.engine, work, core=True)
 
@@ -287,7 +291,7 @@ def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
     same transaction: no extra round trip per trial)."""
     def work(s) -> bool:  # type: ignore[no-untyped-def]
         trial_store.finish(s, ctx.engine, trial_id, token, status, error)
-        return stage_id is not None and sweep_store.settle_stage(s, stage_id)
+        return stage_id is not None and transitions.settle_stage(s, stage_id)
 
     return transact(ctx.engine, work, core=True)
 
@@ -345,7 +349,8 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     splits = load_splits(ctx, sweep)
     state = resume_or_init(trial, claim.saved, hyper, splits)
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
-    ran = 0
+    settings = SweepSettings.of(sweep.config)
+    ran, gate = 0, PruneGate.of(ctx, claim, token, beat)
     while state.epoch < trial.epochs:
         if beat.lost.is_set():
             raise LeaseLost(f"trial {trial.id}: lease lost")
@@ -353,6 +358,8 @@ def train(ctx: TrialContext, claim: Claim, token: str,
             transact(ctx.engine, lambda s: trial_store.release(
                 s, ctx.engine, trial.id, token, "worker stopped; resumable"))
             return "released", ran, None
+        if gate and (stop := gate.check(state.epoch)):  # the stage's prune rule
+            return stop.status, ran, stop.ready
         started = time.perf_counter()
         res = state.train_epoch(splits.X_train, splits.y_train, splits.X_val, splits.y_val)
         seconds = time.perf_counter() - started
@@ -360,7 +367,7 @@ def train(ctx: TrialContext, claim: Claim, token: str,
         if res.diverged:
             return TrialStatus.DIVERGED.value, ran, record_divergence(ctx, trial, token, res,
                                                                       seconds)
-        if not record_epoch(ctx, trial, token, state, res, seconds, best, sweep.config):
+        if not record_epoch(ctx, trial, token, state, res, seconds, best, settings):
             finish(ctx, trial.id, token, TrialStatus.CANCELLED.value, "sweep cancelled",
                    stage_id=trial.stage_id)
             return TrialStatus.CANCELLED.value, ran, None

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from coordinator.config import ConfigError, StageConfig, SweepConfig, load_config, parse_config
+from coordinator.datasets.spec import EXPECTED as DATASETS
 from coordinator.space import Choice, Range
 
 EXAMPLE = """\
@@ -175,12 +176,17 @@ BAD_CASES = [
     ([("space.schedule", {"dist": "choice", "values": ["step", "constant"]})],
      "demo.yaml: space.schedule: also fixed in train; a parameter is either fixed (train) or "
      "searched (space), not both"),
-    ([("dataset", "digit")], "demo.yaml: dataset: unknown dataset 'digit'; expected digits, "
-     "spiral, or a path to a .npz or .csv file; did you mean 'digits'?"),
+    ([("dataset", "digit")], f"demo.yaml: dataset: unknown dataset 'digit'; {DATASETS}; "
+     "did you mean 'digits'?"),
+    ([("dataset", "cifar")], f"demo.yaml: dataset: unknown dataset 'cifar'; {DATASETS}; "
+     "did you mean 'cifar10:'?"),
     ([("dataset", "cifar.txt")], "demo.yaml: dataset: unsupported file type '.txt'; expected "
-     "digits, spiral, or a path to a .npz or .csv file, got 'cifar.txt'"),
-    ([("dataset", 3)], "demo.yaml: dataset: expected digits, spiral, or a path to a .npz or "
-     ".csv file, got 3"),
+     "a .npz or .csv file, got 'cifar.txt'"),
+    ([("dataset", 3)], f"demo.yaml: dataset: {DATASETS}, got 3"),
+    ([("dataset", {"train": "a.txt"})], "demo.yaml: dataset.train: unsupported file type "
+     "'.txt'; expected a .npz or .csv file, got 'a.txt'"),
+    ([("preprocess", "whiten")], "demo.yaml: preprocess: expected one of standardize, "
+     "mean_image, none, got 'whiten'"),
     ([("space.hidden", {"dist": "choice", "values": [1]})],
      "demo.yaml: space.hidden: cannot be searched (explicit hidden widths, e.g. [200, 100]); "
      "fix it under train"),
@@ -323,6 +329,35 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems == [f"{path}: cannot read the file: Permission denied"]
+
+
+def test_dataset_folders_and_parts_resolve_like_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cifar-10-batches-bin").mkdir()
+    for name in ("a.csv", "b.npz"):
+        (tmp_path / name).write_bytes(b"x")
+    cifar = load_config(write(tmp_path, EXAMPLE.replace(
+        "dataset: digits", "dataset: cifar10:cifar-10-batches-bin")))
+    assert cifar.dataset == f"cifar10:{tmp_path.resolve() / 'cifar-10-batches-bin'}"
+    parts = load_config(write(tmp_path, EXAMPLE.replace(
+        "dataset: digits", "dataset: {train: a.csv, test: b.npz}\npreprocess: mean_image")))
+    assert dict(parts.dataset) == {"train": str(tmp_path.resolve() / "a.csv"),
+                                   "test": str(tmp_path.resolve() / "b.npz")}
+    assert parts.preprocess == "mean_image"
+    again = SweepConfig.from_dict(json.loads(json.dumps(parts.to_dict())))
+    assert again == parts and again.to_dict() == parts.to_dict()
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, EXAMPLE.replace("dataset: digits", "dataset: mnist:nope")))
+    [message] = info.value.problems
+    assert "dataset: folder not found (looked in " in message and message.endswith("'nope'")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, EXAMPLE.replace(
+            "dataset: digits", "dataset: {tset: a.csv, val: c.csv}")))
+    tset, train, val = (p.split(": ", 1)[1] for p in info.value.problems)
+    assert tset == "dataset.tset: unknown part 'tset'; did you mean 'test'?; expected train, " \
+                   "val, test"
+    assert train == "dataset.train: required (the training rows' file), got nothing"
+    assert val.startswith("dataset.val: file not found (looked in ") and "'c.csv'" in val
 
 
 def test_dataset_path_is_tried_in_cwd_then_next_to_the_config(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from tests.coordinator_tests.finished_sweep import Template, build, cli, drain
@@ -143,7 +144,7 @@ def test_seeds_stage_runs_on_a_finished_sweep_and_never_advances_it(tmp_path, db
                        "WHERE id IN (SELECT MIN(id) FROM trials)"))
     with pytest.raises(ens.EnsembleError, match="still running"):
         ens.plan_seeds(engine, sweep_id, 2)
-    transact(engine, lambda s: sweep_store.finish_sweep(s, sweep_id))
+    transact(engine, lambda s: transitions.finish_sweep(s, sweep_id))
     plan = ens.plan_seeds(engine, sweep_id, 2)
     assert plan.created and len(plan.trial_ids) == 2
     search_queued = scalar(engine, "SELECT MAX(id) FROM trials WHERE status = 'queued' AND "

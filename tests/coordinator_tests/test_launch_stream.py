@@ -21,7 +21,7 @@ from coordinator import launch as launch_mod
 from coordinator.cli import main
 from coordinator.config import load_config
 from storage.db import make_engine, transact
-from storage.sweeps import claim_stage_advance
+from storage.transitions import claim_stage_advance
 from tests.helpers import ROOT, rows, scalar, wait_for, write_config
 from tests.support.redis_lease import flush_besides_lease
 from worker import reconcile as reconcile_mod

@@ -8,7 +8,7 @@ from enum import Enum
 import pytest
 
 from coordinator.config import StageConfig
-from coordinator.rank import TrialOutcome, is_scored, kept_for_refinement, rank
+from coordinator.rank import TrialOutcome, is_scored, kept_for_refinement, rank, scored_trials
 
 
 def t(trial_id, status="done", score=None, val_loss=None):
@@ -30,6 +30,11 @@ CASES = [
     ("no-score-last", [t(1, "done"), t(2, "running"), t(3, "cancelled"), t(4, score=0.2),
                        t(5, "done", score=math.nan)], [4, 3, 1, 2, 5]),
     ("same-status-by-id", [t(9, "failed"), t(3, "failed"), t(6, "diverged")], [6, 3, 9]),
+    # a pruned trial's score is of fewer epochs: after every done one, by score, then the
+    # unscored kinds (an unscored pruned one before diverged)
+    ("pruned-after-done-by-score",
+     [t(1, "pruned", score=0.99), t(2, score=0.01), t(3, "pruned", score=0.5),
+      t(4, "diverged"), t(5, "pruned")], [2, 1, 3, 5, 4]),
     ("empty", [], []),
 ]
 
@@ -89,3 +94,19 @@ def test_kept_is_a_fraction_of_done_trials_only():
     no_done = rank([t(1, "diverged"), t(2, "failed")])
     assert kept_for_refinement(no_done, StageConfig(2, 1, keep=0.5)) == []
     assert kept_for_refinement(no_done, StageConfig(2, 1, keep=3)) == []
+
+
+def test_pruned_trials_shape_the_next_ranges_only_when_nothing_is_done():
+    pruned = [t(10 + i, "pruned", score=i / 10) for i in range(5)]
+    stage = StageConfig(trials=8, epochs=5, keep=0.25)
+    kept = kept_for_refinement(rank([*pruned, t(1, score=0.05), t(2, "diverged")]), stage)
+    assert [k.trial_id for k in kept] == [1]  # the one done trial, however low
+    kept = kept_for_refinement(rank([*pruned, t(2, "diverged")]), stage)
+    assert [k.trial_id for k in kept] == [14, 13]
+
+
+def test_pruned_trials_count_below_every_done_one_for_the_flags():
+    ranked = rank([t(1, "pruned", score=0.9), t(2, score=0.2), t(3, score=0.3),
+                   t(4, "diverged"), t(5, "failed")])
+    utilities = {p["learning_rate"]: u for p, u in scored_trials(ranked)}
+    assert utilities == {0.003: 3.0, 0.002: 2.0, 0.001: 1.0, 0.004: None}

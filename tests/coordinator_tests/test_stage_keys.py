@@ -47,3 +47,25 @@ def test_a_batch_as_large_as_the_training_rows_is_fine(tmp_path):  # type: ignor
     res, _ = launch(tmp_path, train={**TRAIN, "batch_size": 64,
                                      "schedule": {"kind": "step", "every": 2}})
     assert res.exit_code != 2, res.output
+
+
+def test_bad_prune_keys_exit_2_with_their_paths(tmp_path):  # type: ignore[no-untyped-def]
+    res, db = launch(tmp_path, stages=[
+        {"trials": 6, "epochs": 1},
+        {"trials": 4, "epochs": 3, "prune": {"rule": "mean", "after": 0, "eta": 1, "every": 2}},
+        {"trials": 2, "epochs": 3, "prune": {"after": 3}}])
+    assert res.exit_code == 2, res.output
+    for line in ("stages[1].prune.rule: unknown rule 'mean'; expected one of median, halving",
+                 "stages[1].prune.after: expected an integer >= 1, got 0",
+                 "stages[1].prune.eta: expected an integer >= 2, got 1",
+                 "stages[1].prune.every: unknown key; expected one of rule, after, "
+                 "min_trials, eta",
+                 "stages[2].prune.after: must be below the stage's epochs (3)"):
+        assert line in res.output
+    assert not db.exists()
+
+
+def test_a_valid_prune_key_passes(tmp_path):  # type: ignore[no-untyped-def]
+    res, _ = launch(tmp_path, stages=[{"trials": 6, "epochs": 1},
+                                      {"trials": 4, "epochs": 3, "prune": {"after": 1}}])
+    assert res.exit_code != 2, res.output

@@ -1,7 +1,7 @@
 """Issue 11 item 1: every state transition of a sweep happens, whatever the interleaving.
 
 Stage advance, stage close, sweep finish and cancel are serialised on the sweep's row
-(``storage.sweeps.lock_sweep``). The tests below hold one transition's transaction open
+(``storage.transitions.lock_sweep``). The tests below hold one transition's transaction open
 while another starts, the exact interleaving that skipped the sweep's finish (a write
 skew under READ COMMITTED), then let them race for real in many processes.
 """
@@ -130,12 +130,12 @@ def test_advance_after_cancel_plans_nothing(tmp_path, db_url) -> None:  # type: 
     finish(engine, sid, 0, range(4))
 
     def cancel_in(s: Session) -> None:
-        from storage import sweeps as sweep_store
+        from storage import transitions
         from storage import trials as trial_store
         from storage.models import SweepStatus
 
-        sweep_store.lock_sweep(s, sid)
-        sweep_store.finish_sweep(s, sid, SweepStatus.CANCELLED.value)
+        transitions.lock_sweep(s, sid)
+        transitions.finish_sweep(s, sid, SweepStatus.CANCELLED.value)
         trial_store.cancel_unfinished(s, sid)
 
     _, planned = interleave(engine, cancel_in, lambda: advance(engine, s0))
@@ -144,12 +144,11 @@ def test_advance_after_cancel_plans_nothing(tmp_path, db_url) -> None:  # type: 
         (0, "cancelled")]
 
 
-
 @pytest.mark.parametrize("last", ["straggler", "last_stage"])
 def test_cancel_while_the_last_trial_finishes(tmp_path, db_url, last) -> None:  # type: ignore[no-untyped-def]
     """The last open trial's finishing transaction (``settle_stage``) and a cancel meet:
     whichever goes first, the sweep ends in one consistent state, nothing left open."""
-    from storage import sweeps as sweep_store
+    from storage import transitions
     from storage import trials as trial_store
 
     engine = make_engine(db_url)
@@ -166,7 +165,7 @@ def test_cancel_while_the_last_trial_finishes(tmp_path, db_url, last) -> None:  
 
     def finish_last(s: Session) -> bool:
         trial_store.finish(s, engine, keep, token, "done")
-        return sweep_store.settle_stage(s, stage)
+        return transitions.settle_stage(s, stage)
 
     due, _ = interleave(engine, finish_last, lambda: cancel_sweep(engine, None, sid))
     if due:

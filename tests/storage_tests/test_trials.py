@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from storage import sweeps as sweep_store
+from storage import transitions
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.trials import EpochRecord, LeaseLost
@@ -108,12 +109,12 @@ def test_trial_lost_on_every_attempt_ends_failed(engine) -> None:  # type: ignor
 
 def test_stage_advance_cas_succeeds_once_and_only_when_finished(engine) -> None:  # type: ignore[no-untyped-def]
     _, stage, ids = make_sweep(engine, n_trials=2)
-    assert not transact(engine, lambda s: sweep_store.claim_stage_advance(s, stage))
+    assert not transact(engine, lambda s: transitions.claim_stage_advance(s, stage))
     for tid in ids:
         claim(engine, tid, f"k{tid}")
         transact(engine, lambda s, t=tid: trial_store.finish(s, engine, t, f"k{t}", "done"))
-    assert transact(engine, lambda s: sweep_store.claim_stage_advance(s, stage))
-    assert not transact(engine, lambda s: sweep_store.claim_stage_advance(s, stage))
+    assert transact(engine, lambda s: transitions.claim_stage_advance(s, stage))
+    assert not transact(engine, lambda s: transitions.claim_stage_advance(s, stage))
 
 
 def test_database_clock_is_used_for_leases(engine) -> None:  # type: ignore[no-untyped-def]

@@ -1,28 +1,16 @@
-"""Datasets: sources, validation messages, deterministic bytes, splits and the cache."""
+"""Datasets on the worker: deterministic bytes, splits and the cache."""
 
 from __future__ import annotations
 
 import multiprocessing
-import pickle
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from worker.data import (
-    DatasetCache,
-    DatasetError,
-    decode,
-    encode,
-    load_source,
-    sha256,
-    split,
-)
-
-# sha256 of encode(*load_source("spiral")): the spiral must be the same bytes everywhere
-SPIRAL_SHA = "4487a30973a778559173de7823e5e2844199c621c978115627668f2f2edd5c7c"
+from coordinator.datasets import load_source
+from worker.data import DatasetCache, DatasetError, Parts, decode, encode, sha256, split
 
 
 def blobs(n: int = 60, D: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -32,181 +20,25 @@ def blobs(n: int = 60, D: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return X, y
 
 
-def write_csv(path: Path, X: np.ndarray, y: np.ndarray, header: str | None = None) -> Path:
-    lines = [header] if header else []
-    for row, label in zip(X, y, strict=True):
-        lines.append(",".join(repr(float(v)) for v in row) + f",{label}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-# ---------------------------------------------------------------- sources
-
-
-def test_digits_loads():
-    pytest.importorskip("sklearn", reason="the 'datasets' extra (scikit-learn) is not installed")
-    X, y = load_source("digits")
-    assert X.shape == (1797, 64) and X.dtype == np.float32
-    assert y.shape == (1797,) and y.dtype == np.int64
-    assert set(np.unique(y)) == set(range(10))
-    assert X.min() == 0 and X.max() == 16
-
-
-def test_digits_without_sklearn_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn...` fail
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    hint = r"'digits' needs scikit-learn.*pip install -e '\.\[datasets\]'"
-    with pytest.raises(DatasetError, match=hint):
-        load_source("digits")
-
-
-def test_spiral_is_the_cs231n_spiral_and_identical_every_time():
-    X, y = load_source("spiral")
-    assert X.shape == (900, 2) and X.dtype == np.float32
-    assert np.array_equal(np.bincount(y), [300, 300, 300])
-    radius = np.hypot(X[:, 0], X[:, 1])
-    assert radius.max() == pytest.approx(1.0, abs=1e-6)  # r = linspace(0, 1) on each arm
-    X2, y2 = load_source("spiral")
-    assert np.array_equal(X, X2) and np.array_equal(y, y2)
-    assert sha256(encode(X, y)) == SPIRAL_SHA
-
-
-def test_npz_round_trip_remaps_labels_in_sorted_order(tmp_path):
-    X, _ = blobs()
-    labels = np.array([7, -2, 30])[np.arange(60) % 3]
-    path = tmp_path / "data.npz"
-    np.savez(path, X=X, y=labels)
-    X2, y2 = load_source(str(path))
-    assert X2.dtype == np.float32 and y2.dtype == np.int64
-    np.testing.assert_array_equal(X2, X.astype(np.float32))
-    np.testing.assert_array_equal(y2, np.array([1, 0, 2])[np.arange(60) % 3])
-
-
-def test_npz_float_labels_that_are_integers_are_accepted(tmp_path):
-    X, y = blobs()
-    path = tmp_path / "data.npz"
-    np.savez(path, X=X.astype(np.float32), y=y.astype(np.float64), extra=np.zeros(2))
-    np.testing.assert_array_equal(load_source(str(path))[1], y)
-
-
-@pytest.mark.parametrize("header", [None, "f0,f1,f2,label", "0,1,2,label"])
-def test_csv_round_trip_with_and_without_header(tmp_path, header):
-    X, y = blobs()
-    path = write_csv(tmp_path / "data.csv", X, y, header)
-    X2, y2 = load_source(str(path))
-    np.testing.assert_array_equal(X2, X.astype(np.float32))
-    np.testing.assert_array_equal(y2, y)
-
-
-def test_csv_tolerates_bom_blank_lines_and_crlf(tmp_path):
-    X, y = blobs(n=12)
-    path = write_csv(tmp_path / "data.csv", X, y, "a,b,c,label")
-    text = path.read_text().replace("\n", "\r\n\r\n")
-    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
-    X2, y2 = load_source(str(path))
-    assert X2.shape == (12, 3)
-    np.testing.assert_array_equal(y2, y)
-
-
-# ---------------------------------------------------------------- validation
-
-
-def npz(**arrays):
-    return lambda path: np.savez(path, **arrays)
-
-
-def text(body: str):
-    return lambda path: path.write_text(body)
-
-
-X60, Y60 = blobs()
-X_NAN = X60.copy()
-X_NAN[17, 1] = np.nan
-X_INF = X60.copy()
-X_INF[3, 0] = np.inf
-GOOD_ROWS = "".join(f"{i},{i % 7}.5,{i % 2}\n" for i in range(12))
-
-BAD_FILES = [
-    ("data.npz", npz(y=Y60), "missing array 'X'; found: y"),
-    ("data.npz", npz(X=X60), "missing array 'y'; found: X"),
-    ("data.npz", npz(X=X60[:, 0], y=Y60), r"X must be 2-D \(N, D\), got shape \(60,\)"),
-    ("data.npz", npz(X=X60, y=Y60[:, None]), r"y must be 1-D \(N,\), got shape \(60, 1\)"),
-    ("data.npz", npz(X=X60, y=Y60[:59]), "X has 60 rows but y has 59 labels"),
-    ("data.npz", npz(X=X60[:, :0], y=Y60), "X has no feature columns"),
-    ("data.npz", npz(X=X_NAN, y=Y60), "X has 1 NaN or infinite values.*row 17, column 2"),
-    ("data.npz", npz(X=X_INF, y=Y60), "X has 1 NaN or infinite values.*row 3, column 1"),
-    ("data.npz", npz(X=X60 * 1e300, y=Y60), "NaN or infinite values"),
-    ("data.npz", npz(X=X60.astype(str), y=Y60), "X must hold real numbers, got dtype <U"),
-    ("data.npz", npz(X=X60, y=Y60 + 0.5), "integer class labels; row 0 has 0.5"),
-    ("data.npz", npz(X=X60, y=np.array(["a", "b", "c"] * 20)), "integer class labels, got dtype"),
-    ("data.npz", npz(X=X60, y=np.full(60, 4)), r"at least 2 classes, found 1 \(label 4\)"),
-    ("data.npz", npz(X=X60[:9], y=Y60[:9]), "at least 10 rows .* got 9"),
-    ("data.npz", text("just text"), r"not an \.npz archive"),
-    ("data.npz", lambda p: p.write_bytes(b"PK\x03\x04" + b"\0" * 50), r"corrupt \.npz"),
-    ("data.csv", text(""), "no data rows"),
-    ("data.csv", text("a,b,label\n"), "no data rows"),
-    ("data.csv", text("".join(f"{i}\n" for i in range(12))), "at least 2 columns"),
-    ("data.csv", text(GOOD_ROWS + "3,4\n"), "line 13 has 2 columns, expected 3"),
-    ("data.csv", text(GOOD_ROWS + "3,x4,1\n"), "line 13, column 2: 'x4' is not a number"),
-    ("data.csv", text("a,b,c\n1,2\n" + GOOD_ROWS), "header has 3 columns but line 2 has 2"),
-    ("data.csv", text(GOOD_ROWS + "nan,1,1\n"), "NaN or infinite values.*line 13, column 1"),
-    ("data.csv", text("x,y,l\n" + GOOD_ROWS + "1,1,2.5\n"), "line 14 has 2.5"),
-    ("data.csv", lambda p: p.write_bytes(b"1,2,3\n\xff\xfe,1\n"), "not UTF-8 text"),
-]
-
-
-@pytest.mark.parametrize(("filename", "write", "problem"), BAD_FILES)
-def test_bad_files_are_refused_naming_file_and_problem(tmp_path, filename, write, problem):
-    path = tmp_path / filename
-    write(path)
-    with pytest.raises(DatasetError, match=problem) as info:
-        load_source(str(path))
-    assert str(info.value).startswith(f"{path}: ")
-
-
-def test_missing_unreadable_and_unknown_sources(tmp_path):
-    missing = tmp_path / "nope.npz"
-    with pytest.raises(DatasetError, match=f"^{missing}: file not found$"):
-        load_source(str(missing))
-    folder = tmp_path / "folder.csv"
-    folder.mkdir()
-    with pytest.raises(DatasetError, match=f"^{folder}: cannot read file: Is a directory"):
-        load_source(str(folder))
-    txt = tmp_path / "data.txt"
-    txt.write_text("1,2\n")
-    with pytest.raises(DatasetError, match=rf"^{txt}: unknown dataset;.*\.npz or \.csv"):
-        load_source(str(txt))
-    with pytest.raises(DatasetError, match=r"^cifar: unknown dataset; expected digits or spiral"):
-        load_source("cifar")
-
-
-def test_pickle_bearing_npz_is_refused(tmp_path):
-    path = tmp_path / "data.npz"
-    np.savez(path, X=np.array([[object()]] * 12, dtype=object), y=np.arange(12) % 2)
-    with pytest.raises(DatasetError, match=f"^{path}: array 'X' is an object array.*pickle"):
-        load_source(str(path))
-    raw = tmp_path / "raw.npz"
-    raw.write_bytes(pickle.dumps({"X": X60, "y": Y60}))
-    with pytest.raises(DatasetError, match=r"not an \.npz archive"):
-        load_source(str(raw))
-
-
 # ---------------------------------------------------------------- bytes
 
 
 def test_encode_is_deterministic_and_decodes_back(monkeypatch):
-    X, y = load_source("spiral")
-    data = encode(X, y)
+    spiral = load_source("spiral")
+    X, y = spiral.X, spiral.y
+    data = encode(Parts(X, y))
     # a later clock must not change the bytes (np.savez stamps members with the time)
     monkeypatch.setattr(time, "localtime", lambda *_: (2031, 7, 4, 12, 30, 10, 4, 185, 0))
-    assert encode(X, y) == data
+    assert encode(Parts(X, y)) == data
     # the bytes depend on values only, not on dtype or memory layout
-    assert encode(np.asfortranarray(X.astype(np.float64)), y.astype(np.int32)) == data
-    X2, y2 = decode(data)
+    assert encode(Parts(np.asfortranarray(X.astype(np.float64)), y.astype(np.int32))) == data
+    back = decode(data)
+    X2, y2 = back.X, back.y
+    assert back.val is None and back.test is None
     assert X2.dtype == np.float32 and y2.dtype == np.int64 and X2.flags.c_contiguous
     np.testing.assert_array_equal(X2, X)
     np.testing.assert_array_equal(y2, y)
-    assert sha256(data) == sha256(bytes(data)) != sha256(encode(X[1:], y[1:]))
+    assert sha256(data) == sha256(bytes(data)) != sha256(encode(Parts(X[1:], y[1:])))
     assert len(sha256(data)) == 64
 
 
@@ -231,18 +63,18 @@ def test_decode_refuses_garbage_and_bad_shapes(tmp_path):
 def test_split_sizes_are_disjoint_and_cover_every_row():
     X, _ = blobs(n=100)
     ids = np.arange(100)  # labels double as row ids: split leaves them untouched
-    s = split(X, ids, seed=3)
+    s = split(Parts(X, ids), seed=3)
     assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (72, 14, 14)
     everything = np.concatenate([s.y_train, s.y_val, s.y_test])
     np.testing.assert_array_equal(np.sort(everything), ids)
     assert s.n_features == 3 and s.n_classes == 100
-    tiny = split(X[:10], ids[:10], seed=0, val_fraction=0.01, test_fraction=0.2)
+    tiny = split(Parts(X[:10], ids[:10]), seed=0, val_fraction=0.01, test_fraction=0.2)
     assert (len(tiny.y_train), len(tiny.y_val), len(tiny.y_test)) == (7, 1, 2)
 
 
 def test_split_is_deterministic_by_seed():
     X, y = blobs()
-    a, b, c = split(X, y, seed=5), split(X, y, seed=5), split(X, y, seed=6)
+    a, b, c = split(Parts(X, y), seed=5), split(Parts(X, y), seed=5), split(Parts(X, y), seed=6)
     for name in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert not np.array_equal(a.X_train, c.X_train)
@@ -253,7 +85,7 @@ def test_split_standardises_with_training_statistics_only():
     X = rng.normal(loc=[5.0, -3.0, 0.0], scale=[2.0, 0.1, 1.0], size=(200, 3))
     X[:, 2] = 7.0  # constant feature: std counts as 1, so it becomes 0, not NaN
     ids = np.arange(200)
-    s = split(X, ids, seed=0, val_fraction=0.2, test_fraction=0.2)
+    s = split(Parts(X, ids), seed=0, val_fraction=0.2, test_fraction=0.2)
     np.testing.assert_allclose(s.X_train.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(s.X_train[:, :2].std(axis=0), 1.0, atol=1e-5)
     assert not s.X_train[:, 2].any()
@@ -268,7 +100,7 @@ def test_split_standardises_with_training_statistics_only():
 
 def test_split_outputs_are_float32_contiguous_and_read_only():
     X, y = blobs()
-    s = split(X, y, seed=0)
+    s = split(Parts(X, y), seed=0)
     for a in (s.X_train, s.X_val, s.X_test):
         assert a.dtype == np.float32 and a.flags.c_contiguous
     for a in (s.y_train, s.y_val, s.y_test):
@@ -282,12 +114,12 @@ def test_split_outputs_are_float32_contiguous_and_read_only():
 def test_split_refuses_bad_fractions(val, test):
     X, y = blobs()
     with pytest.raises(ValueError):
-        split(X, y, seed=0, val_fraction=val, test_fraction=test)
+        split(Parts(X, y), seed=0, val_fraction=val, test_fraction=test)
 
 
 # ---------------------------------------------------------------- cache
 
-DATA = encode(*load_source("spiral"))
+DATA = encode(load_source("spiral"))
 SHA = sha256(DATA)
 
 
@@ -313,7 +145,7 @@ def test_cache_hit_does_not_fetch_or_split_again():
     assert fetch.calls == 1
     other = cache.get(SHA, 1, 0.14, 0.14, fetch)  # another seed is another split
     assert fetch.calls == 2 and not np.array_equal(other.y_train, first.y_train)
-    expected = split(*decode(DATA), 0)
+    expected = split(decode(DATA), 0)
     np.testing.assert_array_equal(first.X_train, expected.X_train)
 
 
@@ -381,12 +213,12 @@ def test_uint8_images_are_stored_as_uint8_and_split_as_float32(tmp_path) -> None
     y = rng.integers(0, 10, size=500).astype(np.uint8)
     path = tmp_path / "images.npz"
     np.savez(path, X=X, y=y)
-    Xs, ys = load_source(str(path))
-    assert Xs.dtype == np.uint8
-    blob = encode(Xs, ys)
+    parts = load_source(str(path))
+    assert parts.X.dtype == np.uint8
+    blob = encode(parts)
     assert len(blob) <= 1.05 * (X.nbytes + y.nbytes)
-    assert sha256(encode(*load_source(str(path)))) == sha256(blob)  # stable for the source
-    got, want = split(*decode(blob), seed=3), split(X.astype(np.float32), ys, seed=3)
+    assert sha256(encode(load_source(str(path)))) == sha256(blob)  # stable for the source
+    got, want = split(decode(blob), seed=3), split(Parts(X.astype(np.float32), parts.y), seed=3)
     for name in ("X_train", "X_val", "X_test", "y_train"):
         assert getattr(got, name).dtype == getattr(want, name).dtype
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name))

@@ -12,7 +12,7 @@ function rangeText(r) {
 }
 
 function countsText(counts) {
-  const order = ["queued", "running", "done", "diverged", "failed", "cancelled"];
+  const order = ["queued", "running", "done", "pruned", "diverged", "failed", "cancelled"];
   return order.filter((k) => counts[k]).map((k) => counts[k] + " " + k).join(" · ") || "–";
 }
 

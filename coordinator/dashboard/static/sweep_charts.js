@@ -3,7 +3,8 @@
 
 const COLORS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];  // viridis
 const STAGE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
-const UNSCORED_STYLE = {
+const UNSCORED_STYLE = {  // pruned: its score stops early, not comparable with done ones
+  pruned: { symbol: "emptyTriangle", color: "#b54708" },
   diverged: { symbol: "triangle", color: "#b42318" },
   failed: { symbol: "rect", color: "#344054" },
   cancelled: { symbol: "emptyCircle", color: "#98a2b3" },

@@ -1,4 +1,4 @@
-"""Enqueue order: the last stage's longest trials first (coordinator.schedule, stages)."""
+"""Enqueue order: the last stage's longest trials first (coordinator.enqueue_order, stages)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 
 from coordinator.config import load_config
+from coordinator.enqueue_order import STEP_COST, longest_first, trial_cost
 from coordinator.launch import create_sweep, prepare_dataset
-from coordinator.schedule import STEP_COST, longest_first, trial_cost
 from coordinator.stages import advance
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
