@@ -15,7 +15,8 @@ storage for many processes). Overhead as for hpsweep:
     (workers x wall - time inside the training epochs) / trials
 
 wall: from releasing the warmed-up processes (imports done, study loaded, one trial
-run each) to the last one finishing.
+run each) to the last one finishing. The cpu figure puts the processes' CPU time in place
+of workers x wall, as ``overhead.py``'s cpu columns do (other load does not inflate it).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def child(kind: str, folder: str, study_name: str, trials: int, epochs: int) -> 
         train_seconds[0] = 0.0
         print("ready", flush=True)
         sys.stdin.readline()  # the go
+        cpu = time.process_time()
         study.optimize(objective, n_trials=trials)
-    print(json.dumps({"train_seconds": train_seconds[0], "end": time.perf_counter()}),
+    print(json.dumps({"train_seconds": train_seconds[0], "cpu": time.process_time() - cpu}),
           flush=True)
 
 
@@ -110,8 +112,10 @@ def measure(kind: str, trials: int, workers: int, epochs: int) -> dict[str, floa
         done = len(optuna.load_study(study_name=name, storage=storage(kind, folder))
                    .get_trials(deepcopy=False))
     train = sum(o["train_seconds"] for o in outs)
+    cpu = sum(o["cpu"] for o in outs)
     return {"wall": wall, "trials": done, "train_ms": train / done * 1e3,
-            "overhead_ms": (workers * wall - train) / done * 1e3}
+            "overhead_ms": (workers * wall - train) / done * 1e3,
+            "cpu_overhead_ms": (cpu - train) / done * 1e3}
 
 
 if __name__ == "__main__":

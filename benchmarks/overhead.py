@@ -155,11 +155,14 @@ def compare_optuna(ours: dict[str, float], trials: int, workers: int, repeats: i
     for kind in optuna_anchor.STORAGES:
         got = [optuna_anchor.measure(kind, trials, workers, 1) for _ in range(repeats)]
         theirs = median(g["overhead_ms"] for g in got)
+        theirs_cpu = median(g["cpu_overhead_ms"] for g in got)
         ratio = ours["trial_ms"] / theirs
         print(f"  optuna {kind:8s} train {median(g['train_ms'] for g in got):.2f} ms/trial, "
-              f"wall {median(g['wall'] for g in got):.2f} s, overhead {theirs:.2f} ms/trial; "
-              f"hpsweep {ours['trial_ms']:.2f} ms = {ratio:.2f}x (target <= "
-              f"{TARGET_VS_OPTUNA:g}x): {'MET' if ratio <= TARGET_VS_OPTUNA else 'MISSED'}")
+              f"wall {median(g['wall'] for g in got):.2f} s, overhead {theirs:.2f} ms/trial "
+              f"(cpu {theirs_cpu:.2f}); hpsweep {ours['trial_ms']:.2f} ms (cpu "
+              f"{ours['cpu_trial']:.2f}) = {ratio:.2f}x, cpu {ours['cpu_trial'] / theirs_cpu:.2f}x "
+              f"(target <= {TARGET_VS_OPTUNA:g}x): "
+              f"{'MET' if ratio <= TARGET_VS_OPTUNA else 'MISSED'}")
     print(f"  {harness.load_average()} at the end")
 
 
