@@ -99,7 +99,7 @@ def main() -> None:
     for kind in harness.backends(args.only):
         rows += measure(kind, args.trials, args.repeats, args.engine_path)
     print(f"load average at the end: {harness.load_average()}")
-    print(harness.fmt_table(["backend", "command", "path", "median s", "min s", "max s",
+    print(harness.table(["backend", "command", "path", "median s", "min s", "max s",
                              "CPU s", "target s", "verdict"], rows))
 
 

@@ -31,12 +31,13 @@ from typing import Any
 import harness
 from overhead import tiny_config
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from coordinator.dashboard import payload
 from storage import trials as trial_store
 from storage.db import make_engine, transact
-from tests.helpers import rows
 from tests.support.dashboard_server import dashboard, request
+from tests.support.db import rows
 from tests.support.synthetic_sweep import build
 
 TARGET_PAGE_S, TARGET_LIVE_S = 1.0, 2.0
@@ -91,7 +92,7 @@ def live_latency(base: str, engine: Engine, sweep_id: int, trial_id: int) -> flo
     time.sleep(POLL_S * (0.2 + 0.6 * (trial_id % 5) / 4))  # land anywhere in a poll interval
     started = time.perf_counter()
 
-    def finish(s):  # type: ignore[no-untyped-def]
+    def finish(s: Session) -> None:
         assert trial_store.claim(s, engine, trial_id, "bench", "bench", 30.0) is not None
         trial_store.finish(s, engine, trial_id, "bench", "done")
 
@@ -116,10 +117,10 @@ def page_data(kind: str, n: int) -> None:
                                              "ORDER BY id")]
         reader = make_engine(db_url, readonly=True, create=False)
         print(f"\n{kind}: {n} trials bulk-inserted in {built:.1f} s; {harness.load_average()}")
-        print(harness.fmt_table(["computed in-process", "first ms", "median ms", "cpu ms"],
+        print(harness.table(["computed in-process", "first ms", "median ms", "cpu ms"],
                                 in_process(reader, sweep_id, trial_id)))
         with dashboard(db_url) as base:
-            print(harness.fmt_table(["over HTTP (first request)", "ms", "KiB"],
+            print(harness.table(["over HTTP (first request)", "ms", "KiB"],
                                     over_http(base, sweep_id, trial_id)))
             lat = [live_latency(base, writer, sweep_id, t) for t in queued]
         print(f"live: a finished trial reached a 1 s poller in {statistics.median(lat):.2f} s "

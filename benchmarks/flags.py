@@ -100,7 +100,7 @@ def flag_rates(seeds: int, processes: int) -> bool:
         ok = ok and met
         rows.append([name, want or "none", f"{rate:.0%} ({right}/{len(got)})", str(wrong),
                      f"{reg}/{len(got)}", "MET" if met else "MISSED"])
-    print(harness.fmt_table(["learning-rate range", "flag wanted", "as wanted",
+    print(harness.table(["learning-rate range", "flag wanted", "as wanted",
                              "wrong side", "reg flagged", "target"], rows))
     return ok
 
@@ -109,7 +109,7 @@ def travel(seeds: int, processes: int) -> bool:
     results = pool_map(travel_job, list(range(seeds)), processes)
     rows = [[str(seed), f"{best:.4f}", " -> ".join(ranges), "yes" if chance else "no"]
             for seed, (best, ranges, chance) in results]
-    print(harness.fmt_table(["seed", "best val_acc", "learning_rate range per stage",
+    print(harness.table(["seed", "best val_acc", "learning_rate range per stage",
                              "last stage at chance"], rows))
     hits = sum(best >= 0.95 for _, (best, _, _) in results)
     need = -(-9 * seeds // 10)

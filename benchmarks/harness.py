@@ -34,16 +34,18 @@ from threadpoolctl import threadpool_info  # noqa: E402
 from coordinator.config import SweepConfig, parse_config  # noqa: E402
 from coordinator.launch import create_sweep, enqueue_stage, prepare_dataset  # noqa: E402
 from coordinator.runner import WorkerArgs, WorkerPool  # noqa: E402
+from coordinator.term import table  # noqa: E402, F401  (the benchmarks' tables)
 from storage.db import make_engine  # noqa: E402
 from tests.support.redis_lease import leased_redis_db  # noqa: E402
+from tests.support.servers import (  # noqa: E402, F401  (re-exported to the benchmarks)
+    LOCAL_REDIS,
+    local_redis_answers,
+    pg_admin,
+    postgres_answers,
+    postgres_db,
+)
 from worker import queue as q  # noqa: E402
 from worker.process import WorkerOptions  # noqa: E402
-
-LOCAL_REDIS = "redis://127.0.0.1:6379"
-PG_ADMIN_URLS = ("postgresql://postgres@127.0.0.1:5432/postgres",
-                 "postgresql://postgres@127.0.0.1:5432/test",
-                 "postgresql://root@127.0.0.1:5432/test")
-
 
 # ---------------------------------------------------------------- machine
 
@@ -88,49 +90,9 @@ def embedded_redis() -> Iterator[str]:
         yield url
 
 
-def local_redis_answers() -> bool:
-    try:
-        return bool(Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1).ping())
-    except Exception:  # noqa: BLE001 - no server: that row of the table is skipped
-        return False
-
-
 def leased_redis() -> contextlib.AbstractContextManager[str]:
     """A database number of the local Redis leased like the tests do, emptied after."""
     return leased_redis_db(LOCAL_REDIS, label="bench")
-
-
-def _pg_admin():  # type: ignore[no-untyped-def]
-    import psycopg
-
-    for url in PG_ADMIN_URLS:
-        with contextlib.suppress(psycopg.Error):
-            return psycopg.connect(url, autocommit=True, connect_timeout=3), url
-    return None, None
-
-
-def postgres_answers() -> bool:
-    admin, _ = _pg_admin()
-    if admin is None:
-        return False
-    admin.close()
-    return True
-
-
-@contextlib.contextmanager
-def postgres_db() -> Iterator[str]:
-    """A fresh PostgreSQL database for the benchmark, dropped after it."""
-    admin, admin_url = _pg_admin()
-    if admin is None:
-        raise RuntimeError("no PostgreSQL server at 127.0.0.1:5432")
-    name = f"hpsweep_bench_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    user = admin_url.split("//")[1].split("@")[0]
-    try:
-        yield f"postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @contextlib.contextmanager
@@ -141,7 +103,7 @@ def sqlite_db() -> Iterator[str]:
 
 @contextlib.contextmanager
 def database(kind: str) -> Iterator[str]:
-    with (sqlite_db() if kind == "sqlite" else postgres_db()) as url:
+    with (sqlite_db() if kind == "sqlite" else postgres_db("hpsweep_bench")) as url:
         yield url
 
 
@@ -279,12 +241,3 @@ class Bench:
             print(f"  note: {bad} trial(s) of sweep {sweep_id} did not end 'done'",
                   file=sys.stderr)
         return SweepTiming(wall, int(trials), int(epochs), float(seconds), self.n, cpu)
-
-
-def fmt_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)

@@ -129,7 +129,7 @@ def main() -> None:
                       f"{r['wall5']:.2f}", f"{r['epoch_ms']:.2f} ({r['epoch_min']:.2f})",
                       f"{r['cpu_epoch']:.2f}"])
         print(f"  measured {row} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    print(harness.fmt_table(
+    print(harness.table(
         ["database", "redis", "worker", "train ms/trial", "wall s (1ep)", "overhead ms/trial",
          "vs first row", "cpu ms/trial", f"wall s ({EPOCHS_LONG}ep)", "ms/extra epoch",
          "cpu ms/epoch"], table))

@@ -35,6 +35,7 @@ import harness
 import numpy as np
 from overhead import tiny_config
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 from coordinator.launch import fixed_params, prepare_dataset
 from coordinator.report import best_text, status_text
@@ -74,7 +75,7 @@ def create_big_sweep(engine: Engine, n_trials: int) -> tuple[int, list[tuple[int
     cfg = big_config(n_trials)
     blob, sha, shape = prepare_dataset(cfg)
 
-    def work(s):  # type: ignore[no-untyped-def]
+    def work(s: Session) -> tuple[int, list[tuple[int, int]]]:
         ds = sweep_store.store_dataset(s, sha, "digits", blob, shape)
         sweep = sweep_store.create_sweep(s, name=BIG_NAME, config=cfg.to_dict(), dataset_id=ds,
                                          seed=0, queue="hpsweep", n_stages=len(cfg.stages),
@@ -293,7 +294,7 @@ def main() -> None:
                               f"{e:.2f} -> {f:.2f} ms", f"{ratio:.2f}x",
                               "ok" if ratio <= TARGET_RATIO else "MISSED"])
                 table += [[kind, *r] for r in report_lines(big_url, sweep_id)]
-    print(harness.fmt_table(["database", "measure", "time (in-process)",
+    print(harness.table(["database", "measure", "time (in-process)",
                              "whole command / ratio", "target"], table))
     print(f"\ntargets: overhead within {TARGET_RATIO}x of the empty database's; status and best "
           f"under {TARGET_REPORT_S} s (in-process; the command column adds Python start-up); "

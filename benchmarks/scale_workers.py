@@ -10,7 +10,7 @@ spiral trials (``--trials`` + ``--second``) and waits for it to end. A round pas
 when the sweep ends ``done``, every trial is ``done`` or ``diverged`` with its curve
 rows 1..epochs exactly once, and the workers logged no connection error (nor a
 traceback). ``pgbouncer`` mode starts a private PgBouncer in transaction mode
-(``tests/pgbouncer.py``, ``--server-pool`` server connections) and gives the workers
+(``tests/support/pgbouncer.py``, ``--server-pool`` server connections) and gives the workers
 ``?pgbouncer=1`` URLs; the peak number of server connections to the database is
 reported for both modes. Exit 1 when any round fails. The acceptance is ten rounds
 of both: ``python benchmarks/scale_workers.py --rounds 10``.
@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,7 +36,10 @@ from rq import Worker
 from sqlalchemy import Engine, text
 
 from storage.db import make_engine
-from tests.pgbouncer import CONNECTION_ERRORS, PgBouncer, pgbouncer_binary
+from tests.support.db import sweep_status, wait_for
+from tests.support.pg_activity import ConnectionSampler
+from tests.support.pgbouncer import CONNECTION_ERRORS, PgBouncer, pgbouncer_binary
+from tests.support.processes import WorkerProc, run_hpsweep, start_worker, stop_all, worker_env
 from worker import queue as q
 
 PER_POOL = 16
@@ -77,77 +77,33 @@ class Round:
                 and not self.other_errors)
 
 
-class PeakConnections:
-    """The largest and mean number of server connections to ``dbname``, sampled every
-    20 ms."""
-
-    def __init__(self, dbname: str) -> None:
-        self.dbname, self.peak, self._sum, self._n = dbname, 0, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        admin, _ = harness._pg_admin()
-        with admin:
-            while not self._stop.wait(0.02):
-                (n,), = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                                      (self.dbname,)).fetchall()
-                self.peak, self._sum, self._n = max(self.peak, n), self._sum + n, self._n + 1
-
-    @property
-    def mean(self) -> float:
-        return self._sum / max(self._n, 1)
-
-
 class Pools:
     """``hpsweep worker --processes 16`` pools, ``n`` worker processes in all, each pool
     logging to its own file."""
 
     def __init__(self, n: int, db_url: str, redis_url: str, queue: str, folder: Path) -> None:
         self.n, self.queue, self.folder = n, queue, folder
-        self.env = dict(os.environ, HPSWEEP_DB=db_url, HPSWEEP_REDIS=redis_url)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
+        self.env = worker_env(db_url, redis_url, folder / "cache")
+        self.procs: list[WorkerProc] = []
 
     def start(self, conn: Redis, timeout: float = 600) -> None:
         full, rest = divmod(self.n, PER_POOL)
         sizes = [PER_POOL] * full + ([rest] if rest else [])
         for i, size in enumerate(sizes):
-            log = self.folder / f"pool-{i}.log"
-            with open(log, "wb") as err:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "coordinator.cli", "worker", "--processes", str(size),
-                     "--queue", self.queue, "--log-level", "warning"], env=self.env,
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                    start_new_session=True))
-            self.logs.append(log)
-        queue, deadline = q.make_queue(conn, self.queue), time.monotonic() + timeout
-        while Worker.count(connection=conn, queue=queue) < self.n:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"{self.n} workers did not start: {self.log_text()[-2000:]}")
-            time.sleep(0.2)
+            self.procs.append(start_worker(
+                ["--processes", str(size), "--queue", self.queue, "--log-level", "warning"],
+                log=self.folder / f"pool-{i}.log", env=self.env))
+        queue = q.make_queue(conn, self.queue)
+        if not wait_for(lambda: Worker.count(connection=conn, queue=queue) >= self.n
+                        or not all(p.alive() for p in self.procs), timeout, interval=0.2) \
+                or not all(p.alive() for p in self.procs):
+            raise RuntimeError(f"{self.n} workers did not start: {self.log_text()[-2000:]}")
 
     def log_text(self) -> str:
-        return "".join(log.read_text(errors="replace") for log in self.logs)
+        return "".join(p.text() for p in self.procs)
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_all(self.procs, timeout=120)
 
 
 def launch(folder: Path, name: str, args: argparse.Namespace, db_url: str, redis_url: str,
@@ -155,22 +111,16 @@ def launch(folder: Path, name: str, args: argparse.Namespace, db_url: str, redis
     config = folder / f"{name}.yaml"
     config.write_text(SWEEP_YAML.format(name=name, seed=hash(name) % 1000, first=args.trials,
                                         second=args.second))
-    subprocess.run([sys.executable, "-m", "coordinator.cli", "launch", str(config), "--db",
-                    db_url, "--redis", redis_url, "--queue", queue], check=True,
-                   stdout=subprocess.DEVNULL, timeout=300)
+    out = run_hpsweep("launch", str(config), "--db", db_url, "--redis", redis_url, "--queue",
+                      queue, timeout=300)
+    out.check_returncode()
 
 
 def wait_for_end(engine: Engine, name: str, timeout: float) -> str:
     """The sweep's status once it leaves 'running' (or 'running' after ``timeout``, e.g. a
     sweep whose stages are all done but which was never finished)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with engine.connect() as c:
-            status = c.execute(text("SELECT status FROM sweeps WHERE name = :n"),
-                               {"n": name}).scalar_one()
-        if status != "running" or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)
+    wait_for(lambda: sweep_status(engine, name) != "running", timeout, interval=0.2)
+    return str(sweep_status(engine, name))
 
 
 def sweep_problems(engine: Engine, name: str) -> tuple[int, int, list[str]]:
@@ -199,7 +149,7 @@ def sweep_problems(engine: Engine, name: str) -> tuple[int, int, list[str]]:
 @contextlib.contextmanager
 def served_database(mode: str, folder: Path, server_pool: int) -> Iterator[tuple[str, str]]:
     """(URL the workers use, database name): direct, or through a private PgBouncer."""
-    with harness.postgres_db() as direct:
+    with harness.postgres_db("hpsweep_bench") as direct:
         dbname, user = direct.rsplit("/", 1)[1], direct.split("//")[1].split("@")[0]
         if mode == "direct":
             yield direct, dbname
@@ -213,7 +163,8 @@ def run_mode(mode: str, workers: int, args: argparse.Namespace) -> list[Round]:
     results: list[Round] = []
     with (tempfile.TemporaryDirectory(prefix=f"hpsweep-scale-{mode}-") as tmp,
           served_database(mode, Path(tmp), args.server_pool) as (db_url, dbname),
-          harness.leased_redis() as redis_url, PeakConnections(dbname) as peak):
+          harness.leased_redis() as redis_url,
+          ConnectionSampler("datname = %s", (dbname,), interval=0.02) as peak):
         folder, conn = Path(tmp), Redis.from_url(redis_url)
         engine = make_engine(db_url)
         queue = f"scale-{uuid.uuid4().hex[:8]}"

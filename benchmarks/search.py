@@ -298,7 +298,7 @@ def print_table(results: dict[tuple[str, str], list[Result]], datasets: list[str
                          f"{ep:.0f} ± {ep_sd:.0f}",
                          f"{statistics.mean(gains):+.4f} ± {statistics.stdev(gains):.4f}"
                          if len(gains) > 1 else "", verdict])
-    print(harness.fmt_table(["dataset", "method", "best val_acc (mean ± sd)",
+    print(harness.table(["dataset", "method", "best val_acc (mean ± sd)",
                              "its test_acc (mean ± sd)", "epochs spent",
                              "paired gain vs random", "beats random by > either sd"], rows))
     return ok
@@ -322,7 +322,7 @@ def print_paired(results: dict[tuple[str, str], list[Result]], datasets: list[st
                          f"{statistics.mean(b):.4f} ± {_sd(b):.4f}",
                          f"{statistics.mean(diff):+.4f} ± {_sd(diff):.4f}",
                          f"{sum(d > 0 for d in diff)}/{sum(d < 0 for d in diff)}"])
-    print(harness.fmt_table(["dataset", "metric", before, label or after,
+    print(harness.table(["dataset", "metric", before, label or after,
                              "paired change", "seeds up/down"], rows))
 
 

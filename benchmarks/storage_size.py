@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
 
 from benchmarks.harness import leased_redis, machine_lines  # noqa: E402
 from coordinator import jobs, retention  # noqa: E402
@@ -56,7 +56,7 @@ def sweep_config(data: Path, scale: float, hidden: int) -> dict:
             "stages": stages}
 
 
-def kept_weight_bytes(engine) -> int:  # type: ignore[no-untyped-def]
+def kept_weight_bytes(engine: Engine) -> int:
     """float32 bytes of the raw and EMA weights of every trial that kept a 'best' row."""
     total = 0
     with engine.connect() as conn:

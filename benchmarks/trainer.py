@@ -188,7 +188,7 @@ def step_breakdown(hyper: Hyper, data: Data, steps: int = 60) -> str:
             xb, yb = np.take(X, idx, axis=0, out=buf, mode="clip"), y[idx]  # as train_epoch
             t1 = time.perf_counter()
             lr = schedules.lr_at(hyper, 0, i, [])
-            _, grads = net.loss_and_grads(params, xb, yb, hyper.reg, hyper.dropout, state.rng)
+            _, grads = net.loss(xb, yb, rng=state.rng)  # the MLP (reg, dropout from hyper)
             t2 = time.perf_counter()
             opt.step(params, grads, lr)
             t3 = time.perf_counter()

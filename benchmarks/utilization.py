@@ -149,7 +149,7 @@ def main() -> None:
                              f"{span_now:.1f} / {span_index:.1f}"])
     print(f"\n{ROWS} x {FEATURES} synthetic set, stages of {EPOCHS} epochs, "
           f"{args.workers} workers, {harness.load_average()}\n")
-    print(harness.fmt_table(
+    print(harness.table(
         ["quorum", "trials", "trial s (min-max)", "wall s", "train s", "efficiency",
          "idle worker-s", "no work", "in jobs", "last stage span s: LPT / index order"],
         rows))

@@ -135,6 +135,11 @@ def hyper_value(chk: Problems, path: str, spec: ParamSpec, value: Any) -> Any:
     """One value of a SPEC parameter, converted to its kind, or ``BAD``."""
     if spec.kind is tuple:
         return _hyper_list(chk, path, spec, value)
+    if spec.kind is str and spec.choices is None:  # a model's free-form setting
+        if isinstance(value, str):
+            return value
+        chk.add(path, f"expected a string, got {show(value)}")
+        return BAD
     if spec.kind is str:
         options = tuple(sorted(spec.choices or ()))
         if isinstance(value, str) and value in options:
@@ -158,7 +163,11 @@ def _hyper_list(chk: Problems, path: str, spec: ParamSpec, value: Any) -> Any:
     if not isinstance(value, list) or not value:
         chk.add(path, f"expected a non-empty list, got {show(value)}")
         return BAD
-    item = SPEC["hidden_size"] if spec.name == "hidden" else SPEC["momentum"]
+    if spec.name in ("hidden", "momentum_schedule"):
+        item = SPEC["hidden_size"] if spec.name == "hidden" else SPEC["momentum"]
+    else:  # a model's list: numbers, integers when its default holds integers
+        ints = bool(spec.default) and all(isinstance(d, int) for d in spec.default)
+        item = ParamSpec(name=spec.name, kind=int if ints else float, default=0, help="")
     out = [hyper_value(chk, f"{path}[{i}]", item, v) for i, v in enumerate(value)]
     return BAD if BAD in out else tuple(out)
 
@@ -170,7 +179,9 @@ def _put(chk: Problems, out: dict, origin: dict, name: str, value: Any, path: st
         out[name], origin[name] = value, path
 
 
-def read_train(chk: Problems, path: str, raw: Any) -> Any:
+def read_train(chk: Problems, path: str, raw: Any,
+               table: Mapping[str, ParamSpec] = SPEC) -> Any:
+    """The fixed hyperparameters; ``table``: the names the sweep's model takes."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -187,10 +198,10 @@ def read_train(chk: Problems, path: str, raw: Any) -> Any:
                     name = SCHEDULE_KEYS[sub]
                     v = hyper_value(chk, f"{here}.{sub}", SPEC[name], sub_value)
                     _put(chk, out, origin, name, v, f"{here}.{sub}")
-        elif key in SPEC:
-            _put(chk, out, origin, key, hyper_value(chk, here, SPEC[key], value), here)
+        elif key in table:
+            _put(chk, out, origin, key, hyper_value(chk, here, table[key], value), here)
         else:
-            chk.add(here, f"unknown hyperparameter {key!r}{suggest(key, SPEC)}")
+            chk.add(here, f"unknown hyperparameter {key!r}{suggest(key, table)}")
     return out
 
 

@@ -8,6 +8,7 @@ results live in ``coordinator.cli_results``; shared options in ``coordinator.cli
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -112,11 +113,15 @@ def launch(config: str, db_url: str, redis_url: str, queue: str, max_trials: int
 @click.option("--fork", is_flag=True, help="Use RQ's forking Worker (one process per job).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), envvar="HPSWEEP_CACHE",
               default=None, help="Dataset cache folder shared by this host's workers.")
+@click.option("--models", envvar="HPSWEEP_MODELS", show_envvar=True, default=None,
+              help="Comma-separated registered models this worker trains (default: every "
+              "installed one); trials of other models go back to the queue for other workers.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int | None,
            processes: int, name: str | None, lease_seconds: float, reconcile_every: float,
-           blas_threads: int, fork: bool, cache_dir: str | None, log_level: str) -> None:
+           blas_threads: int, fork: bool, cache_dir: str | None, models: str | None,
+           log_level: str) -> None:
     """Run a worker program: take trials from the queue and train them."""
     from coordinator.runner import WorkerArgs, serve_workers
     from worker.process import WorkerOptions
@@ -125,6 +130,8 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
     if processes > 1 and name:
         raise click.UsageError("--name names one process; with --processes N each worker "
                                "process is named host-pid-xxxx")
+    if models is not None:  # the worker processes read it (children inherit it)
+        os.environ["HPSWEEP_MODELS"] = models
     opts = WorkerOptions(queue=queue, burst=burst, max_jobs=max_jobs,
                          reconcile_every=reconcile_every, fork=fork)
     failed = serve_workers(db_url, redis_url, processes, name,
@@ -132,6 +139,27 @@ def worker(db_url: str, redis_url: str, queue: str, burst: bool, max_jobs: int |
     if failed:
         raise click.ClickException(f"{len(failed)} of {processes} worker processes failed "
                                    f"(exit codes {failed})")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--input-shape", default="3,8,8", show_default=True,
+              help="One example's shape: C,H,W for images, or the number of features.")
+@click.option("--classes", type=click.IntRange(2), default=10, show_default=True)
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="A constructor hyperparameter (repeatable), e.g. --set reg=0.1.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+def gradcheck(model: str, input_shape: str, classes: int, settings: tuple[str, ...],
+              seed: int) -> None:
+    """Sanity-check a registered model before a sweep: gradients (float64 centred
+    differences, per parameter array), initial loss vs ln(classes), overfitting 20
+    examples. Prints a pass/fail table; exit 1 when a check fails."""
+    from coordinator.gradcheck import run
+
+    table, passed = run(model, input_shape, classes, settings, seed)
+    click.echo(table)
+    if not passed:
+        sys.exit(1)
 
 
 @main.command()

@@ -35,6 +35,7 @@ ERROR_MAP: tuple[tuple[str, str, int, str], ...] = (
     ("worker.queue", "BadRedisURL", BAD_INPUT, ""),
     ("coordinator.ensemble", "EnsembleUsageError", BAD_INPUT, ""),
     ("coordinator.extend", "ExtendError", BAD_INPUT, ""),
+    ("coordinator.gradcheck", "GradcheckUsageError", BAD_INPUT, ""),
     ("storage.db", "StorageError", RUNTIME, ""),
     ("worker.queue", "QueueError", RUNTIME, ""),
     ("coordinator.ensemble", "EnsembleError", RUNTIME, ""),

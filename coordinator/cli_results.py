@@ -61,7 +61,7 @@ def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, d
     """Evaluate an ensemble of SWEEP's models on validation and test; record it."""
     from coordinator import ensemble as ens
     from coordinator.local_run import ensemble_with_workers
-    from coordinator.progress import use_color
+    from coordinator.term import use_color
 
     engine = open_engine(db_url, create=False)  # writes its own rows only, creates no table
     out = ensemble_with_workers(engine, sweep_id_of(engine, sweep), method, k, wait=wait,

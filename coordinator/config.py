@@ -39,10 +39,11 @@ from coordinator.checks import (
     yaml_problem,
 )
 from coordinator.datasets.spec import read_dataset
+from coordinator.modelcheck import read_model
 from coordinator.space import Dist, read_space
 from worker import defaults
 from worker.data import PREPROCESS_MODES
-from worker.nn.hyper import Hyper
+from worker.nn.hyper import SPEC, Hyper
 from worker.prune import PruneRule
 from worker.prune import problems as prune_problems
 
@@ -131,6 +132,8 @@ class SweepConfig:
     (searched parameters -> distribution) and ``stages``. Optional top-level keys and
     their defaults:
 
+    - ``model`` ("mlp"): the registered model to train (``coordinator.modelcheck``);
+      ``train`` and ``space`` take the trainer's settings and its constructor's.
     - ``seed`` (0): seeds the data split and every sampled configuration.
     - ``train`` ({}): fixed hyperparameters by SPEC name, flattened
       (``schedule: {kind, every}`` becomes ``schedule``, ``schedule_every``).
@@ -164,6 +167,7 @@ class SweepConfig:
     test_fraction: float = defaults.TEST_FRACTION
     preprocess: str = defaults.PREPROCESS
     description: str = ""
+    model: str = defaults.MODEL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space", MappingProxyType(dict(self.space)))
@@ -225,10 +229,15 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         chk.add("", f"expected a mapping with keys {', '.join(_REQUIRED)}, got {got}")
         raise ConfigError(chk.problems)
     check_keys(chk, "", data, _TOP_KEYS, required=_REQUIRED)
-    values: dict[str, Any] = {}
+    model, table = read_model(chk, data, installed=check_files)
+    values: dict[str, Any] = {} if model is BAD else {"model": model}
     for key in (k for k in data if k in _TOP_READERS):  # problems in the file's order
+        if key == "model":
+            continue
         if key == "dataset":
             value = read_dataset(chk, data[key], base_dir, check_files)
+        elif key in ("train", "space"):
+            value = _TOP_READERS[key](chk, key, data[key], table)
         else:
             value = _TOP_READERS[key](chk, key, data[key])
         if value is not BAD:
@@ -333,6 +342,7 @@ def _retention(chk: Problems, path: str, raw: Any) -> Any:
 
 _TOP_READERS = {
     "name": read_name,
+    "model": None,  # read first (train and space depend on it) by read_model
     "dataset": None,  # needs the base directory: read by read_dataset
     "seed": lambda c, p, v: bounded(c, p, v, 0, 2**63 - 1, integer=True,
                                     what="an integer >= 0"),
@@ -380,7 +390,7 @@ def _cross_check(chk: Problems, values: dict[str, Any]) -> None:
     if not chk.problems:
         sample = {name: dist.sample(np.random.default_rng(0)) for name, dist in space.items()}
         try:
-            Hyper.from_params({**train, **sample})
+            Hyper.from_params({k: v for k, v in {**train, **sample}.items() if k in SPEC})
         except (TypeError, ValueError) as e:  # a gap between these checks and the trainer's
             chk.add("train", f"rejected by the trainer: {e}")
 

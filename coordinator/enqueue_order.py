@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from worker.nn.hyper import Hyper
+from worker.nn.hyper import SPEC, Hyper
 
 # Python and NumPy overhead of one minibatch step (~75 us on the development machine),
 # expressed in multiply-adds at a single core's ~20 GMAC/s on small matrices
@@ -26,7 +26,7 @@ def trial_cost(params: Mapping[str, Any], epochs_left: int, n_features: int,
                n_classes: int) -> float:
     """Relative running time of a trial: epochs x (multiply-adds per example + the
     per-step overhead shared by a minibatch's examples)."""
-    hyper = Hyper.from_params(dict(params))
+    hyper = Hyper.from_params({k: v for k, v in params.items() if k in SPEC})  # not a model's own
     dims = (n_features, *hyper.hidden, n_classes)
     macs = sum(a * b for a, b in itertools.pairwise(dims))
     return max(0, epochs_left) * (macs + STEP_COST / hyper.batch_size)

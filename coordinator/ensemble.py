@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from redis import Redis
@@ -32,6 +33,7 @@ from coordinator.config import SweepConfig
 from coordinator.launch import distinct_seed, enqueue_or_defer
 from coordinator.rank import is_scored, rank
 from coordinator.stages import advance, outcomes
+from coordinator.term import paint
 from storage import ensembles as ensemble_store
 from storage import sweeps as sweep_store
 from storage import transitions
@@ -39,9 +41,11 @@ from storage import trials as trial_store
 from storage.db import transact
 from storage.meta import identity
 from storage.models import StageKind, StageStatus, SweepStatus
+from worker import models
 from worker.data import DatasetCache, Splits
 from worker.nn.checkpoint import CheckpointError
-from worker.nn.training import params_from_checkpoint, predict_proba
+from worker.nn.protocol import predict_proba
+from worker.nn.saved import model_from_checkpoint
 from worker.reconcile import reconcile
 
 METHODS = ENSEMBLE_METHODS
@@ -176,14 +180,17 @@ def sweep_splits(engine: Engine, sweep: sweep_store.SweepInfo) -> Splits:
     return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
-def load_weights(engine: Engine, member: Member) -> dict[str, np.ndarray]:
+def load_model(engine: Engine, member: Member) -> Any:
+    """The member's model (any registered model) holding its checkpoint's weights."""
     saved = dict(transact(engine, lambda s: trial_store.checkpoint_data(s, member.trial_id,
                                                                        member.kind)))
     if member.epoch not in saved:
         raise EnsembleError(f"trial {member.trial_id}: no {member.kind} checkpoint of epoch "
                             f"{member.epoch}")
     try:
-        return params_from_checkpoint(saved[member.epoch], member.weights)
+        return model_from_checkpoint(saved[member.epoch], models.load, member.weights)
+    except models.ModelUnavailable as exc:
+        raise EnsembleError(f"trial {member.trial_id}: {exc}") from None
     except CheckpointError as exc:
         if member.weights == "ema":
             raise EnsembleUsageError(
@@ -198,9 +205,9 @@ def score_members(engine: Engine, members: list[Member], splits: Splits,
     val: list[np.ndarray] = []
     test: list[np.ndarray] = []
     for i, m in enumerate(members):
-        params = load_weights(engine, m)
-        val.append(predict_proba(params, splits.X_val))
-        test.append(predict_proba(params, splits.X_test))
+        net = load_model(engine, m)
+        val.append(predict_proba(net, splits.X_val))
+        test.append(predict_proba(net, splits.X_test))
         if on_progress:
             on_progress("evaluating", i + 1, len(members))
     return Scores(accuracy(mean_proba(val), splits.y_val),
@@ -367,10 +374,6 @@ def run_ensemble(engine: Engine, sweep_id: int, method: str, k: int, *,
 # ---------------------------------------------------------------- text
 
 
-def _paint(text: str, code: str, color: bool) -> str:
-    return f"\033[{code}m{text}\033[0m" if color else text
-
-
 def result_text(r: EnsembleResult, color: bool = False) -> str:
     """The result as a few lines that fit 80 columns; the gain stands out."""
     shown = ", ".join(f"{m.trial_id}@{m.epoch}" + ("/ema" if m.weights == "ema" else "")
@@ -387,13 +390,13 @@ def result_text(r: EnsembleResult, color: bool = False) -> str:
         f"  {'best single':<12} {r.single.val_acc:>9.4f} {r.single.test_acc:>9.4f}"
         f"   trial {r.single_trial_id}",
         "  " + f"{'gain':<12} " + " ".join(
-            _paint(f"{g:>+9.4f}", "32" if g > 0 else "31" if g < 0 else "0", color)
+            paint(f"{g:>+9.4f}", color, fg="green" if g > 0 else "red" if g < 0 else None)
             for g in (gain.val_acc, gain.test_acc)),
     ]
     if gain.val_acc < 0:
-        lines.append(_paint(f"note: the ensemble's validation accuracy is LOWER than the best "
-                            f"single model's ({r.ensemble.val_acc:.4f} < "
-                            f"{r.single.val_acc:.4f})", "33", color))
+        lines.append(paint(f"note: the ensemble's validation accuracy is LOWER than the best "
+                           f"single model's ({r.ensemble.val_acc:.4f} < "
+                           f"{r.single.val_acc:.4f})", color, fg="yellow"))
     lines.append(f"recorded as ensembles row {r.id}")
     return "\n".join(lines)
 

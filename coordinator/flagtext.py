@@ -7,7 +7,7 @@ must start fast. ``refine`` re-exports these names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +94,7 @@ def format_value(param: str, value: float, scale: str = "linear") -> str:
     return _fmt_e(value) if scale == "log" else _fmt_g(value)
 
 
-def _formatter(flag: BoundaryFlag):  # type: ignore[no-untyped-def]
+def _formatter(flag: BoundaryFlag) -> Callable[[float], str]:
     return lambda x: format_value(flag.param, x, flag.scale)
 
 

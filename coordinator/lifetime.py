@@ -49,7 +49,8 @@ def _prctl() -> Callable[..., int] | None:
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    prctl: Callable[..., int] = fn
+    return prctl
 
 
 def die_with_parent(sig: int) -> Callable[[], None] | None:

@@ -2,7 +2,7 @@
 
 The screen is cleared and lines are redrawn only on a terminal; into a file or
 a pipe the same content goes out as plain lines, and only when it changed.
-Colour only on a terminal, never with ``NO_COLOR`` set (``progress.use_color``).
+Colour only on a terminal, never with ``NO_COLOR`` set (``term.use_color``).
 """
 
 from __future__ import annotations
@@ -13,23 +13,24 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+import click
 from sqlalchemy import Engine
 
-from coordinator.progress import bar, use_color
+from coordinator.progress import bar
 from coordinator.report import status_text
+from coordinator.term import CLEAR, Line, echo
 from storage import sweeps as sweep_store
 from storage.db import transact
 from storage.models import SweepStatus
 
-CLEAR = "\033[H\033[2J"
-STATUS_COLORS = {"queued": "36", "running": "33", "done": "32", "pruned": "35",
-                 "diverged": "31", "failed": "31", "cancelled": "90"}
+STATUS_COLORS = {"queued": "cyan", "running": "yellow", "done": "green", "pruned": "magenta",
+                 "diverged": "red", "failed": "red", "cancelled": "bright_black"}
 _STATUS_WORD = re.compile(r"\b(" + "|".join(STATUS_COLORS) + r")\b")
 
 
 def colorize(text: str) -> str:
     """Status words in their colours (for terminals only)."""
-    return _STATUS_WORD.sub(lambda m: f"\033[{STATUS_COLORS[m[1]]}m{m[1]}\033[0m", text)
+    return _STATUS_WORD.sub(lambda m: click.style(m[1], fg=STATUS_COLORS[m[1]]), text)
 
 
 def status_screen(engine: Engine, sweep_id: int) -> tuple[str, bool]:
@@ -43,14 +44,14 @@ def watch(render: Callable[[], tuple[str, bool]], stream: TextIO, interval: floa
           sleep: Callable[[float], None] = time.sleep) -> str:
     """Show ``render()`` every ``interval`` seconds until it says the end; returns the
     last text. A terminal is cleared and redrawn; elsewhere changes are appended."""
-    tty, color = stream.isatty(), use_color(stream)
+    tty = stream.isatty()
     last = None
     while True:
         text, over = render()
         if tty:
             head = f"every {interval:g}s · {time.strftime('%H:%M:%S')} · Ctrl-C to stop"
-            stream.write(CLEAR + (f"\033[2m{head}\033[0m" if color else head) + "\n\n"
-                         + (colorize(text) if color else text) + "\n")
+            stream.write(CLEAR)  # echo strips the colours (NO_COLOR), never the redraw
+            echo(click.style(head, dim=True) + "\n\n" + colorize(text), stream)
         elif text != last:
             stream.write(("" if last is None else "\n") + text + "\n")
         stream.flush()
@@ -75,13 +76,14 @@ class StepBar:
         self.tty = self.stream.isatty()
         self.every = every
         self._what = ""
+        self._line = Line(self.stream)
         self._drawn = False
         self._last_time = 0.0
 
     def __call__(self, what: str, done: int, total: int) -> None:
         line = f"{what:<15} {bar(done, total)} {done}/{total}"
         if self.tty:
-            self.stream.write("\r\033[K" + line)
+            self._line.draw(line)
             self._drawn = True
         elif (what != self._what or done == total
               or time.monotonic() - self._last_time > self.every):
@@ -89,12 +91,12 @@ class StepBar:
             self._last_time = time.monotonic()
         self.stream.flush()
         if self.tty and done == total:
-            self.stream.write("\n")
+            self._line.end()
             self._drawn = False
         self._what = what
 
     def close(self) -> None:
         if self._drawn:
-            self.stream.write("\n")
+            self._line.end()
             self.stream.flush()
             self._drawn = False

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -29,6 +30,10 @@ from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import StageKind
+
+if TYPE_CHECKING:  # matplotlib is optional: imported when a plot is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 PNG_NAMES = ("1_lr_reg.png", "2_params.png", "3_curves.png", "4_best_so_far.png")
 TOP_CURVES = 5
@@ -52,7 +57,7 @@ class SweepView:
     order: list[int]  # finished trial ids in finishing order
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> ModuleType:
     try:
         import matplotlib
     except ImportError:
@@ -100,11 +105,11 @@ def is_plotted_score(t: trial_store.TrialRow) -> bool:
 def accuracy_range(trials: list[trial_store.TrialRow]) -> tuple[float, float]:
     """The colour scale: fitted to the scored trials (a fixed 0-1 scale paints every
     late-stage point the same colour)."""
-    accs = [t.best_val_acc for t in trials if is_plotted_score(t)]
+    accs = [t.best_val_acc for t in trials if is_plotted_score(t) and t.best_val_acc is not None]
     if not accs:
         return 0.0, 1.0
-    lo, hi = min(accs), max(accs)  # type: ignore[type-var]
-    return (lo - 0.005, hi + 0.005) if hi - lo < 1e-9 else (lo, hi)  # type: ignore[operator]
+    lo, hi = min(accs), max(accs)
+    return (lo - 0.005, hi + 0.005) if hi - lo < 1e-9 else (lo, hi)
 
 
 def best_so_far(accs: list[float | None]) -> list[float | None]:
@@ -140,7 +145,7 @@ def _scale_of(view: SweepView, param: str) -> str:
 # ---------------------------------------------------------------- the four figures
 
 
-def _lr_reg(plt, view: SweepView):  # type: ignore[no-untyped-def]
+def _lr_reg(plt: ModuleType, view: SweepView) -> Figure:
     n = max(1, len(view.stages))
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1, 4.4), squeeze=False, sharex=True,
                              sharey=True)
@@ -188,7 +193,7 @@ UNSCORED_STYLES = (  # trials without a comparable score, drawn apart from the c
 )
 
 
-def _range_box(ax, ranges: dict[str, dict[str, Any]],  # type: ignore[no-untyped-def]
+def _range_box(ax: Axes, ranges: dict[str, dict[str, Any]],
                flags: list[sweep_store.FlagRow]) -> None:
     lr, reg = ranges.get("learning_rate"), ranges.get("reg")
     if not lr or not reg or lr["low"] is None or reg["low"] is None:
@@ -209,7 +214,7 @@ def _range_box(ax, ranges: dict[str, dict[str, Any]],  # type: ignore[no-untyped
         label = "_nolegend_"
 
 
-def _params(plt, view: SweepView):  # type: ignore[no-untyped-def]
+def _params(plt: ModuleType, view: SweepView) -> Figure:
     params = numeric_params(view) or ["(none)"]
     cols = min(3, len(params))
     nrows = math.ceil(len(params) / cols)
@@ -252,7 +257,7 @@ def _params(plt, view: SweepView):  # type: ignore[no-untyped-def]
     return fig
 
 
-def _range_edges(ax, row: dict[str, Any], color: str, label: str) -> None:  # type: ignore[no-untyped-def]
+def _range_edges(ax: Axes, row: dict[str, Any], color: str, label: str) -> None:
     for v in (row.get("low"), row.get("high")):
         if v is not None:
             ax.axvline(v, color=color, ls="--", lw=1, alpha=0.8, label=label)
@@ -263,7 +268,7 @@ def _is_integer(view: SweepView, param: str) -> bool:
     return bool(view.stages and view.ranges[view.stages[0].id].get(param, {}).get("integer"))
 
 
-def _log_axis(ax, integer: bool) -> None:  # type: ignore[no-untyped-def]
+def _log_axis(ax: Axes, integer: bool) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     ax.set_xscale("log")
@@ -273,7 +278,7 @@ def _log_axis(ax, integer: bool) -> None:  # type: ignore[no-untyped-def]
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-def _curves(plt, view: SweepView):  # type: ignore[no-untyped-def]
+def _curves(plt: ModuleType, view: SweepView) -> Figure:
     fig, (ax, ax_div) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, t in enumerate(top_trials(view.trials, TOP_CURVES)):
         pts = view.curves.get(t.id, [])
@@ -306,7 +311,7 @@ def _curves(plt, view: SweepView):  # type: ignore[no-untyped-def]
     return fig
 
 
-def _best_so_far(plt, view: SweepView):  # type: ignore[no-untyped-def]
+def _best_so_far(plt: ModuleType, view: SweepView) -> Figure:
     acc = {t.id: t.best_val_acc if t.status == "done" else None for t in view.trials}
     accs = [acc.get(t) for t in view.order]
     xs = list(range(1, len(accs) + 1))
@@ -322,7 +327,7 @@ def _best_so_far(plt, view: SweepView):  # type: ignore[no-untyped-def]
     return fig
 
 
-def figures(engine: Engine, sweep_id: int) -> list[Any]:
+def figures(engine: Engine, sweep_id: int) -> list[Figure]:
     """The four matplotlib figures, in ``PNG_NAMES`` order (close them when done)."""
     plt = _pyplot()
     view = gather(engine, sweep_id)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import TextIO
 
 from coordinator.report import Progress
-
-
-def use_color(stream: TextIO) -> bool:
-    return stream.isatty() and "NO_COLOR" not in os.environ
+from coordinator.term import Line
 
 
 def bar(done: int, total: int, width: int = 24) -> str:
@@ -35,6 +31,7 @@ class ProgressPrinter:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every = every
+        self._line = Line(self.stream)
         self._last = ""
         self._printed = ""
         self._last_time = 0.0
@@ -44,7 +41,7 @@ class ProgressPrinter:
         line = progress_line(p)
         if self.tty:
             if line != self._last:
-                self.stream.write("\r\033[K" + line)
+                self._line.draw(line)
                 self.stream.flush()
         elif p.stage_idx != self._last_stage or time.monotonic() - self._last_time > self.every:
             self.stream.write(line + "\n")
@@ -56,7 +53,7 @@ class ProgressPrinter:
 
     def close(self) -> None:
         if self.tty and self._last:
-            self.stream.write("\n")
+            self._line.end()
         elif not self.tty and self._last and self._last != self._printed:
             self.stream.write(self._last + "\n")
         self.stream.flush()

@@ -22,6 +22,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
+from coordinator.term import table
+
 READ_ONLY_START = re.compile(r"^\s*(select|with|explain|values|pragma\s+table_info)\b", re.I)
 
 
@@ -122,12 +124,8 @@ def _cell(value: Any) -> str:
 
 def format_table(rows: Rows, max_width: int = 40) -> str:
     cells = [[_table_cell(v)[:max_width] for v in r] for r in rows.rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(rows.columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(rows.columns, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    out.append(f"({len(rows.rows)} row{'s' if len(rows.rows) != 1 else ''})")
-    return "\n".join(out)
+    n = len(rows.rows)
+    return table(rows.columns, cells) + f"\n({n} row{'s' if n != 1 else ''})"
 
 
 def _table_cell(value: Any) -> str:

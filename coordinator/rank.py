@@ -63,9 +63,9 @@ def is_scored_pruned(outcome: TrialOutcome) -> bool:
 
 
 def _rank_key(t: TrialOutcome) -> tuple:
-    if is_scored(t) or is_scored_pruned(t):
+    if t.score is not None and (is_scored(t) or is_scored_pruned(t)):
         loss = t.val_loss if t.val_loss is not None and math.isfinite(t.val_loss) else math.inf
-        return (int(not is_scored(t)), -float(t.score), loss, t.trial_id)  # type: ignore[arg-type]
+        return (int(not is_scored(t)), -float(t.score), loss, t.trial_id)
     status = _status(t)
     group = 2 + _LAST.index(status) if status in _LAST else 2 + len(_LAST)
     return (group, 0.0, 0.0, t.trial_id)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from coordinator import term
 from coordinator.flagtext import BoundaryFlag, flag_action, flag_message, format_value
 from storage.plain import Reader
 
@@ -250,10 +251,7 @@ def best_text(source: Engine | Reader, sweep_id: int, top: int) -> str:
     cols = ["trial", "stage", "epochs", "val_acc", *searched_params(source, sweep_id)]
     table = [[short(r.get(c, "")) if c != "val_acc" else f"{r[c]:.4f}" for c in cols]
              for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)) for t in table]
-    return "\n".join(lines)
+    return term.table(cols, table, rule=False)
 
 
 def warnings_text(source: Engine | Reader, sweep_id: int) -> str:

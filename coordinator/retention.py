@@ -33,7 +33,7 @@ from storage import trials as trial_store
 from storage.db import transact
 from storage.models import StageKind, StageStatus
 from worker.nn.checkpoint import CheckpointError
-from worker.nn.training import weights_only
+from worker.nn.saved import weights_only
 
 log = logging.getLogger("hpsweep.retention")
 

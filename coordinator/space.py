@@ -241,16 +241,18 @@ def iter_configs(space: Mapping[str, Dist], n: int,
 # ---------------------------------------------------------------------------- space
 
 
-def read_space(chk: Problems, path: str, raw: Any) -> Any:
+def read_space(chk: Problems, path: str, raw: Any,
+               table: Mapping[str, ParamSpec] = SPEC) -> Any:
+    """The searched hyperparameters; ``table``: the names the sweep's model takes."""
     if not isinstance(raw, Mapping) or not raw:
         chk.add(path, f"expected a mapping of parameters to search, got {show(raw)}")
         return BAD
     out: dict[str, Dist] = {}
     for name, entry in raw.items():
         here = f"{path}.{name}"
-        spec = SPEC.get(name)
+        spec = table.get(name)
         if spec is None:
-            chk.add(here, f"unknown hyperparameter {name!r}{suggest(name, SPEC)}")
+            chk.add(here, f"unknown hyperparameter {name!r}{suggest(name, table)}")
         elif not spec.searchable:
             chk.add(here, f"cannot be searched ({spec.help}); fix it under train")
         elif not isinstance(entry, Mapping):

@@ -24,6 +24,8 @@ from sqlalchemy import (
     URL,
     Connection,
     Engine,
+    Insert,
+    Table,
     create_engine,
     event,
     literal_column,
@@ -92,7 +94,7 @@ def check_sqlite_path(url: str) -> None:
 
 def _setup_sqlite(engine: Engine, readonly: bool) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite quirk)
         cur = dbapi_conn.cursor()
         if not readonly:
@@ -105,7 +107,7 @@ def _setup_sqlite(engine: Engine, readonly: bool) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         # A deferred transaction that reads then writes gets SQLITE_BUSY at once,
         # skipping the busy timeout; IMMEDIATE takes the write lock up front.
         if readonly:
@@ -195,7 +197,7 @@ def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
         max_overflow=1, pool_timeout=60, pool_recycle=1800, connect_args=args)
     if pgbouncer and readonly:
         @event.listens_for(engine, "connect")
-        def _read_only(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _read_only(dbapi_conn: Any, _record: object) -> None:
             dbapi_conn.read_only = True  # psycopg begins each transaction READ ONLY
     return engine
 
@@ -358,7 +360,10 @@ def transact(engine: Engine, work: Callable[[Any], T], *, retries: int = 5,
 
 def bind_of(s: Session | Connection) -> Engine:
     """The engine behind a unit of work (a ``Session``, or a ``Connection`` with ``core``)."""
-    return s.engine if isinstance(s, Connection) else s.get_bind()  # type: ignore[return-value]
+    if isinstance(s, Connection):
+        return s.engine
+    bind = s.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
 
 
 def now_seconds(engine: Engine) -> ColumnElement[float]:
@@ -372,7 +377,7 @@ def now_seconds(engine: Engine) -> ColumnElement[float]:
     return literal_column("extract(epoch from clock_timestamp())::float8")
 
 
-def upsert(engine: Engine, table, rows: list[dict], keys: list[str]):  # type: ignore[no-untyped-def]
+def upsert(engine: Engine, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> Insert:
     """INSERT … ON CONFLICT (keys) DO UPDATE SET every other column."""
     dialect = sqlite if is_sqlite(engine) else postgresql
     stmt = dialect.insert(table).values(rows)
@@ -396,10 +401,10 @@ def cached_statement(engine: Engine, key: Any, build: Callable[[], Any]) -> Any:
     return stmt
 
 
-def upsert_statement(engine: Engine, table, keys: tuple[str, ...],  # type: ignore[no-untyped-def]
-                     columns: tuple[str, ...]):
+def upsert_statement(engine: Engine, table: Table, keys: tuple[str, ...],
+                     columns: tuple[str, ...]) -> Insert:
     """``upsert`` for rows given at execution (``session.execute(stmt, row)``), cached."""
-    def build():  # type: ignore[no-untyped-def]
+    def build() -> Insert:
         dialect = sqlite if is_sqlite(engine) else postgresql
         stmt = dialect.insert(table)
         return stmt.on_conflict_do_update(

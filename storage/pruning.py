@@ -7,8 +7,9 @@ Read-only helpers (a ``Session`` first, nothing committed); the rule itself live
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import Select, Update, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import bind_of, cached_statement
@@ -55,7 +56,7 @@ def stage_at_epoch(s: Session, stage_id: int, upto_idx: int, epoch: int) -> list
     """The stage's trials with ``idx <= upto_idx``, in index order, each with its status and
     its curve row of ``epoch`` (one statement, one snapshot: a status and a row read
     together never disagree)."""
-    def build():  # type: ignore[no-untyped-def]
+    def build() -> Select[Any]:
         t, c = _TRIALS.c, _CURVES.c
         return (select(t.idx, t.status, c.epoch, c.val_acc, c.val_loss, c.ema_val_acc,
                        c.ema_val_loss, c.seconds)
@@ -73,7 +74,7 @@ def stage_at_epoch(s: Session, stage_id: int, upto_idx: int, epoch: int) -> list
 def hand_back(s: Session, trial_id: int, token: str, why: str) -> None:
     """Give a running trial back as ``queued`` to decide later (fenced by its lease, like
     ``storage.trials.release``), without using up an attempt: waiting is not a failure."""
-    def build():  # type: ignore[no-untyped-def]
+    def build() -> Update:
         t = _TRIALS.c
         return (update(_TRIALS)
                 .where(t.id == bindparam("p_id"), t.lease_token == bindparam("p_token"),

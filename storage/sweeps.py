@@ -211,6 +211,11 @@ def get_sweep(s: Session, name_or_id: str | int) -> SweepInfo | None:
     return _sweep_info(*hit) if hit else None
 
 
+def sweep_of_trial(s: Session, trial_id: int) -> int | None:
+    """The id of the sweep a trial belongs to (None for an unknown trial)."""
+    return s.scalar(select(Trial.sweep_id).where(Trial.id == trial_id))
+
+
 def latest_sweep(s: Session) -> SweepInfo | None:
     sweep_id = s.scalar(select(func.max(Sweep.id)))
     return get_sweep(s, sweep_id) if sweep_id is not None else None

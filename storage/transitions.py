@@ -10,7 +10,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from storage.db import bind_of, cached_statement
@@ -30,7 +41,7 @@ def unfinished_trial_count(s: Session, stage_id: int) -> int:
         Trial.stage_id == stage_id, Trial.status.not_in(FINAL_TRIAL_STATUSES))) or 0
 
 
-def _open_trials(stage_id: Any, below: Any = None):  # type: ignore[no-untyped-def]
+def _open_trials(stage_id: Any, below: Any = None) -> Exists:
     """EXISTS a non-final trial of the stage (with ``idx < below`` when given).
 
     Core columns, so that ``stage_is_ready`` stays a cheap Core query after every trial."""
@@ -41,7 +52,7 @@ def _open_trials(stage_id: Any, below: Any = None):  # type: ignore[no-untyped-d
     return select(t.id).where(*cond).exists()
 
 
-def _lock_statement(key: Any):  # type: ignore[no-untyped-def]
+def _lock_statement(key: Any) -> Select[Any]:
     """SELECT the sweep row (id = ``key``) FOR NO KEY UPDATE: it excludes the other
     transitions of the sweep, not the inserts of rows that reference it (those take KEY
     SHARE locks). SQLite compiles it to a plain SELECT: its BEGIN IMMEDIATE write
@@ -71,7 +82,7 @@ def lock_sweep(s: Session, sweep_id: int) -> str | None:
 def lock_sweep_of_stage(s: Session, stage_id: int) -> int | None:
     """``lock_sweep`` on the sweep of ``stage_id``; returns the sweep's id (None: no such
     stage)."""
-    def build():  # type: ignore[no-untyped-def]
+    def build() -> Select[Any]:
         st = Stage.__table__.c
         return _lock_statement(select(st.sweep_id).where(st.id == bindparam("p_stage"))
                                .scalar_subquery())
@@ -96,7 +107,7 @@ def claim_stage_advance(s: Session, stage_id: int) -> bool:
 
 def close_stage(s: Session, stage_id: int) -> bool:
     """Compare-and-set advanced -> done once every trial of the stage has finished."""
-    def build():  # type: ignore[no-untyped-def]
+    def build() -> Update:
         st = Stage.__table__.c
         return (update(Stage.__table__)
                 .where(st.id == bindparam("p_stage"), st.status == StageStatus.ADVANCED.value,
@@ -107,7 +118,7 @@ def close_stage(s: Session, stage_id: int) -> bool:
     return res.rowcount == 1
 
 
-def search_stages_done():  # type: ignore[no-untyped-def]
+def search_stages_done() -> ColumnElement[bool]:
     """SQL: every search stage of the sweep (``sweeps`` row in the outer query) is done."""
     done = (select(func.count()).select_from(Stage)
             .where(Stage.sweep_id == Sweep.id, Stage.kind == StageKind.SEARCH.value,
@@ -121,7 +132,7 @@ def finish_if_stages_done(s: Session, sweep_id: int) -> bool:
 
     Call it holding ``lock_sweep``: a stage closed by a concurrent transaction is then
     committed, and seen, before this reads the stages."""
-    def build():  # type: ignore[no-untyped-def]
+    def build() -> Update:
         return (update(Sweep).where(Sweep.id == bindparam("p_sweep"),
                                     Sweep.status == SweepStatus.RUNNING.value,
                                     search_stages_done())
@@ -131,13 +142,13 @@ def finish_if_stages_done(s: Session, sweep_id: int) -> bool:
     return res.rowcount == 1
 
 
-def stage_closable():  # type: ignore[no-untyped-def]
+def stage_closable() -> ColumnElement[bool]:
     """SQL: an advanced stage whose trials have all finished (``close_stage`` is due)."""
     st = Stage.__table__.c
     return and_(st.status == StageStatus.ADVANCED.value, ~_open_trials(st.id))
 
 
-def _ready():  # type: ignore[no-untyped-def]
+def _ready() -> ColumnElement[bool]:
     """A stage whose quorum finished (to advance) or whose trials all did (to close)."""
     st = Stage.__table__.c
     return or_(and_(st.status == StageStatus.RUNNING.value, ~_open_trials(st.id, st.quorum)),

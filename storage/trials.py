@@ -109,7 +109,7 @@ class EpochRecord:
     last_checkpoint: bytes
     best_checkpoint: bytes | None  # set when this epoch is the new best (written now)
     score: float | None
-    snapshot_keep: int = 0  # keep this many 'snapshot' checkpoints (0 = none)
+    keep_snapshots: int = 0  # keep this many 'snapshot' checkpoints (0 = none)
     # this epoch is the new best and ``last_checkpoint`` holds it: the 'best' row is
     # written later, from the 'last' row (see ``record_epoch``), not a second copy now
     best_in_last: bool = False
@@ -254,14 +254,14 @@ def record_epoch(s: Session, engine: Engine, trial_id: int, token: str, lease_se
             rec.best_checkpoint == rec.last_checkpoint
         _replace_checkpoint(s, engine, trial_id, "best", rec.epoch, rec.score,
                             None if same else rec.best_checkpoint)
-    if rec.snapshot_keep > 0:
+    if rec.keep_snapshots > 0:
         row = {"trial_id": trial_id, "kind": "snapshot", "epoch": rec.epoch,
                "val_acc": rec.score, "data": rec.last_checkpoint}
         s.execute(upsert_statement(engine, _CHECKPOINTS, ("trial_id", "kind", "epoch"),
                                    tuple(row)), row)
         s.execute(delete(Checkpoint).where(Checkpoint.trial_id == trial_id,
                                            Checkpoint.kind == "snapshot",
-                                           Checkpoint.epoch <= rec.epoch - rec.snapshot_keep))
+                                           Checkpoint.epoch <= rec.epoch - rec.keep_snapshots))
     return live
 
 

@@ -11,32 +11,41 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
-import uuid
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from redis import Redis
-from redis.exceptions import RedisError
 
+from tests.support import plugins
 from tests.support.redis_lease import leased_redis_db
-
-LOCAL_REDIS = "redis://127.0.0.1:6379"
-PG_ADMIN_URLS = ("postgresql://postgres@127.0.0.1:5432/test",
-                 "postgresql://root@127.0.0.1:5432/test")
+from tests.support.servers import LOCAL_REDIS, local_redis_answers, postgres_db
 
 
-def _local_redis_answers() -> bool:
-    try:
-        return bool(Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1).ping())
-    except (RedisError, OSError):
-        return False
+def _install_example_models() -> None:
+    """The example model package (examples/hpsweep-convnet, ``convnet``) installed for the
+    whole run, into a temporary folder, unless it is installed already (tests/support/
+    plugins.py says how); worker processes inherit it."""
+    from worker import models
+
+    if "convnet" in models.registered():
+        return
+    dest = Path(tempfile.mkdtemp(prefix="hpsweep-test-plugins-"))
+    atexit.register(shutil.rmtree, dest, ignore_errors=True)
+    plugins.activate(plugins.install(plugins.CONVNET, dest))
+
+
+_install_example_models()
 
 
 @pytest.fixture(scope="session")
 def redis_base() -> Iterator[str]:
     """``redis://…`` or ``unix://…`` base URL (without the db number)."""
-    if _local_redis_answers() and not os.environ.get("HPSWEEP_TEST_EMBEDDED_REDIS"):
+    if local_redis_answers() and not os.environ.get("HPSWEEP_TEST_EMBEDDED_REDIS"):
         yield LOCAL_REDIS
         return
     from coordinator.embedded import EmbeddedRedis
@@ -61,43 +70,28 @@ def redis_url(redis_base: str) -> Iterator[str]:
         pytest.fail(str(exc))
 
 
-def _pg_admin():  # type: ignore[no-untyped-def]
-    import psycopg
-
-    last: Exception | None = None
-    for url in PG_ADMIN_URLS:
-        try:
-            return psycopg.connect(url, autocommit=True, connect_timeout=3), url
-        except psycopg.Error as exc:
-            last = exc
-    raise ConnectionError(str(last))
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """``postgresql+psycopg://`` URL of a fresh database, dropped after the test."""
-    try:
-        admin, admin_url = _pg_admin()
-    except (ConnectionError, ImportError) as exc:
-        if os.environ.get("HPSWEEP_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL required (HPSWEEP_REQUIRE_POSTGRES=1) but unreachable: {exc}")
-        pytest.skip(f"no PostgreSQL server reachable: {exc}")
-    name = f"hpsweep_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    user = admin_url.split("//")[1].split("@")[0]
-    yield f"postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_db())
+        except ConnectionError as exc:
+            if os.environ.get("HPSWEEP_REQUIRE_POSTGRES") == "1":
+                pytest.fail("PostgreSQL required (HPSWEEP_REQUIRE_POSTGRES=1) but unreachable: "
+                            f"{exc}")
+            pytest.skip(f"no PostgreSQL server reachable: {exc}")
+        yield url
 
 
 @pytest.fixture
-def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hpsweep.db'}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> str:  # type: ignore[no-untyped-def]
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs once per database backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hpsweep.db'}"
-    return request.getfixturevalue("pg_url")
+    return str(request.getfixturevalue("pg_url"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 
 FORBIDDEN = {
     "storage": ("coordinator", "worker"),

@@ -24,6 +24,7 @@ VAL_FRACTION = 0.14  # the fixed split: validation rows
 TEST_FRACTION = 0.14  # ... and held-out test rows
 SELECT = "best"  # a trial's score: raw, ema or the best of both
 KEEP_SNAPSHOTS = 0  # extra per-epoch checkpoints for snapshot ensembles
+MODEL = "mlp"  # the registered model a sweep trains (worker.models)
 PREPROCESS = "standardize"  # per-feature standardisation with the training rows' statistics
 
 
@@ -35,6 +36,7 @@ class SweepSettings:
     keep_snapshots: int = KEEP_SNAPSHOTS
     val_fraction: float = VAL_FRACTION
     test_fraction: float = TEST_FRACTION
+    model: str = MODEL
     preprocess: str = PREPROCESS
 
     @classmethod

@@ -24,11 +24,13 @@ from pathlib import Path
 
 from rq import get_current_job
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from storage import meta, transitions
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import make_engine, transact
+from worker import models
 from worker import queue as q
 from worker.data import DatasetCache
 from worker.defaults import DEFAULT_DB
@@ -52,6 +54,8 @@ class Runtime:
     _engine: Engine | None = field(default=None, repr=False)
 
     _keeper: LeaseKeeper | None = field(default=None, repr=False)
+    models: frozenset[str] | None = None  # the models this worker offers (None: all installed)
+    sweep_models: dict[int, str] = field(default_factory=dict)  # sweep id -> its model
 
     @property
     def engine(self) -> Engine:
@@ -94,6 +98,7 @@ def runtime() -> Runtime:
             worker=os.environ.get("HPSWEEP_WORKER_NAME") or default_worker_name(),
             lease_seconds=float(os.environ.get("HPSWEEP_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)),
             datasets=DatasetCache(Path(cache_dir) if cache_dir else None),
+            models=models.parse_offered(os.environ.get("HPSWEEP_MODELS")),
         )
     return _runtime
 
@@ -123,7 +128,7 @@ def run_trial(trial_id: int, fingerprint: str | None = None, database: str | Non
     engine = rt.engine
     ctx = TrialContext(engine=engine, worker=rt.worker, lease_seconds=rt.lease_seconds,
                        datasets=rt.datasets, stop_requested=lambda: rt.stop_requested,
-                       sweeps=rt.sweeps, keeper=rt.keeper)
+                       sweeps=rt.sweeps, keeper=rt.keeper, models=rt.models)
     log.info("trial %d: start", trial_id)
     outcome = run_attempt(ctx, trial_id)
     if outcome.status == "noop" and not transact(
@@ -134,6 +139,30 @@ def run_trial(trial_id: int, fingerprint: str | None = None, database: str | Non
     if outcome.stage_id is not None and outcome.status not in ("noop", "released"):
         request_advance_if_finished(engine, outcome.stage_id, outcome.stage_ready)
     return outcome.status
+
+
+def missing_model(trial_id: int) -> models.ModelUnavailable | None:
+    """Why this worker cannot train ``trial_id``'s model (not installed, not offered, not
+    loading), or None: it can, or the trial is unknown (the job function says so)."""
+    rt = runtime()
+
+    def work(s: Session) -> str | None:
+        sweep_id = sweep_store.sweep_of_trial(s, trial_id)
+        if sweep_id is None:
+            return None
+        if sweep_id not in rt.sweep_models:
+            info = sweep_store.get_sweep(s, sweep_id)
+            rt.sweep_models[sweep_id] = models.model_name(info.config if info else {})
+        return rt.sweep_models[sweep_id]
+
+    name = transact(rt.engine, work)
+    if name is None:
+        return None
+    try:
+        models.check_offered(name, rt.models)
+    except models.ModelUnavailable as exc:
+        return exc
+    return None
 
 
 def request_advance_if_finished(engine: Engine, stage_id: int,

@@ -22,32 +22,37 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
+from types import FrameType
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from worker import queue as q
-from worker.jobs import runtime
+from worker.jobs import missing_model, runtime
+from worker.models import ModelUnavailable
 from worker.reconcile import reconcile
 
 log = logging.getLogger("hpsweep.worker")
 
 
-class _StopAware:
+class _StopAware(BaseWorker):
     """Mixin: the first stop request also tells the running trial to hand back."""
 
     max_connection_wait_time = 5.0  # RQ's reconnect backoff cap (60 s): serve soon after an outage
 
-    def request_stop(self, signum, frame):  # type: ignore[no-untyped-def]
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
         runtime().stop_requested = True
         try:
-            return super().request_stop(signum, frame)  # type: ignore[misc]
+            return super().request_stop(signum, frame)
         except RedisError as exc:
             # RQ notes the request in Redis from inside the signal handler; with Redis gone
             # (an embedded one dies with the pool that started both) that error would fail
@@ -60,7 +65,7 @@ class WrongDatabase(RuntimeError):
     """A job of another database reached this worker; it is back in its queue."""
 
 
-class _OwnDatabaseOnly:
+class _OwnDatabaseOnly(BaseWorker):
     """Mixin: look at each job before performing it; a job of another database goes back
     to the front of its queue and the worker stops (``wrong_database`` says why).
 
@@ -73,12 +78,12 @@ class _OwnDatabaseOnly:
 
     wrong_database: str | None = None
 
-    def execute_job(self, job: Job, queue: Queue):  # type: ignore[no-untyped-def]
+    def execute_job(self, job: Job, queue: Queue) -> None:
         origin = q.job_origin(job)
         own = runtime().identity
         if origin is None or origin.fingerprint == own.fingerprint:
-            return super().execute_job(job, queue)  # type: ignore[misc]
-        with self.connection.pipeline() as pipe:  # type: ignore[attr-defined]
+            return super().execute_job(job, queue)
+        with self.connection.pipeline() as pipe:
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
             pipe.lpush(queue.key, job.id)
             pipe.execute()
@@ -92,7 +97,68 @@ class _OwnDatabaseOnly:
         return None
 
 
-class _FewerRoundTrips:
+class _OfferedModelsOnly(BaseWorker):
+    """Mixin: a trial whose sweep's model this worker cannot train (not installed, failing
+    to import, or left out by ``--models``) goes back to the end of its queue, untouched, for
+    a worker that can; this worker logs it once per model and carries on with other jobs.
+
+    Meeting a job it handed back again, with nothing performed in between, means the queue
+    holds nothing this worker can train: with ``--burst`` it stops, else it pauses (0.5 s,
+    doubling to 5 s) before looking again, so it never spins on Redis.
+    """
+
+    hpsweep_burst = False
+    _first_handed_back: str | None = None
+    _pause = 0.0
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        missing = _missing_model(job)
+        if missing is None:
+            self._first_handed_back, self._pause = None, 0.0
+            return super().execute_job(job, queue)
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.rpush(queue.key, job.id)
+            pipe.execute()
+        if missing.name not in _told:
+            _told.add(missing.name)
+            log.warning("worker %s on host %s cannot train model %r (%s): job %s and any "
+                        "other of that model go back to queue %r for another worker",
+                        runtime().worker, socket.gethostname(), missing.name, missing,
+                        job.id, queue.name)
+        if self._first_handed_back is None:
+            self._first_handed_back = job.id
+        elif self._first_handed_back == job.id:  # round the whole queue: nothing for us
+            if self.hpsweep_burst:
+                self._stop_requested = True
+            else:
+                time.sleep(self._pause)
+                self._pause = min(5.0, max(0.5, 2 * self._pause))
+        return None
+
+
+_told: set[str] = set()  # models this process has said it cannot train
+
+
+def _missing_model(job: Job) -> ModelUnavailable | None:
+    """Why this worker cannot train the trial ``job`` runs, or None (also for any job that
+    is not a well-formed trial job: the job function deals with those)."""
+    try:
+        if job.func_name != q.RUN_TRIAL or not job.args:
+            return None
+        trial_id = job.args[0]
+    except Exception:  # noqa: BLE001 - a broken payload fails later, in RQ's own path
+        return None
+    if isinstance(trial_id, bool) or not isinstance(trial_id, int):
+        return None
+    try:
+        return missing_model(trial_id)
+    except Exception as exc:  # noqa: BLE001 - the job function meets (and records) it too
+        log.warning("could not check the model of trial %d: %s", trial_id, exc)
+        return None
+
+
+class _FewerRoundTrips(BaseWorker):
     """Mixin: RQ refreshes the worker's own key (3 commands, 3 round trips) up to three
     times per job and sets its state to 'idle' twice; with trials of a few milliseconds
     those ~11 round trips cost as much as the trial's own bookkeeping. Here a refresh sends
@@ -104,28 +170,29 @@ class _FewerRoundTrips:
     HEARTBEAT_EVERY = 1.0
     _beat_at = -float("inf")
 
-    def heartbeat(self, timeout=None, pipeline=None):  # type: ignore[no-untyped-def]
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         if timeout is not None or pipeline is not None:
-            return super().heartbeat(timeout, pipeline)  # type: ignore[misc]
+            return super().heartbeat(timeout, pipeline)
         if time.monotonic() - self._beat_at < self.HEARTBEAT_EVERY:
             return None
-        with self.connection.pipeline() as pipe:  # type: ignore[attr-defined]
-            super().heartbeat(None, pipeline=pipe)  # type: ignore[misc]
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(None, pipeline=pipe)
             pipe.execute()
         self._beat_at = time.monotonic()
         return None
 
-    def set_state(self, state, pipeline=None):  # type: ignore[no-untyped-def]
-        if pipeline is None and state == self.get_state():  # type: ignore[attr-defined]
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        if pipeline is None and state == self.get_state():
             return None
-        return super().set_state(state, pipeline)  # type: ignore[misc]
+        return super().set_state(state, pipeline)
 
 
-class HpsweepWorker(_OwnDatabaseOnly, _StopAware, _FewerRoundTrips, SimpleWorker):
+class HpsweepWorker(_OwnDatabaseOnly, _OfferedModelsOnly, _StopAware, _FewerRoundTrips,
+                    SimpleWorker):
     pass
 
 
-class HpsweepForkWorker(_OwnDatabaseOnly, _StopAware, Worker):
+class HpsweepForkWorker(_OwnDatabaseOnly, _OfferedModelsOnly, _StopAware, Worker):
     pass
 
 
@@ -200,8 +267,10 @@ def serve(redis_url: str, opts: WorkerOptions) -> None:
 
 def _rq_worker(conn: Redis, opts: WorkerOptions, name: str) -> HpsweepWorker | HpsweepForkWorker:
     cls = HpsweepForkWorker if opts.fork else HpsweepWorker
-    return cls([q.make_queue(conn, opts.queue)], connection=conn, name=name,
-               serializer=JSONSerializer, job_class=q.AllowlistJob)
+    worker = cls([q.make_queue(conn, opts.queue)], connection=conn, name=name,
+                 serializer=JSONSerializer, job_class=q.AllowlistJob)
+    worker.hpsweep_burst = opts.burst
+    return worker
 
 
 def _work(worker: Worker, opts: WorkerOptions) -> None:

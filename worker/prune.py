@@ -40,6 +40,8 @@ from storage.trials import LeaseLost
 from worker.defaults import SweepSettings
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from worker.trainer import Claim, Heartbeat, TrialContext
 
 RULES = ("median", "halving")
@@ -230,7 +232,7 @@ class PruneGate:
                f"{v.n} earlier trials of stage {self.place.stage_idx} at that epoch (rule "
                f"{self.rule.rule}: stop when more than 1/{self.rule.k} are better)")
 
-        def work(s) -> bool:  # type: ignore[no-untyped-def]
+        def work(s: Session) -> bool:
             trial_store.finish(s, self.ctx.engine, self.trial.id, self.token,
                                TrialStatus.PRUNED.value, why)
             return transitions.settle_stage(s, self.trial.stage_id)

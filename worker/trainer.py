@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from storage import sweeps as sweep_store
 from storage import transitions
@@ -25,10 +26,12 @@ from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus, TrialStatus
 from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
+from worker import models
 from worker.data import DatasetCache, Splits
 from worker.defaults import SweepSettings
 from worker.nn.checkpoint import CheckpointError
-from worker.nn.hyper import Hyper
+from worker.nn.hyper import SPEC, Hyper
+from worker.nn.protocol import ModelSpec
 from worker.nn.training import EpochResult, TrainState
 from worker.prune import PruneGate
 
@@ -47,6 +50,7 @@ class TrialContext:
     # sweep id -> its (immutable) config, dataset and limits: read once per process
     sweeps: dict[int, sweep_store.SweepInfo] = field(default_factory=dict)
     keeper: LeaseKeeper | None = None  # the process's lease renewer (else a thread per trial)
+    models: frozenset[str] | None = None  # the models this worker offers (None: all installed)
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ class Heartbeat:
 def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
     """Claim the trial, and read its sweep (once per process) and checkpoints, in one
     transaction."""
-    def work(s) -> Claim | None:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> Claim | None:
         trial = trial_store.claim(s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds)
         if trial is None:
             return None
@@ -212,12 +216,21 @@ def load_splits(ctx: TrialContext, sweep: sweep_store.SweepInfo) -> Splits:
     return splits.flat()  # the built-in MLP takes (N, D) rows
 
 
+def model_spec(ctx: TrialContext, sweep: sweep_store.SweepInfo, trial: ClaimedTrial,
+               splits: Splits) -> ModelSpec:
+    """The trial's model: the sweep's registered model (``ModelUnavailable`` when this worker
+    does not offer it) with the trial's constructor hyperparameters."""
+    name = SweepSettings.of(sweep.config).model
+    cls = models.check_offered(name, ctx.models)
+    return models.spec_for(name, cls, splits.input_shape, splits.n_classes, trial.params)
+
+
 def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyper: Hyper,
-                   splits: Splits) -> TrainState:
-    """The newest checkpoint that decodes, else a fresh network from the trial's seed."""
+                   spec: ModelSpec) -> TrainState:
+    """The newest checkpoint that decodes, else a fresh model from the trial's seed."""
     for kind, epoch, data in saved:
         try:
-            state = TrainState.from_checkpoint(hyper, data)
+            state = TrainState.from_checkpoint(hyper, data, spec)
         except CheckpointError as exc:
             log.warning("trial %d: %s checkpoint of epoch %d is corrupt (%s); trying an older one",
                         trial.id, kind, epoch, exc)
@@ -226,7 +239,7 @@ def resume_or_init(trial: ClaimedTrial, saved: list[tuple[str, int, bytes]], hyp
         return state
     if saved:
         log.warning("trial %d: no usable checkpoint; restarting from scratch", trial.id)
-    return TrainState.create(hyper, splits.n_features, splits.n_classes, trial.seed)
+    return TrainState.create(hyper, spec.input_shape, spec.num_classes, trial.seed, spec)
 
 
 @dataclass
@@ -254,10 +267,10 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
                       best_checkpoint=None, score=acc,
-                      snapshot_keep=settings.keep_snapshots, best_in_last=improved,
+                      keep_snapshots=settings.keep_snapshots, best_in_last=improved,
                       previous_in_last=previous)
 
-    def work(s) -> bool:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> bool:
         live = trial_store.record_epoch(s, ctx.engine, trial.id, token, ctx.lease_seconds, rec)
         if live is None:  # a record_epoch that does not say (a test's wrapper): ask
             state_now = trial_store.trial_state(s, trial.id)
@@ -274,7 +287,7 @@ def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: E
     advancement is now due."""
     row = curve_row(res, seconds)
 
-    def work(s) -> bool:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> bool:
         trial_store.record_curve(s, ctx.engine, trial.id, token, ctx.lease_seconds, res.epoch,
                                  row)
         trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
@@ -289,7 +302,7 @@ def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
     """The attempt's final status; with ``stage_id``, also closes that stage if this was its
     last trial, and returns whether its advancement is now due (``settle_stage``, in the
     same transaction: no extra round trip per trial)."""
-    def work(s) -> bool:  # type: ignore[no-untyped-def]
+    def work(s: Session) -> bool:
         trial_store.finish(s, ctx.engine, trial_id, token, status, error)
         return stage_id is not None and transitions.settle_stage(s, stage_id)
 
@@ -309,6 +322,12 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
     except LeaseLost as exc:
         log.warning("%s", exc)
         return Outcome(trial.id, "noop", trial.stage_id)
+    except models.ModelUnavailable as exc:  # the worker's pre-check missed it: hand back
+        log.warning("trial %d: %s on worker %s; handed back for another worker", trial.id,
+                    exc, ctx.worker)
+        why = f"{exc} on worker {ctx.worker}"
+        transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token, why))
+        return Outcome(trial.id, "released", trial.stage_id)
     except Exception as exc:
         log.exception("trial %d: attempt %d failed", trial.id, trial.attempts)
         final = _retry_or_fail(ctx, trial, token, sweep.max_attempts, exc)
@@ -345,9 +364,10 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     """The epoch loop. Returns (final status, epochs trained in this attempt, whether the
     stage's advancement is due, or None if not checked)."""
     trial, sweep = claim.trial, claim.sweep
-    hyper = Hyper.from_params(trial.params)
+    # the update rule, schedule etc. (the model's own hyperparameters go to its constructor)
+    hyper = Hyper.from_params({k: v for k, v in trial.params.items() if k in SPEC})
     splits = load_splits(ctx, sweep)
-    state = resume_or_init(trial, claim.saved, hyper, splits)
+    state = resume_or_init(trial, claim.saved, hyper, model_spec(ctx, sweep, trial, splits))
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
     settings = SweepSettings.of(sweep.config)
     ran, gate = 0, PruneGate.of(ctx, claim, token, beat)

@@ -14,7 +14,8 @@ from typing import Any
 from click.testing import CliRunner
 
 from coordinator.cli import main
-from tests.helpers import start_worker, write_config
+from tests.support.configs import write_config
+from tests.support.processes import Fleet
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -44,10 +45,7 @@ def build(db_url: str, redis_url: str, workdir: Path, **overrides: Any) -> str:
 
 def drain(db_url: str, redis_url: str, workdir: Path) -> None:
     """One burst worker until the queue is empty."""
-    proc = start_worker(db_url, redis_url, "--burst", "--log-level", "warning",
-                        env={"HPSWEEP_CACHE": str(workdir / "cache")})
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    Fleet(workdir, db_url, redis_url).drain("--log-level", "warning")
 
 
 class Template:

@@ -3,9 +3,8 @@ trial running or queued within 30 s, no new stage, and the workers idle."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -13,7 +12,9 @@ from rq import Worker
 
 from storage.db import make_engine
 from tests.coordinator_tests.finished_sweep import cli
-from tests.helpers import rows, scalar, start_worker, wait_for, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar, wait_for
+from tests.support.processes import Fleet
 from worker import queue as q
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -21,23 +22,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault]
 EPOCHS = 400  # long trials: both workers are mid-trial when the cancel comes
 
 
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def idle_workers(conn: Redis) -> list[str]:
     return [w.name for w in Worker.all(connection=conn) if w.get_state() == "idle"]
 
 
-def test_cancel_stops_a_running_two_worker_sweep(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_stops_a_running_two_worker_sweep(tmp_path: Path, db_url: str,
+                                                 redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 12, "epochs": EPOCHS},
                                                     {"trials": 2, "epochs": 1}])
     launched = cli("launch", str(cfg), "--db", db_url, "--redis", redis_url)
@@ -45,9 +35,8 @@ def test_cancel_stops_a_running_two_worker_sweep(tmp_path, db_url, redis_url) ->
     name = launched.output.strip().splitlines()[-1]
     engine = make_engine(db_url)
     conn = Redis.from_url(redis_url)
-    env = {"HPSWEEP_CACHE": str(tmp_path / "cache")}
-    procs = [start_worker(db_url, redis_url, "--log-level", "warning", "--reconcile-every", "1",
-                          env=env) for _ in range(2)]
+    fleet = Fleet(tmp_path, db_url, redis_url, "--log-level", "warning", "--reconcile-every", "1")
+    procs = [fleet.start() for _ in range(2)]
     try:
         assert wait_for(lambda: scalar(engine, "SELECT COUNT(*) FROM trials WHERE status = "
                                                "'running'") == 2, timeout=30), "never 2 running"
@@ -63,7 +52,7 @@ def test_cancel_stops_a_running_two_worker_sweep(tmp_path, db_url, redis_url) ->
         assert time.monotonic() - started < 30
         assert wait_for(lambda: len(idle_workers(conn)) == 2, timeout=10), [
             (w.name, w.get_state()) for w in Worker.all(connection=conn)]
-        assert all(p.poll() is None for p in procs)  # idle, not dead
+        assert all(p.alive() for p in procs)  # idle, not dead
         assert q.make_queue(conn, "hpsweep").count == 0  # queued jobs dropped
 
         assert scalar(engine, "SELECT status FROM sweeps") == "cancelled"
@@ -79,5 +68,5 @@ def test_cancel_stops_a_running_two_worker_sweep(tmp_path, db_url, redis_url) ->
         assert scalar(engine, "SELECT COUNT(*) FROM trials WHERE status NOT IN "
                               "('done', 'cancelled')") == 0
     finally:
-        stop(procs)
+        fleet.stop_all()
         conn.close()

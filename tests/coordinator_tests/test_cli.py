@@ -11,7 +11,8 @@ from redis import Redis
 
 from coordinator.cli import main
 from storage.db import make_engine
-from tests.helpers import scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import scalar
 from tests.support.redis_lease import keys_besides_lease
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def test_help_lists_every_contract_command() -> None:
         assert cmd in out
 
 
-def bad(path: Path, **edit) -> Path:  # type: ignore[no-untyped-def]
+def bad(path: Path, **edit) -> Path:
     cfg = yaml.safe_load(write_config(path).read_text())
     for dotted, value in edit.items():
         node = cfg
@@ -58,7 +59,7 @@ def test_bad_config_exits_2_naming_the_key_and_writes_nothing(
     assert keys_besides_lease(Redis.from_url(redis_url)) == []
 
 
-def test_misspelled_top_level_key_gets_a_suggestion(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_misspelled_top_level_key_gets_a_suggestion(tmp_path: Path) -> None:
     cfg = yaml.safe_load(write_config(tmp_path / "c.yaml").read_text())
     cfg["stage"] = cfg.pop("stages")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -67,13 +68,13 @@ def test_misspelled_top_level_key_gets_a_suggestion(tmp_path) -> None:  # type: 
     assert "did you mean 'stages'" in res.output
 
 
-def test_missing_config_file_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     res = invoke("launch", str(tmp_path / "nope.yaml"), "--db", f"sqlite:///{tmp_path}/x.db")
     assert res.exit_code == 2
     assert "nope.yaml" in res.output
 
 
-def test_unknown_sweep_exits_2(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_sweep_exits_2(sqlite_url: str) -> None:
     make_engine(sqlite_url).dispose()  # an hpsweep database without that sweep
     res = invoke("status", "no-such-sweep", "--db", sqlite_url)
     assert res.exit_code == 2
@@ -98,7 +99,7 @@ def test_query_refuses_writes_and_changes_nothing(tmp_path, redis_url, sql) -> N
     assert scalar(make_engine(db), "SELECT COUNT(*) FROM trials") == 6
 
 
-def test_query_formats(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_query_formats(tmp_path: Path, redis_url: str) -> None:
     db = f"sqlite:///{tmp_path}/q.db"
     invoke("launch", str(write_config(tmp_path / "c.yaml")), "--db", db, "--redis", redis_url)
     sql = "SELECT name, value FROM params WHERE name = 'learning_rate' ORDER BY trial_id"
@@ -110,14 +111,14 @@ def test_query_formats(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-
                                                 "json").output
 
 
-def test_unreachable_redis_fails_fast_with_masked_url(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_redis_fails_fast_with_masked_url(tmp_path: Path) -> None:
     res = invoke("resume", "x", "--db", f"sqlite:///{tmp_path}/x.db", "--redis",
                  "redis://user:s3cret@127.0.0.1:1/0")
     assert res.exit_code in (1, 2)
     assert "s3cret" not in res.output
 
 
-def test_wrong_redis_credentials_fail_fast_and_are_masked(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_redis_credentials_fail_fast_and_are_masked(tmp_path: Path, redis_url: str) -> None:
     if not redis_url.startswith("redis://"):
         pytest.skip("needs the TCP Redis server")
     wrong = redis_url.replace("redis://", "redis://nobody:wrongpw@")

@@ -23,7 +23,8 @@ from coordinator.ensemble import EnsembleError, EnsembleUsageError
 from coordinator.query import QueryError
 from storage import sweeps as sweep_store
 from storage.db import BadDatabaseURL, DatabaseNotFound, StorageError
-from tests.helpers import scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import scalar
 from tests.support.redis_lease import keys_besides_lease
 from worker.data import DatasetError
 from worker.queue import BadRedisURL, QueueError
@@ -97,7 +98,7 @@ def test_launch_with_an_impossible_redis_url_exits_2_and_writes_nothing(
 
 
 def test_run_with_an_impossible_redis_url_exits_2_and_writes_nothing(
-        tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, db_url: str, redis_url: str) -> None:
     res = invoke("run", str(write_config(tmp_path / "c.yaml")), "--db", db_url,
                  "--redis", with_db(redis_url, "99"), "--workers", "1")
     assert res.exit_code == 2, res.output
@@ -105,7 +106,7 @@ def test_run_with_an_impossible_redis_url_exits_2_and_writes_nothing(
     assert not tables_left(db_url)
 
 
-def test_run_without_redis_exits_1_and_leaves_no_database(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_run_without_redis_exits_1_and_leaves_no_database(tmp_path: Path, db_url: str) -> None:
     res = invoke("run", str(write_config(tmp_path / "c.yaml")), "--db", db_url,
                  "--redis", REFUSED, "--workers", "1")
     assert res.exit_code == 1, res.output
@@ -127,7 +128,7 @@ def test_run_with_bad_input_exits_2_and_leaves_no_database(tmp_path, db_url, edi
 
 
 def test_launch_with_redis_down_saves_the_sweep_and_says_how_to_resume(
-        tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, db_url: str) -> None:
     res = invoke("launch", str(write_config(tmp_path / "c.yaml")), "--db", db_url,
                  "--redis", REFUSED)
     assert res.exit_code == 0, res.output
@@ -137,7 +138,7 @@ def test_launch_with_redis_down_saves_the_sweep_and_says_how_to_resume(
     engine.dispose()
 
 
-def _failing_add_trials(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def _failing_add_trials(monkeypatch: pytest.MonkeyPatch) -> None:
     """The second batch of trials fails to insert: a failure midway through a launch."""
     real, calls = sweep_store.add_trials, []
 
@@ -152,7 +153,7 @@ def _failing_add_trials(monkeypatch) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_a_launch_that_fails_midway_removes_the_database_it_created(
-        tmp_path, db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml"))
     dataset = launch_mod.prepare_dataset(cfg)
     _failing_add_trials(monkeypatch)
@@ -162,7 +163,7 @@ def test_a_launch_that_fails_midway_removes_the_database_it_created(
 
 
 def test_a_launch_that_fails_midway_keeps_an_existing_database_and_writes_nothing(
-        tmp_path, db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml"))
     dataset = launch_mod.prepare_dataset(cfg)
     engine, _ = launch_mod.launch_new(db_url, None, cfg, "q", dataset)
@@ -178,7 +179,7 @@ def test_a_launch_that_fails_midway_keeps_an_existing_database_and_writes_nothin
 
 
 def test_a_failed_launch_never_removes_a_sweep_another_launch_saved_meanwhile(
-        tmp_path, db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both launches found no database; the other one saved its sweep before this one
     failed: the database stays, with the other sweep in it."""
     cfg = load_config(write_config(tmp_path / "c.yaml"))

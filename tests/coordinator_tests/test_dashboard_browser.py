@@ -24,9 +24,11 @@ from sqlalchemy import update
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.models import Sweep, Trial
-from tests.coordinator_tests.finished_sweep import Template, cli
-from tests.helpers import rows, start_worker, write_config
+from tests.coordinator_tests.finished_sweep import cli
+from tests.support.configs import write_config
 from tests.support.dashboard_server import dashboard, request
+from tests.support.db import rows
+from tests.support.processes import Fleet
 from tests.support.synthetic_sweep import build
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,15 +69,10 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = Path(os.environ.get("HPSWEEP_SCREENSHOTS") or tmp_path_factory.mktemp("screens"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("dashboard-template"))
 
 
 class Viewer:
@@ -226,17 +223,15 @@ def test_sweep_page_follows_a_real_worker_by_itself(browser, db_url, redis_url, 
                 v.open(f"{base}/sweep/1")
                 assert v.js("() => document.body.dataset.final") == "0"
                 v.js("() => { window.__sameDocument = true; }")
-            worker = start_worker(db_url, redis_url, "--max-jobs", "2", "--log-level", "warning",
-                                  env={"HPSWEEP_CACHE": str(tmp_path / "cache")})
+            worker = Fleet(tmp_path, db_url, redis_url).start("--max-jobs", "2",
+                                                              "--log-level", "warning")
             try:
                 for v in viewers:
                     v.page.wait_for_function(
                         "() => Number(document.body.dataset.final) >= 1", timeout=120_000)
-                _, err = worker.communicate(timeout=180)
-                assert worker.returncode == 0, err.decode()[-2000:]
+                worker.finish(timeout=180)
             finally:
-                if worker.poll() is None:
-                    worker.kill()
+                worker.kill()
             for v in viewers:  # the page caught up with the database, without a reload
                 v.page.wait_for_function("() => document.body.dataset.final === '2'",
                                          timeout=60_000)

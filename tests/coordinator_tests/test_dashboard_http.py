@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from storage.db import make_engine
-from tests.helpers import rows
 from tests.support.dashboard_server import dashboard, request, run_cli
+from tests.support.db import rows
+from tests.support.processes import ROOT
 from tests.support.synthetic_sweep import build
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,7 @@ def test_bad_requests_are_refused(sweep_db) -> None:  # type: ignore[no-untyped-
         assert request(f"{base}/api/version?sweep={s}").status == 200
 
 
-def test_token_is_required_on_every_request(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_token_is_required_on_every_request(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     build(engine, 20)
     engine.dispose()
@@ -109,14 +110,14 @@ def test_token_is_required_on_every_request(sqlite_url) -> None:  # type: ignore
                        headers={"Authorization": "Bearer s3cret"}).status == 405
 
 
-def test_open_binding_needs_a_token(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_open_binding_needs_a_token(sqlite_url: str) -> None:
     make_engine(sqlite_url).dispose()
     res = run_cli("--db", sqlite_url, "--host", "0.0.0.0", "--port", "1")
     assert res.returncode == 2
     assert "--token" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_bad_token_or_busy_port_is_refused(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_bad_token_or_busy_port_is_refused(sqlite_url: str) -> None:
     make_engine(sqlite_url).dispose()
     res = run_cli("--db", sqlite_url, "--token", "a b;c=d")
     assert res.returncode == 2 and "--token may use" in res.stderr
@@ -128,7 +129,7 @@ def test_bad_token_or_busy_port_is_refused(sqlite_url) -> None:  # type: ignore[
     assert "Traceback" not in res.stderr
 
 
-def test_missing_or_foreign_database_creates_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_or_foreign_database_creates_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.db"
     res = run_cli("--db", f"sqlite:///{missing}", "--port", "1")
     assert res.returncode == 2 and "no such file" in res.stderr
@@ -154,7 +155,6 @@ def test_static_assets_ship_in_the_package() -> None:
     import tomllib
 
     from coordinator.dashboard.app import STATIC
-    from tests.helpers import ROOT
 
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"]["coordinator.dashboard"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 
@@ -12,7 +14,8 @@ from coordinator.stages import advance
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
 from storage.trials import trial_params
-from tests.helpers import rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
 
 BASE = {"learning_rate": 0.1, "update_rule": "sgd", "depth": 1, "batch_size": 64}
 
@@ -34,7 +37,7 @@ def test_longest_first_is_stable() -> None:
 
 
 @pytest.mark.integration
-def test_the_last_stage_is_enqueued_longest_first(tmp_path, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_the_last_stage_is_enqueued_longest_first(tmp_path: Path, sqlite_url: str) -> None:
     cfg = load_config(write_config(
         tmp_path / "c.yaml",
         space={"learning_rate": {"dist": "log_uniform", "low": 1e-3, "high": 1.0},

@@ -4,10 +4,11 @@ runs on a finished sweep (claims, leases, advancement) on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from coordinator import ensemble as ens
 from coordinator.config import load_config
@@ -17,29 +18,30 @@ from storage import sweeps as sweep_store
 from storage import transitions
 from storage import trials as trial_store
 from storage.db import make_engine, transact
-from tests.coordinator_tests.finished_sweep import Template, build, cli, drain
-from tests.helpers import assert_curves_complete, rows, scalar, write_config
+from tests.coordinator_tests.finished_sweep import build, cli, drain
+from tests.support.configs import write_config
+from tests.support.db import assert_curves_complete, rows, scalar
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("ensemble"))
-
-
-@pytest.fixture
-def finished(template, redis_url, tmp_path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    """(database URL, sweep name) of a private copy of a finished tiny sweep."""
-    return template.copy(redis_url, tmp_path)
-
-
-def ensemble_rows(engine, method: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+def ensemble_rows(engine: Engine, method: str) -> list[tuple]:
     return rows(engine, "SELECT members, val_acc, test_acc, single_val_acc, single_test_acc "
                         "FROM ensembles WHERE method = :m ORDER BY id", m=method)
 
 
-def best_search_trial(engine) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+def run_ensemble(db: str, name: str, method: str, k: int | None = None
+                 ) -> tuple[Engine, tuple, str]:
+    """``hpsweep ensemble NAME --method METHOD [--k K]``: the engine, its one ensembles row,
+    and the command's output."""
+    res = cli("ensemble", name, "--method", method, *(["--k", str(k)] if k else []), "--db", db)
+    assert res.exit_code == 0, res.output
+    engine = make_engine(db)
+    [row] = ensemble_rows(engine, method)
+    return engine, row, res.output
+
+
+def best_search_trial(engine: Engine) -> tuple[int, float]:
     return rows(engine, """SELECT t.id, t.best_val_acc FROM trials t
                            JOIN stages st ON st.id = t.stage_id
                            WHERE t.status = 'done' AND st.kind = 'search'
@@ -74,12 +76,10 @@ def test_distinct_configs_keeps_the_best_of_each_configuration() -> None:
 # ---------------------------------------------------------------- methods on a finished sweep
 
 
-def test_top_k_beats_or_says_plainly_it_is_lower(finished) -> None:  # type: ignore[no-untyped-def]
+def test_top_k_beats_or_says_plainly_it_is_lower(finished: tuple[str, str]) -> None:
     db, name = finished
-    res = cli("ensemble", name, "--method", "top-k", "--k", "5", "--db", db)
-    assert res.exit_code == 0, res.output
-    engine = make_engine(db)
-    [(members, val, test, single_val, single_test)] = ensemble_rows(engine, "top-k")
+    engine, (members, val, test, single_val, single_test), output = run_ensemble(
+        db, name, "top-k", 5)
     members = json.loads(members)
     assert len(members) == 5 and len({m["trial"] for m in members}) == 5
     params = transact(engine, lambda s: trial_store.trial_params(s, [m["trial"] for m in members]))
@@ -89,11 +89,11 @@ def test_top_k_beats_or_says_plainly_it_is_lower(finished) -> None:  # type: ign
     # the single model is rebuilt from its checkpoint on the workers' split: same accuracy
     assert single_val == pytest.approx(best_acc, abs=1e-9)
     assert 0 <= test <= 1 and 0 <= single_test <= 1
-    assert val >= single_val or "LOWER than the best single model" in res.output
-    assert f"{val:.4f}" in res.output and f"{single_val:.4f}" in res.output
+    assert val >= single_val or "LOWER than the best single model" in output
+    assert f"{val:.4f}" in output and f"{single_val:.4f}" in output
 
 
-def test_top_k_of_one_is_the_best_single_model(finished) -> None:  # type: ignore[no-untyped-def]
+def test_top_k_of_one_is_the_best_single_model(finished: tuple[str, str]) -> None:
     db, name = finished
     engine = make_engine(db)
     sweep_id = transact(engine, lambda s: sweep_store.get_sweep(s, name)).id
@@ -103,12 +103,9 @@ def test_top_k_of_one_is_the_best_single_model(finished) -> None:  # type: ignor
     assert "\033[" in ens.result_text(r, color=True)
 
 
-def test_snapshots_are_the_last_k_epochs_of_the_best_trial(finished) -> None:  # type: ignore[no-untyped-def]
+def test_snapshots_are_the_last_k_epochs_of_the_best_trial(finished: tuple[str, str]) -> None:
     db, name = finished
-    res = cli("ensemble", name, "--method", "snapshots", "--k", "3", "--db", db)
-    assert res.exit_code == 0, res.output
-    engine = make_engine(db)
-    [(members, val, test, single_val, _)] = ensemble_rows(engine, "snapshots")
+    engine, (members, val, test, single_val, _), _ = run_ensemble(db, name, "snapshots", 3)
     best_id, _ = best_search_trial(engine)
     epochs = scalar(engine, "SELECT epochs FROM trials WHERE id = :t", t=best_id)
     assert [(m["trial"], m["epoch"], m["checkpoint"]) for m in json.loads(members)] == [
@@ -116,12 +113,9 @@ def test_snapshots_are_the_last_k_epochs_of_the_best_trial(finished) -> None:  #
     assert 0 <= val <= 1 and 0 <= test <= 1 and single_val is not None
 
 
-def test_average_scores_the_ema_weights_as_training_did(finished) -> None:  # type: ignore[no-untyped-def]
+def test_average_scores_the_ema_weights_as_training_did(finished: tuple[str, str]) -> None:
     db, name = finished
-    res = cli("ensemble", name, "--method", "average", "--db", db)
-    assert res.exit_code == 0, res.output
-    engine = make_engine(db)
-    [(members, val, _, _, _)] = ensemble_rows(engine, "average")
+    engine, (members, val, _, _, _), _ = run_ensemble(db, name, "average")
     [member] = json.loads(members)
     assert member["weights"] == "ema"
     ema_val_acc = scalar(engine, "SELECT ema_val_acc FROM curves WHERE trial_id = :t "
@@ -132,7 +126,8 @@ def test_average_scores_the_ema_weights_as_training_did(finished) -> None:  # ty
 # ---------------------------------------------------------------- the seeds stage
 
 
-def test_seeds_stage_runs_on_a_finished_sweep_and_never_advances_it(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_seeds_stage_runs_on_a_finished_sweep_and_never_advances_it(tmp_path: Path,
+                                                                    db_url: str) -> None:
     engine = make_engine(db_url)
     # three stages: a seeds stage at idx 1 must not be taken for the search's next stage
     cfg = load_config(write_config(tmp_path / "c.yaml", stages=[{"trials": 3, "epochs": 2},
@@ -175,7 +170,7 @@ def test_seeds_stage_runs_on_a_finished_sweep_and_never_advances_it(tmp_path, db
     assert not ens.plan_seeds(engine, sweep_id, 2).created  # reused, not retrained
 
 
-def test_seeds_end_to_end_through_workers(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_seeds_end_to_end_through_workers(tmp_path: Path, db_url: str, redis_url: str) -> None:
     name = build(db_url, redis_url, tmp_path, stages=[{"trials": 4, "epochs": 3}],
                  keep_snapshots=0, train={"depth": 1, "batch_size": 64, "update_rule": "adam"})
     engine = make_engine(db_url)
@@ -212,7 +207,8 @@ def test_seeds_end_to_end_through_workers(tmp_path, db_url, redis_url) -> None: 
         assert "Traceback" not in res.output
 
 
-def test_seeds_with_local_workers_waits_then_combines(finished, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_seeds_with_local_workers_waits_then_combines(finished: tuple[str, str],
+                                                      redis_url: str) -> None:
     db, name = finished
     res = cli("ensemble", name, "--method", "seeds", "--k", "2", "--workers", "1", "--db", db,
               "--redis", redis_url)

@@ -11,8 +11,8 @@ import pytest
 from coordinator import ensemble as ens
 from storage.db import make_engine
 from tests.coordinator_tests.finished_sweep import build, cli
-from tests.helpers import rows
-from worker.nn.training import predict_proba
+from tests.support.db import rows
+from worker.nn.protocol import predict_proba
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,8 @@ def test_ensemble_test_accuracy_is_computed_on_the_given_test_rows(tmp_path, red
     mean = X_train.mean(axis=0, dtype=np.float64).astype(np.float32)
     std = X_train.astype(np.float64).std(axis=0).astype(np.float32)
     X = (X_test - mean) / std
-    probs = [predict_proba(ens.load_weights(engine, ens.Member(m["trial"], m["epoch"],
-                                                               m["checkpoint"], m["weights"])),
+    probs = [predict_proba(ens.load_model(engine, ens.Member(m["trial"], m["epoch"],
+                                                             m["checkpoint"], m["weights"])),
                            X) for m in json.loads(members)]
     assert test_acc == ens.accuracy(ens.mean_proba(probs), y_test)
     assert test_acc < 0.2 < 0.8 < val_acc  # on the given rows, not on carved training rows

@@ -5,25 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 
 from coordinator.export import param_columns
 from storage.db import make_engine
-from tests.coordinator_tests.finished_sweep import TINY, Template, cli
-from tests.helpers import rows
+from tests.coordinator_tests.finished_sweep import TINY, cli
+from tests.support.db import rows
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("export"))
-
-
-@pytest.fixture
-def finished(template, redis_url, tmp_path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    return template.copy(redis_url, tmp_path)
 
 
 def db_trials(db: str) -> dict[int, tuple]:
@@ -32,7 +23,7 @@ def db_trials(db: str) -> dict[int, tuple]:
                                       "ON st.id = t.stage_id")}
 
 
-def test_csv_has_one_row_per_trial_and_a_column_per_parameter(finished) -> None:  # type: ignore[no-untyped-def]
+def test_csv_has_one_row_per_trial_and_a_column_per_parameter(finished: tuple[str, str]) -> None:
     db, name = finished
     res = cli("export", name, "--format", "csv", "--db", db)
     assert res.exit_code == 0, res.output
@@ -57,7 +48,7 @@ def test_csv_has_one_row_per_trial_and_a_column_per_parameter(finished) -> None:
             assert float(r["best_val_acc"]) == best
 
 
-def test_json_matches_csv(finished, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_json_matches_csv(finished: tuple[str, str], tmp_path: Path) -> None:
     db, name = finished
     out = tmp_path / "trials.json"
     res = cli("export", name, "--format", "json", "--output", str(out), "--db", db)
@@ -76,7 +67,7 @@ def test_param_columns_put_searched_first() -> None:
         "reg", "learning_rate", "a", "batch_size", "depth"]
 
 
-def test_unknown_sweep_is_bad_input(finished) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_sweep_is_bad_input(finished: tuple[str, str]) -> None:
     db, _ = finished
     res = cli("export", "no-such-sweep", "--db", db)
     assert res.exit_code == 2 and "no sweep named" in res.output

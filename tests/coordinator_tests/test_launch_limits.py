@@ -7,16 +7,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from redis import Redis
+from sqlalchemy import Engine
 
 from coordinator import launch as launch_mod
 from coordinator.cli import main
 from coordinator.config import ConfigError, load_config
 from storage.db import make_engine
-from tests.helpers import ROOT, rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +33,7 @@ def stages(trials: int) -> list[dict]:
     return [{"trials": trials, "epochs": 1}]
 
 
-def test_an_absurd_trial_count_exits_2_naming_the_key_and_the_limit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_absurd_trial_count_exits_2_naming_the_key_and_the_limit(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=stages(100_000_000))
     res = invoke("launch", str(cfg), "--db", f"sqlite:///{tmp_path}/x.db",
                  "--redis", "redis://127.0.0.1:1/0")
@@ -39,7 +43,8 @@ def test_an_absurd_trial_count_exits_2_naming_the_key_and_the_limit(tmp_path) ->
     assert not (tmp_path / "x.db").exists()
 
 
-def test_max_trials_moves_the_limit_both_ways(tmp_path, sqlite_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_max_trials_moves_the_limit_both_ways(tmp_path: Path, sqlite_url: str,
+                                              redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 5, "epochs": 1},
                                                     {"trials": 8, "epochs": 1}])
     res = invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url,
@@ -55,7 +60,7 @@ def test_max_trials_moves_the_limit_both_ways(tmp_path, sqlite_url, redis_url) -
         load_config(big)
 
 
-def _trial_rows(engine, sweep_name: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+def _trial_rows(engine: Engine, sweep_name: str) -> list[tuple]:
     return rows(engine, "SELECT t.idx, t.seed, t.epochs, p.name, p.value, p.value_text "
                         "FROM trials t JOIN sweeps s ON s.id = t.sweep_id "
                         "JOIN params p ON p.trial_id = t.id WHERE s.name = :n "
@@ -63,7 +68,7 @@ def _trial_rows(engine, sweep_name: str) -> list[tuple]:  # type: ignore[no-unty
 
 
 def test_batches_give_the_same_trials_and_enqueue_them_in_order(
-        tmp_path, db_url, redis_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, db_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml", stages=stages(11)))
     dataset = launch_mod.prepare_dataset(cfg)
     engine = make_engine(db_url)
@@ -90,7 +95,7 @@ def _launch_peak(trials: int, db_url: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_launch_memory_does_not_grow_with_the_trial_count(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_launch_memory_does_not_grow_with_the_trial_count(tmp_path: Path) -> None:
     """Peak RSS growth of launching 1k and 12k trials (fresh processes): the same within
     a few MB (one batch in flight). Before streaming it grew ~12 KB per trial: 140 MB
     more for the 11k extra trials. benchmarks/launch_memory.py measures bigger counts."""

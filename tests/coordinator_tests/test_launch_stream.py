@@ -22,7 +22,9 @@ from coordinator.cli import main
 from coordinator.config import load_config
 from storage.db import make_engine, transact
 from storage.transitions import claim_stage_advance
-from tests.helpers import ROOT, rows, scalar, wait_for, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar, wait_for
+from tests.support.processes import ROOT
 from tests.support.redis_lease import flush_besides_lease
 from worker import reconcile as reconcile_mod
 from worker.reconcile import reconcile

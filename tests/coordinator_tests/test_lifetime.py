@@ -18,7 +18,8 @@ import pytest
 
 from coordinator import lifetime
 from coordinator.embedded import EmbeddedRedis, remove_stale_folders
-from tests.helpers import ROOT, wait_for
+from tests.support.db import wait_for
+from tests.support.processes import ROOT
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 
@@ -36,7 +37,8 @@ def _gone(pid: int) -> bool:
 
 
 @linux_only
-def test_a_child_whose_parent_died_before_prctl_kills_itself(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_child_whose_parent_died_before_prctl_kills_itself(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # The race: the parent dies between fork and prctl, so no signal would ever come.
     # Seen from the child, that is a parent pid other than the one recorded before fork.
     monkeypatch.setattr(lifetime.os, "getpid", lambda: 1)  # "the parent was pid 1"
@@ -64,7 +66,7 @@ def test_the_signal_is_armed_in_the_child_and_only_from_the_main_thread() -> Non
     assert seen == [None]
 
 
-def test_an_orphan_that_ignores_sigterm_exits_after_the_grace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_orphan_that_ignores_sigterm_exits_after_the_grace(tmp_path: Path) -> None:
     # No PDEATHSIG here (the middle process arms none): only the watch thread can notice.
     # The child ignores the graceful SIGTERM it sends itself, so the grace must end it.
     ready = tmp_path / "ready"
@@ -139,7 +141,7 @@ def _dead_identity() -> str:
     return ident
 
 
-def test_folders_of_dead_owners_go_and_of_live_owners_stay(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_folders_of_dead_owners_go_and_of_live_owners_stay(tmp_path: Path) -> None:
     me = lifetime.process_identity(os.getpid())
     assert me is not None
     pid, start = me.split(" ")
@@ -157,7 +159,7 @@ def test_folders_of_dead_owners_go_and_of_live_owners_stay(tmp_path) -> None:  #
     assert not dead.exists() and not reused.exists() and not old.exists()
 
 
-def test_an_old_ownerless_folder_whose_server_answers_stays(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_old_ownerless_folder_whose_server_answers_stays(tmp_path: Path) -> None:
     folder = _folder(tmp_path, "serving", None)
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(folder / "redis.sock"))

@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 
 from coordinator import plots
 from storage import sweeps as sweep_store
 from storage.db import make_engine, transact
-from tests.coordinator_tests.finished_sweep import Template, cli
+from tests.coordinator_tests.finished_sweep import cli
+from tests.support.db import rows
 
 pytestmark = pytest.mark.integration
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("plots"))
-
-
-@pytest.fixture
-def finished(template, redis_url, tmp_path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    return template.copy(redis_url, tmp_path)
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -36,7 +28,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_plot_writes_four_valid_pngs(finished, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plot_writes_four_valid_pngs(finished: tuple[str, str], tmp_path: Path) -> None:
     db, name = finished
     out = tmp_path / "figs" / "nested"
     res = cli("plot", name, "--out", str(out), "--db", db)
@@ -51,7 +43,7 @@ def test_plot_writes_four_valid_pngs(finished, tmp_path) -> None:  # type: ignor
         assert data.endswith(b"IEND\xaeB`\x82")  # complete file
 
 
-def test_figures_have_titles_and_labelled_axes(finished) -> None:  # type: ignore[no-untyped-def]
+def test_figures_have_titles_and_labelled_axes(finished: tuple[str, str]) -> None:
     import matplotlib.pyplot as plt
 
     db, name = finished
@@ -83,7 +75,8 @@ def test_best_so_far_is_a_running_maximum() -> None:
     assert plots.best_so_far([None, 0.2, 0.1, None, 0.5, 0.3]) == [None, 0.2, 0.2, 0.2, 0.5, 0.5]
 
 
-def test_plot_without_matplotlib_says_how_to_install(finished, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plot_without_matplotlib_says_how_to_install(
+        finished: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     db, name = finished
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     res = cli("plot", name, "--out", str(tmp_path / "p"), "--db", db)
@@ -99,7 +92,6 @@ def synthetic(sqlite_url):  # type: ignore[no-untyped-def]
     from sqlalchemy import update
 
     from storage.models import Trial
-    from tests.helpers import rows
     from tests.support.synthetic_sweep import build
 
     engine = make_engine(sqlite_url)
@@ -119,8 +111,6 @@ def _close(figs) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_lr_reg_colour_scale_fits_the_data_and_marks_the_best(synthetic) -> None:  # type: ignore[no-untyped-def]
-    from tests.helpers import rows
-
     engine, sweep_id, late = synthetic
     lo, hi = rows(engine, "SELECT min(best_val_acc), max(best_val_acc) FROM trials "
                           "WHERE status = 'done'")[0]
@@ -167,7 +157,6 @@ def test_curves_rank_like_hpsweep_best_ties_by_validation_loss(synthetic) -> Non
 
     from coordinator.report import best_rows
     from storage.models import Trial
-    from tests.helpers import rows
 
     engine, sweep_id, _ = synthetic
     a, b = (r[0] for r in rows(engine, "SELECT id FROM trials WHERE status = 'done' "

@@ -7,13 +7,14 @@ import base64
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from redis import Redis
 
 from coordinator.cli import main
-from tests.helpers import write_config
+from tests.support.configs import write_config
 from tests.support.redis_lease import flush_besides_lease
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def invoke(*args: str, stdin: str | None = None):  # type: ignore[no-untyped-def
 
 
 @pytest.fixture
-def launched(tmp_path, db_url, redis_url) -> str:  # type: ignore[no-untyped-def]
+def launched(tmp_path: Path, db_url: str, redis_url: str) -> str:
     res = invoke("launch", str(write_config(tmp_path / "c.yaml")), "--db", db_url,
                  "--redis", redis_url)
     assert res.exit_code == 0, res.output
@@ -63,8 +64,8 @@ def test_json_bytes_are_base64_and_null_is_null(launched) -> None:  # type: igno
     assert len(base64.b64decode(row["data"])) > row["n_rows"]  # the stored npz, all of it
 
 
-def test_postgresql_types_print_as_numbers_seconds_and_iso_dates(pg_url, redis_url,
-                                                                 tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_postgresql_types_print_as_numbers_seconds_and_iso_dates(pg_url: str, redis_url: str,
+                                                                 tmp_path: Path) -> None:
     res = invoke("launch", str(write_config(tmp_path / "c.yaml")), "--db", pg_url,
                  "--redis", redis_url)
     assert res.exit_code == 0, res.output
@@ -109,8 +110,8 @@ def test_a_write_from_stdin_is_refused_and_changes_nothing(launched) -> None:  #
     assert query_json(launched, "SELECT COUNT(*) AS n FROM trials") == [{"n": 6}]
 
 
-def test_a_writing_cte_is_refused_by_the_read_only_connection(pg_url, redis_url,
-                                                             tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_writing_cte_is_refused_by_the_read_only_connection(pg_url: str, redis_url: str,
+                                                             tmp_path: Path) -> None:
     """WITH passes the statement check; the read-only transaction still refuses the write
     (the SQL now runs on a raw cursor: the connection's read-only setting must hold)."""
     res = invoke("launch", str(write_config(tmp_path / "c.yaml")), "--db", pg_url,

@@ -6,14 +6,17 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from storage.db import make_engine
-from tests.coordinator_tests.finished_sweep import Template, cli
-from tests.helpers import ROOT, rows, scalar, write_config
+from tests.coordinator_tests.finished_sweep import cli
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +55,8 @@ def test_missing_sqlite_file_exits_2_and_creates_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_default_database_missing_exits_2_and_creates_nothing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_default_database_missing_exits_2_and_creates_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HPSWEEP_DB", raising=False)
     res = cli("status")
@@ -72,13 +76,13 @@ def test_postgres_without_hpsweep_tables_exits_2_and_creates_no_table(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_postgres_database_that_does_not_exist_exits_2(pg_url) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_database_that_does_not_exist_exits_2(pg_url: str) -> None:
     res = cli("status", "--db", pg_url + "_nope")
     assert res.exit_code == 2, res.output
     assert "does not exist" in res.output
 
 
-def test_a_file_that_is_not_sqlite_exits_2_unchanged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_that_is_not_sqlite_exits_2_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(b"my notes, not a database\n" * 100)
     res = cli("status", "--db", f"sqlite:///{path}")
@@ -88,7 +92,7 @@ def test_a_file_that_is_not_sqlite_exits_2_unchanged(tmp_path) -> None:  # type:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
-def test_sqlite_without_hpsweep_tables_exits_2_and_creates_no_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_without_hpsweep_tables_exits_2_and_creates_no_table(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     sqlite3.connect(path).execute("CREATE TABLE mine (x)").connection.close()
     for args in READ_COMMANDS:
@@ -105,11 +109,6 @@ def dump(url: str) -> list[tuple]:
     out = [(t, *r) for t in sorted(names) for r in rows(engine, f"SELECT * FROM {t}")]
     engine.dispose()
     return sorted(out, key=repr)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:  # type: ignore[no-untyped-def]
-    return Template(tmp_path_factory.mktemp("read_only"))
 
 
 @pytest.mark.parametrize("old", [False, True], ids=["current", "older-version"])
@@ -140,7 +139,7 @@ def test_read_commands_on_a_real_database_work_and_write_nothing(
     assert "hpsweep_meta" not in schema or not old
 
 
-def test_read_processes_leave_no_file_behind(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_read_processes_leave_no_file_behind(tmp_path: Path, redis_url: str) -> None:
     """SQLite creates ``-wal`` and ``-shm`` files beside a WAL database while it is open;
     a reader must remove them on exit (a ``mode=ro`` connection could not)."""
     db = f"sqlite:///{tmp_path / 'hpsweep.db'}"
@@ -153,7 +152,8 @@ def test_read_processes_leave_no_file_behind(tmp_path, redis_url) -> None:  # ty
         assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "hpsweep.db"], args
 
 
-def test_postgres_read_commands_work_and_create_nothing(pg_url, redis_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_read_commands_work_and_create_nothing(pg_url: str, redis_url: str,
+                                                        tmp_path: Path) -> None:
     res = cli("launch", str(write_config(tmp_path / "c.yaml")), "--db", pg_url, "--redis",
               redis_url)
     assert res.exit_code == 0, res.output
@@ -164,7 +164,7 @@ def test_postgres_read_commands_work_and_create_nothing(pg_url, redis_url, tmp_p
     assert dump(pg_url) == before and tables(pg_url) == schema
 
 
-def test_read_only_engines_refuse_writes(db_url) -> None:  # type: ignore[no-untyped-def]
+def test_read_only_engines_refuse_writes(db_url: str) -> None:
     make_engine(db_url).dispose()
     engine = make_engine(db_url, readonly=True)
     with pytest.raises(DBAPIError, match=r"(?i)read.?only"), engine.begin() as conn:
@@ -172,7 +172,7 @@ def test_read_only_engines_refuse_writes(db_url) -> None:  # type: ignore[no-unt
     assert scalar(engine, "SELECT COUNT(*) FROM hpsweep_meta") == 1
 
 
-def test_a_missing_folder_is_no_such_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_folder_is_no_such_file(tmp_path: Path) -> None:
     res = cli("best", "--db", f"sqlite:///{tmp_path / 'no' / 'such.db'}")
     assert res.exit_code == 2, res.output
     assert "no such file" in res.output

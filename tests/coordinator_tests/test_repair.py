@@ -7,6 +7,8 @@ which reconciles once at start) bring the sweep to ``done``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine, text
 
@@ -16,7 +18,9 @@ from coordinator.stages import advance
 from storage.db import make_engine
 from tests.coordinator_tests.finished_sweep import cli
 from tests.coordinator_tests.test_stages import finish, stage_id
-from tests.helpers import rows, scalar, start_worker, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar
+from tests.support.processes import Fleet
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +40,7 @@ BROKEN = {
 }
 
 
-def finished_sweep(tmp_path, engine: Engine) -> int:  # type: ignore[no-untyped-def]
+def finished_sweep(tmp_path: Path, engine: Engine) -> int:
     cfg = load_config(write_config(tmp_path / "c.yaml", stages=[
         {"trials": 4, "epochs": 1, "quorum": 0.5}, {"trials": 2, "epochs": 1}]))
     sid = create_sweep(engine, cfg, "hpsweep", prepare_dataset(cfg)).sweep_id
@@ -88,13 +92,12 @@ def test_a_worker_reconciler_repairs_a_lost_transition(tmp_path, db_url, redis_u
     engine = make_engine(db_url)
     finished_sweep(tmp_path, engine)
     break_it(engine, how)
-    worker = start_worker(db_url, redis_url, "--burst")
-    _, err = worker.communicate(timeout=120)
-    assert worker.returncode == 0, err.decode()[-2000:]
+    Fleet(tmp_path, db_url, redis_url).drain()
     assert_done(engine)
 
 
-def test_resume_cancels_what_a_cancelled_sweep_left_queued(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_resume_cancels_what_a_cancelled_sweep_left_queued(tmp_path: Path, db_url: str,
+                                                           redis_url: str) -> None:
     """The cancel that raced an advancement (before transitions were serialised) left the
     planned stage running with queued trials in a cancelled sweep."""
     engine = make_engine(db_url)

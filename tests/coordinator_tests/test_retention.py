@@ -5,16 +5,18 @@ mid-way loses nothing), and `hpsweep gc` applies it to databases written before.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from coordinator import jobs, retention
 from storage import retention as store
 from storage.db import make_engine
 from tests.coordinator_tests.finished_sweep import TINY, build, cli, drain
-from tests.helpers import assert_curves_complete, rows, scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import assert_curves_complete, rows, scalar
 from worker.nn import checkpoint
 
 pytestmark = pytest.mark.integration
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.integration
 POLICY: dict[str, Any] = {"checkpoints": {"keep": "top", "top": 3}}
 
 
-def build_in_process(db_url: str, redis_url: str, tmp_path) -> str:  # type: ignore[no-untyped-def]
+def build_in_process(db_url: str, redis_url: str, tmp_path: Path) -> str:
     """The tiny sweep drained by a worker in this process (so a test can patch it)."""
     cfg = write_config(tmp_path / "tiny.yaml", **{**TINY, **POLICY})
     res = cli("launch", str(cfg), "--db", db_url, "--redis", redis_url)
@@ -32,7 +34,7 @@ def build_in_process(db_url: str, redis_url: str, tmp_path) -> str:  # type: ign
     return scalar(make_engine(db_url), "SELECT name FROM sweeps")
 
 
-def stored(engine) -> dict[int, dict[str, list[bytes]]]:  # type: ignore[no-untyped-def]
+def stored(engine: Engine) -> dict[int, dict[str, list[bytes]]]:
     """trial id -> kind -> blobs."""
     out: dict[int, dict[str, list[bytes]]] = {}
     for tid, kind, data in rows(engine, "SELECT trial_id, kind, data FROM checkpoints"):
@@ -40,7 +42,7 @@ def stored(engine) -> dict[int, dict[str, list[bytes]]]:  # type: ignore[no-unty
     return out
 
 
-def ranked(engine, stage_idx: int) -> list[int]:  # type: ignore[no-untyped-def]
+def ranked(engine: Engine, stage_idx: int) -> list[int]:
     """Done trials of a search stage, best first (as the stage ranks them)."""
     return [r[0] for r in rows(engine, """
         SELECT t.id FROM trials t JOIN stages st ON st.id = t.stage_id
@@ -52,8 +54,8 @@ def has_optimizer(blob: bytes) -> bool:
     return any(k.startswith("optim.") for k in checkpoint.decode(blob))
 
 
-def test_default_policy_keeps_top_weights_and_extend_candidates(tmp_path, db_url,
-                                                                redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_default_policy_keeps_top_weights_and_extend_candidates(tmp_path: Path, db_url: str,
+                                                                redis_url: str) -> None:
     name = build(db_url, redis_url, tmp_path, **POLICY)
     engine = make_engine(db_url)
     ck = stored(engine)
@@ -84,8 +86,9 @@ def test_default_policy_keeps_top_weights_and_extend_candidates(tmp_path, db_url
     assert all("last" not in ck[tid] for tid in last[:2])  # no longer extend's candidates
 
 
-def test_cleanup_is_per_trial_and_a_crash_loses_nothing(tmp_path, sqlite_url, redis_url,
-                                                         monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_cleanup_is_per_trial_and_a_crash_loses_nothing(tmp_path: Path, sqlite_url: str,
+                                                        redis_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # run the sweep with cleanup off: the database of a version before retention
     monkeypatch.setattr(jobs, "apply_retention_of_stage", lambda engine, stage_id: None)
     name = build_in_process(sqlite_url, redis_url, tmp_path)
@@ -121,8 +124,8 @@ def test_cleanup_is_per_trial_and_a_crash_loses_nothing(tmp_path, sqlite_url, re
         assert res.exit_code == 0, res.output
 
 
-def test_gc_shrinks_a_database_written_before_retention(tmp_path, db_url, redis_url,
-                                                        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_gc_shrinks_a_database_written_before_retention(tmp_path: Path, db_url: str, redis_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs, "apply_retention_of_stage", lambda engine, stage_id: None)
     name = build_in_process(db_url, redis_url, tmp_path)
     engine = make_engine(db_url)
@@ -147,8 +150,8 @@ def test_gc_shrinks_a_database_written_before_retention(tmp_path, db_url, redis_
     assert "0 trial(s) cleaned" in cli("gc", name, "--db", db_url).output
 
 
-def test_a_stage_closed_by_a_straggler_is_cleaned_without_gc(tmp_path, sqlite_url,
-                                                              redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_a_stage_closed_by_a_straggler_is_cleaned_without_gc(tmp_path: Path, sqlite_url: str,
+                                                              redis_url: str) -> None:
     """Stage 0 advances on its quorum while one trial is still out; the whole last stage
     runs; when the straggler finally finishes, its finish closes stage 0 (and ends the
     sweep) and the advancement job of that closed stage cleans its checkpoints."""
@@ -178,7 +181,7 @@ def test_a_stage_closed_by_a_straggler_is_cleaned_without_gc(tmp_path, sqlite_ur
     assert "0 trial(s) cleaned" in cli("gc", "--db", sqlite_url).output
 
 
-def test_gc_of_an_unknown_sweep_is_bad_input(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_gc_of_an_unknown_sweep_is_bad_input(sqlite_url: str) -> None:
     make_engine(sqlite_url)
     res = cli("gc", "nope", "--db", sqlite_url)
     assert res.exit_code == 2 and "nope" in res.output

@@ -8,7 +8,7 @@ import math
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from coordinator.cli import main
 from coordinator.config import load_config
@@ -16,7 +16,8 @@ from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
-from tests.helpers import rows, scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ def make(tmp_path, db_url, stages, space=SPACE, **top):  # type: ignore[no-untyp
     return engine, made.sweep_id, made.name
 
 
-def stage_id(engine, sweep_id: int, idx: int) -> int:  # type: ignore[no-untyped-def]
+def stage_id(engine: Engine, sweep_id: int, idx: int) -> int:
     return scalar(engine, "SELECT id FROM stages WHERE sweep_id = :s AND idx = :i",
                   s=sweep_id, i=idx)
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from coordinator.cli import main
-from tests.helpers import write_config
+from tests.support.configs import write_config
 
 TRAIN = {"depth": 1, "hidden_size": 16, "update_rule": "sgd"}
 

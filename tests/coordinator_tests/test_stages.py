@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine
-from tests.helpers import rows, scalar, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +27,7 @@ def finish(engine, sweep_id: int, stage_idx: int, trial_idxs, status: str = "don
                                                          "i": stage_idx})
 
 
-def stage_id(engine, sweep_id: int, idx: int) -> int:  # type: ignore[no-untyped-def]
+def stage_id(engine: Engine, sweep_id: int, idx: int) -> int:
     return scalar(engine, "SELECT id FROM stages WHERE sweep_id = :s AND idx = :i",
                   s=sweep_id, i=idx)
 
@@ -76,7 +79,8 @@ def test_sweep_finishes_only_when_every_stage_closed(sweep) -> None:  # type: ig
     assert scalar(engine, "SELECT status FROM sweeps WHERE id = :s", s=sid) == "done"
 
 
-def test_planning_is_deterministic_whatever_the_finishing_order(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_planning_is_deterministic_whatever_the_finishing_order(tmp_path: Path,
+                                                                db_url: str) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml", stages=[
         {"trials": 10, "epochs": 1, "quorum": 0.8}, {"trials": 4, "epochs": 2}]))
     engine = make_engine(db_url)

@@ -6,17 +6,21 @@ import multiprocessing as mp
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from redis import Redis
+from sqlalchemy import Engine
 
 from coordinator.cli import main
 from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine
-from tests.helpers import ROOT, assert_curves_complete, rows, scalar, start_worker, write_config
+from tests.support.configs import write_config
+from tests.support.db import assert_curves_complete, rows, scalar
+from tests.support.processes import ROOT, Fleet
 from tests.support.redis_lease import flush_besides_lease
 
 pytestmark = pytest.mark.integration
@@ -26,31 +30,26 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def drain(db_url: str, redis_url: str, n: int = 2, timeout: float = 120) -> str:
+def drain(tmp_path: Path, db_url: str, redis_url: str, n: int = 2) -> str:
     """Run ``n`` burst workers to the end; returns their combined stderr."""
-    procs = [start_worker(db_url, redis_url, "--burst") for _ in range(n)]
-    logs = []
-    for p in procs:
-        _, err = p.communicate(timeout=timeout)
-        logs.append(err.decode())
-        assert p.returncode == 0, err.decode()[-2000:]
-    return "\n".join(logs)
+    return Fleet(tmp_path, db_url, redis_url).drain(n=n)
 
 
-def trial_params(engine) -> list[tuple]:  # type: ignore[no-untyped-def]
+def trial_params(engine: Engine) -> list[tuple]:
     return rows(engine, """SELECT st.idx, t.idx, t.seed, t.status, p.name, p.value, p.value_text
                            FROM trials t JOIN stages st ON st.id = t.stage_id
                            JOIN params p ON p.trial_id = t.id
                            ORDER BY st.idx, t.idx, p.name""")
 
 
-def test_launch_and_burst_workers_finish_every_stage(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_launch_and_burst_workers_finish_every_stage(tmp_path: Path, db_url: str,
+                                                     redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 6, "epochs": 1},
                                                     {"trials": 4, "epochs": 2},
                                                     {"trials": 2, "epochs": 4}])
     res = invoke("launch", str(cfg), "--db", db_url, "--redis", redis_url)
     assert res.exit_code == 0, res.output
-    logs = drain(db_url, redis_url, n=3)
+    logs = drain(tmp_path, db_url, redis_url, n=3)
     engine = make_engine(db_url)
     assert scalar(engine, "SELECT status FROM sweeps") == "done", logs
     assert rows(engine, "SELECT idx, n_trials, epochs FROM stages ORDER BY idx") == [
@@ -64,11 +63,12 @@ def test_launch_and_burst_workers_finish_every_stage(tmp_path, db_url, redis_url
     assert_curves_complete(engine)
 
 
-def test_run_matches_launch_plus_workers_and_leaves_no_process(tmp_path, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_run_matches_launch_plus_workers_and_leaves_no_process(tmp_path: Path,
+                                                               redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml")
     launched_db = f"sqlite:///{tmp_path}/launched.db"
     assert invoke("launch", str(cfg), "--db", launched_db, "--redis", redis_url).exit_code == 0
-    drain(launched_db, redis_url)
+    drain(tmp_path, launched_db, redis_url)
 
     queue = f"q{uuid.uuid4().hex[:8]}"
     ran_db = f"sqlite:///{tmp_path}/ran.db"
@@ -101,14 +101,15 @@ def _embedded_redis_left(tmp_dir) -> bool:  # type: ignore[no-untyped-def]
     return bool(out.stdout.strip())
 
 
-def test_too_low_learning_rate_is_flagged_and_the_next_range_moves_up(tmp_path, sqlite_url,
-                                                                      redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_too_low_learning_rate_is_flagged_and_the_next_range_moves_up(tmp_path: Path,
+                                                                      sqlite_url: str,
+                                                                      redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", dataset="digits",
                        space={"learning_rate": {"dist": "log_uniform", "low": 1e-9,
                                                 "high": 1e-6}},
                        stages=[{"trials": 30, "epochs": 1}, {"trials": 4, "epochs": 1}])
     invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url)
-    drain(sqlite_url, redis_url)
+    drain(tmp_path, sqlite_url, redis_url)
     engine = make_engine(sqlite_url)
     flags = rows(engine, "SELECT param, side FROM boundary_flags f JOIN stages s "
                          "ON s.id = f.stage_id WHERE s.idx = 0")
@@ -120,7 +121,8 @@ def test_too_low_learning_rate_is_flagged_and_the_next_range_moves_up(tmp_path, 
     assert "learning_rate" in res.output and "high edge" in res.output
 
 
-def test_wide_learning_rate_range_narrows_stage_by_stage(tmp_path, sqlite_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_wide_learning_rate_range_narrows_stage_by_stage(tmp_path: Path, sqlite_url: str,
+                                                         redis_url: str) -> None:
     import math
 
     cfg = write_config(tmp_path / "c.yaml", dataset="digits",
@@ -129,7 +131,7 @@ def test_wide_learning_rate_range_narrows_stage_by_stage(tmp_path, sqlite_url, r
                        stages=[{"trials": 16, "epochs": 1}, {"trials": 6, "epochs": 2},
                                {"trials": 3, "epochs": 3}])
     invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url)
-    drain(sqlite_url, redis_url)
+    drain(tmp_path, sqlite_url, redis_url)
     engine = make_engine(sqlite_url)
     spans = rows(engine, "SELECT s.idx, r.low, r.high FROM stage_ranges r JOIN stages s "
                          "ON s.id = r.stage_id WHERE r.param = 'learning_rate' ORDER BY s.idx")
@@ -144,7 +146,7 @@ def _advance_in_child(db_url: str, stage_id: int, barrier, results) -> None:  # 
     results.put(None if done is None else done.next_stage_id)
 
 
-def test_concurrent_stage_advancement_happens_exactly_once(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_stage_advancement_happens_exactly_once(tmp_path: Path, db_url: str) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml", stages=[{"trials": 8, "epochs": 1},
                                                                 {"trials": 4, "epochs": 2}]))
     engine = make_engine(db_url)
@@ -175,19 +177,18 @@ def test_concurrent_stage_advancement_happens_exactly_once(tmp_path, db_url) -> 
 
 
 def test_lost_advancement_is_completed_by_resume_and_resume_is_idempotent(
-        tmp_path, sqlite_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, sqlite_url: str, redis_url: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 6, "epochs": 1, "quorum": 1},
                                                     {"trials": 3, "epochs": 3}])
     invoke("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url)
-    p = start_worker(sqlite_url, redis_url, "--burst", "--max-jobs", "6")
-    assert p.wait(60) == 0
+    Fleet(tmp_path, sqlite_url, redis_url).drain("--max-jobs", "6", timeout=60)
     conn = Redis.from_url(redis_url)
     flush_besides_lease(conn)  # the advancement job (and anything else) is lost
     engine = make_engine(sqlite_url)
     assert scalar(engine, "SELECT COUNT(*) FROM stages") == 1
     res = invoke("resume", "t", "--db", sqlite_url, "--redis", redis_url)
     assert "re-advanced 1 stage" in res.output
-    drain(sqlite_url, redis_url, n=1)
+    drain(tmp_path, sqlite_url, redis_url, n=1)
     assert scalar(engine, "SELECT status FROM sweeps") == "done"
     before = rows(engine, "SELECT id, status, attempts FROM trials ORDER BY id")
     res = invoke("resume", "t", "--db", sqlite_url, "--redis", redis_url)
@@ -196,12 +197,13 @@ def test_lost_advancement_is_completed_by_resume_and_resume_is_idempotent(
     assert conn.llen("rq:queue:hpsweep") == 0
 
 
-def test_readme_example_queries_answer_on_both_databases(tmp_path, db_url, redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_readme_example_queries_answer_on_both_databases(tmp_path: Path, db_url: str,
+                                                         redis_url: str) -> None:
     import re
 
     cfg = write_config(tmp_path / "c.yaml", name="digits-mlp")
     invoke("launch", str(cfg), "--db", db_url, "--redis", redis_url)
-    drain(db_url, redis_url, n=1)
+    drain(tmp_path, db_url, redis_url, n=1)
     engine = make_engine(db_url)
     trial = scalar(engine, "SELECT MAX(id) FROM trials WHERE status = 'done'")
     queries = re.findall(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
@@ -214,7 +216,7 @@ def test_readme_example_queries_answer_on_both_databases(tmp_path, db_url, redis
     # seed retraining trials share the best trial's parameters: the examples leave them out
     assert invoke("ensemble", "digits-mlp", "--method", "seeds", "--k", "2", "--no-wait",
                   "--db", db_url, "--redis", redis_url).exit_code == 0
-    drain(db_url, redis_url, n=1)
+    drain(tmp_path, db_url, redis_url, n=1)
     seeds = {r[0] for r in rows(engine, "SELECT t.id FROM trials t JOIN stages st ON "
                                         "st.id = t.stage_id WHERE st.kind = 'seeds' AND "
                                         "t.status = 'done'")}
@@ -224,7 +226,7 @@ def test_readme_example_queries_answer_on_both_databases(tmp_path, db_url, redis
     assert [r[0] for r in rows(engine, queries[2])] == [0, 1]  # stage idx, search stages only
 
 
-def test_ctrl_c_stops_everything_run_started(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_stops_everything_run_started(tmp_path: Path) -> None:
     import signal
     import time
 

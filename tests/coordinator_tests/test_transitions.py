@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +25,20 @@ from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import _advance, advance
 from storage.db import is_sqlite, make_engine
 from tests.coordinator_tests.test_stages import finish, stage_id
-from tests.helpers import rows, scalar, wait_for, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def first_stage_done(tmp_path: Path, engine: Engine) -> tuple[int, int]:
+    """A sweep of 4 + 3 one-epoch trials whose stage 0 is all done, not yet advanced:
+    (sweep id, stage 0's id)."""
+    cfg = load_config(write_config(tmp_path / "c.yaml", stages=[
+        {"trials": 4, "epochs": 1}, {"trials": 3, "epochs": 1}]))
+    sid = create_sweep(engine, cfg, "q", prepare_dataset(cfg)).sweep_id
+    finish(engine, sid, 0, range(4))
+    return sid, stage_id(engine, sid, 0)
 
 
 def two_stage_sweep(tmp_path, engine: Engine, trials: tuple[int, int] = (4, 2),  # type: ignore[no-untyped-def]
@@ -74,7 +86,7 @@ def interleave(engine: Engine, first: Callable[[Session], Any],
     return out["first"], out.get("second")
 
 
-def test_closing_two_stages_at_once_finishes_the_sweep(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_closing_two_stages_at_once_finishes_the_sweep(tmp_path: Path, db_url: str) -> None:
     """The write skew seen with 48 workers: stage 0's last straggler and stage 1's last
     trial end together; each closing transaction saw the other stage still open."""
     engine = make_engine(db_url)
@@ -92,15 +104,11 @@ def test_closing_two_stages_at_once_finishes_the_sweep(tmp_path, db_url) -> None
     assert scalar(engine, "SELECT finished_at FROM sweeps WHERE id = :s", s=sid) is not None
 
 
-def test_cancel_while_the_next_stage_is_planned_cancels_it_too(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_while_the_next_stage_is_planned_cancels_it_too(tmp_path: Path, db_url: str) -> None:
     """Cancel during the advancement that plans stage 1: stage 1 and its queued trials are
     cancelled as well, not left running (and queued) in a cancelled sweep."""
-    cfg = load_config(write_config(tmp_path / "c.yaml", stages=[
-        {"trials": 4, "epochs": 1}, {"trials": 3, "epochs": 1}]))
     engine = make_engine(db_url)
-    sid = create_sweep(engine, cfg, "q", prepare_dataset(cfg)).sweep_id
-    s0 = stage_id(engine, sid, 0)
-    finish(engine, sid, 0, range(4))
+    sid, s0 = first_stage_done(tmp_path, engine)
     planned, dropped = interleave(engine, lambda s: _advance(s, engine, s0),
                                   lambda: cancel_sweep(engine, None, sid))
     assert planned is not None and len(planned.trial_ids) == 3
@@ -112,7 +120,7 @@ def test_cancel_while_the_next_stage_is_planned_cancels_it_too(tmp_path, db_url)
                           "('queued', 'running')", s=sid) == 0
 
 
-def test_cancel_closes_a_stage_whose_last_open_trials_it_drops(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_closes_a_stage_whose_last_open_trials_it_drops(tmp_path: Path, db_url: str) -> None:
     engine = make_engine(db_url)
     sid = two_stage_sweep(tmp_path, engine)  # stage 0: stragglers 2 and 3 still queued
     finish(engine, sid, 1, [0, 1])
@@ -121,13 +129,9 @@ def test_cancel_closes_a_stage_whose_last_open_trials_it_drops(tmp_path, db_url)
                 s=sid) == [(0, "done"), (1, "cancelled")]
 
 
-def test_advance_after_cancel_plans_nothing(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
-    cfg = load_config(write_config(tmp_path / "c.yaml", stages=[
-        {"trials": 4, "epochs": 1}, {"trials": 3, "epochs": 1}]))
+def test_advance_after_cancel_plans_nothing(tmp_path: Path, db_url: str) -> None:
     engine = make_engine(db_url)
-    sid = create_sweep(engine, cfg, "q", prepare_dataset(cfg)).sweep_id
-    s0 = stage_id(engine, sid, 0)
-    finish(engine, sid, 0, range(4))
+    sid, s0 = first_stage_done(tmp_path, engine)
 
     def cancel_in(s: Session) -> None:
         from storage import transitions
@@ -220,7 +224,8 @@ def _claimed_open_trials(engine: Engine, sweep_id: int) -> list[tuple[int, str, 
     return out
 
 
-def test_last_trials_finishing_together_always_finish_the_sweep(tmp_path, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_last_trials_finishing_together_always_finish_the_sweep(tmp_path: Path,
+                                                                db_url: str) -> None:
     """Real processes, released by a barrier, end the last trials of both stages at the
     same moment (stage 0's stragglers and all of stage 1), round after round."""
     engine = make_engine(db_url)

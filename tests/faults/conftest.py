@@ -7,20 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import FAST, Fleet, RedisServer, write_dataset
+from tests.support.configs import write_blobs
+from tests.support.processes import Fleet
+from tests.support.servers import RedisServer, private_redis
+
+FAST = ("--lease-seconds", "2", "--reconcile-every", "0.5")
 
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12,000 x 128 float32, 10 classes: ~0.1 s per epoch with 512 hidden units."""
-    return write_dataset(tmp_path_factory.mktemp("data") / "blobs.npz")
+    return write_blobs(tmp_path_factory.mktemp("data") / "blobs.npz", n=12_000, d=128,
+                       classes=10, spread=1.0, noise=8.0)
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.kill()
+    with private_redis(tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture

@@ -4,20 +4,14 @@ is never enqueued again, and does not block its stage."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.faults.support import (
-    Fleet,
-    launch,
-    observer,
-    rows,
-    scalar,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import rows, scalar, sweep_status, wait_for
+from tests.support.processes import Fleet
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
 
@@ -25,13 +19,11 @@ MAX_ATTEMPTS = 3
 
 
 def test_trial_killed_on_every_attempt_fails_and_the_sweep_goes_on(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(2, 8), (2, 2)],
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(2, 8), (2, 2)],
                        max_attempts=MAX_ATTEMPTS)
-    out = launch(cfg, db, redis_server.url)
-    assert out.returncode == 0, out.stderr
-    engine = observer(db)
-    sweep_id = sweep_id_of(engine, out.stdout.strip())
+    sweep_id = fleet.launch(cfg)
+    engine = fleet.engine
     victim = scalar(engine, "SELECT MIN(id) FROM trials")
 
     def attempt_running(k: int) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from sqlalchemy import inspect
 
 from coordinator.cli import main
 from storage.db import make_engine
-from tests.faults.support import RedisServer, rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
+from tests.support.servers import RedisServer, private_redis
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -72,10 +75,9 @@ def _snapshot(db_url: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def redis_once(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.kill()
+def redis_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with private_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +85,9 @@ def existing_db(tmp_path_factory: pytest.TempPathFactory, redis_once: RedisServe
     """A database that already holds a sweep (launched while Redis was down)."""
     tmp = tmp_path_factory.mktemp("existing")
     url = f"sqlite:///{tmp / 'existing.db'}"
-    res = CliRunner().invoke(main, ["launch", str(write_config(tmp / "ok.yaml", "spiral",
-                                                               [(3, 1)])),
-                                    "--db", url, "--redis", "redis://127.0.0.1:1/0"])
+    config = write_config(tmp / "ok.yaml", "blobs", dataset="spiral", stages=[(3, 1)])
+    res = CliRunner().invoke(main, ["launch", str(config), "--db", url,
+                                    "--redis", "redis://127.0.0.1:1/0"])
     assert res.exit_code == 0, res.output
     return url
 
@@ -95,7 +97,7 @@ def test_bad_dataset_exits_2_naming_the_problem_and_changes_nothing(
         tmp_path, make_bad, existing_db, redis_once) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "data.npz"
     problem = make_bad(data)
-    cfg = write_config(tmp_path / "c.yaml", data, [(3, 1)])
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=data, stages=[(3, 1)])
     fresh = tmp_path / "fresh.db"
     before = _snapshot(existing_db)
     for db in (f"sqlite:///{fresh}", existing_db):

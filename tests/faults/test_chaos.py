@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.faults.support import (
-    Fleet,
-    assert_curves_match,
-    launch,
-    observer,
-    reference_curves,
-    rows,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import rows, sweep_status, wait_for
+from tests.support.processes import Fleet
+from tests.support.reference import assert_curves_match, reference_curves
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
 
@@ -27,20 +21,19 @@ WORKERS, MAX_KILLS, CHAOS_SECONDS = 3, 25, 45.0
 
 
 def test_sweep_survives_a_worker_killed_every_second_or_two(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     # Two stages: 16 trials of 5 epochs, then the 4 best ranges refined, 4 trials of 5 epochs.
     # The learning-rate range reaches rates that diverge, so 'diverged' is exercised too.
     # More attempts than kills: bad luck alone (one trial's worker killed three times, the
     # default cap) must not fail a trial here; the cap has its own test in test_attempts.py.
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(16, 5), (4, 5)], hidden=1024,
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset,
+                       stages=[(16, 5), (4, 5)], hidden=1024,
                        space={"learning_rate": {"dist": "log_uniform", "low": 1e-3,
                                                 "high": 1.0}},
                        max_attempts=MAX_KILLS + 1)
     reference = reference_curves(cfg, tmp_path / "ref")
-    out = launch(cfg, db, redis_server.url)
-    assert out.returncode == 0, out.stderr
-    engine = observer(db)
-    sweep_id = sweep_id_of(engine, out.stdout.strip())
+    sweep_id = fleet.launch(cfg)
+    engine = fleet.engine
     for _ in range(WORKERS):
         fleet.start()
 

@@ -22,8 +22,10 @@ from coordinator.retention import NOTHING, RESUMABLE, WEIGHTS, retention_plan
 from storage.db import make_engine, transact
 from tests.coordinator_tests.finished_sweep import drain
 from tests.coordinator_tests.test_retention import build_in_process, ranked
-from tests.faults.support import ROOT, _state, _write_locked, env_for, hpsweep, rows, wait_for
-from tests.helpers import assert_curves_complete
+from tests.support.db import assert_curves_complete, rows, wait_for
+from tests.support.processes import ROOT, _state, _write_locked
+from tests.support.processes import hpsweep_cmd as hpsweep
+from tests.support.processes import worker_env as env_for
 from worker.nn import checkpoint
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]

@@ -7,13 +7,16 @@ from __future__ import annotations
 import logging
 
 import pytest
+from sqlalchemy.orm import Session
 
 import storage.trials as trial_store
 from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
-from tests.faults.support import assert_curves_match, reference_curves, rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
+from tests.support.reference import assert_curves_match, reference_curves
 from worker.data import DatasetCache
 from worker.trainer import TrialContext, run_attempt
 
@@ -28,7 +31,8 @@ class Injected(RuntimeError):
 
 @pytest.fixture
 def sweep(tmp_path, dataset, db_url):  # type: ignore[no-untyped-def]
-    cfg_path = write_config(tmp_path / "c.yaml", dataset, [(1, EPOCHS)], hidden=64)
+    cfg_path = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset,
+                            stages=[(1, EPOCHS)], hidden=64)
     engine = make_engine(db_url)
     cfg = load_config(cfg_path)
     made = create_sweep(engine, cfg, "hpsweep", prepare_dataset(cfg))
@@ -69,7 +73,7 @@ def test_crash_between_checkpoint_write_and_commit_leaves_no_trace_of_the_epoch(
     assert_curves_match(engine, sweep_id, reference_curves(cfg_path, tmp_path / "ref"))
 
 
-def rows_in(s, trial_id: int, epoch: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def rows_in(s: Session, trial_id: int, epoch: int) -> tuple[int, int]:
     from sqlalchemy import text
 
     q = "SELECT COUNT(*) FROM {} WHERE trial_id = :t AND epoch = :e"

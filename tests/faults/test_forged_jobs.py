@@ -17,18 +17,11 @@ from sqlalchemy import inspect
 
 from storage.db import make_engine
 from storage.meta import identity
-from tests.faults.support import (
-    Fleet,
-    RedisServer,
-    assert_curves_match,
-    launch,
-    reference_curves,
-    rows,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import rows, sweep_status, wait_for
+from tests.support.processes import Fleet
+from tests.support.reference import assert_curves_match, reference_curves
+from tests.support.servers import RedisServer
 from worker.queue import RUN_TRIAL, origin_kwargs
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -95,7 +88,7 @@ def _answer(server: RedisServer, job_id: str) -> tuple[str | None, str]:
 
 
 def test_forged_and_broken_jobs_are_refused_and_the_worker_serves_on(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     engine = make_engine(db)  # a worker serves an existing database, never creates one
     worker = fleet.start()
     expected, sentinels = _forge(redis_server, tmp_path, origin_kwargs(identity(engine)))
@@ -114,10 +107,8 @@ def test_forged_and_broken_jobs_are_refused_and_the_worker_serves_on(
     assert written and set(written.values()) == {0}, written
     assert worker.alive(), worker.text()
 
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(3, 2)], hidden=64)
-    out = launch(cfg, db, redis_server.url)
-    assert out.returncode == 0, out.stderr
-    sweep_id = sweep_id_of(engine, out.stdout.strip())
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(3, 2)], hidden=64)
+    sweep_id = fleet.launch(cfg)
     assert wait_for(lambda: sweep_status(engine, sweep_id) == "done", 60), worker.text()
     assert_curves_match(engine, sweep_id, reference_curves(cfg, tmp_path / "ref"))
     assert worker.alive() and "RQ's loop quit" not in worker.text()

@@ -9,23 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from storage.db import make_engine
-from tests.faults.support import (
-    Fleet,
-    assert_curves_match,
-    freeze_outside_transaction,
-    launch,
-    observer,
-    reference_curves,
-    rows,
-    scalar,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import epochs_recorded, rows, scalar, sweep_status, wait_for
+from tests.support.processes import Fleet, freeze_outside_transaction
+from tests.support.reference import assert_curves_match, reference_curves
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -33,29 +24,22 @@ EPOCHS = 10
 BOTH_BACKENDS = pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 
 
-def _one_trial_sweep(tmp_path: Path, dataset: Path, db: str, redis_url: str,  # type: ignore[no-untyped-def]
-                     **top: object):
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(1, EPOCHS)], **top)
-    out = launch(cfg, db, redis_url)
-    assert out.returncode == 0, out.stderr
-    engine = observer(db)
-    return cfg, engine, sweep_id_of(engine, out.stdout.strip())
-
-
-def _epochs(engine, sweep_id: int) -> int:  # type: ignore[no-untyped-def]
-    return int(scalar(engine, "SELECT COUNT(*) FROM curves c JOIN trials t ON t.id = c.trial_id "
-                              "WHERE t.sweep_id = :s", s=sweep_id))
+def _one_trial_sweep(tmp_path: Path, dataset: Path, fleet: Fleet,
+                     **top: object) -> tuple[Path, Engine, int]:
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(1, EPOCHS)], **top)
+    sweep_id = fleet.launch(cfg)  # the database exists from here on
+    return cfg, fleet.engine, sweep_id
 
 
 @BOTH_BACKENDS
 def test_sigkill_of_a_whole_worker_mid_epoch_resumes_from_the_last_checkpoint(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url)
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     first = fleet.start()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 3, 60), fleet.logs()
     time.sleep(0.05)  # into the next epoch
     first.kill()
-    killed_at = _epochs(engine, sweep_id)
+    killed_at = epochs_recorded(engine, sweep_id)
     assert killed_at < EPOCHS
     assert scalar(engine, "SELECT status FROM trials") == "running"
     second = fleet.start()
@@ -67,17 +51,17 @@ def test_sigkill_of_a_whole_worker_mid_epoch_resumes_from_the_last_checkpoint(
 
 
 def test_sigstop_past_the_lease_then_sigcont_the_stale_execution_writes_nothing(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url)
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     frozen = fleet.start()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 3, 60), fleet.logs()
     time.sleep(0.05)
     freeze_outside_transaction(frozen, tmp_path / "sweep.db")
     stopped_at = time.monotonic()
-    at_stop = _epochs(engine, sweep_id)
+    at_stop = epochs_recorded(engine, sweep_id)
     taker = fleet.start()
     assert wait_for(lambda: scalar(engine, "SELECT attempts FROM trials") == 2, 30), fleet.logs()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= at_stop + 2, 30), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= at_stop + 2, 30), fleet.logs()
     before = rows(engine, "SELECT epoch, val_loss, seconds FROM curves WHERE epoch <= :e "
                           "ORDER BY epoch", e=at_stop + 1)
     frozen.signal(signal.SIGCONT)  # mid-way through the new attempt: its lease is live
@@ -104,13 +88,13 @@ def _flip(blob: bytes) -> bytes:
 
 @BOTH_BACKENDS
 def test_corrupted_latest_checkpoint_falls_back_with_a_warning(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     # A high learning rate: validation accuracy peaks early, so 'best' is older than 'last'.
     high_lr = {"learning_rate": {"dist": "log_uniform", "low": 2e-2, "high": 3e-2}}
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url,
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet,
                                              space=high_lr)
     first = fleet.start()
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 5, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 5, 60), fleet.logs()
     first.kill()
     saved = rows(engine, "SELECT kind, epoch, data FROM checkpoints")
     newest = max(epoch for _, epoch, _ in saved)
@@ -136,14 +120,14 @@ def _children(pid: int) -> list[int]:
 
 
 def test_sigkill_of_the_work_horse_only_resumes_from_the_last_checkpoint(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url)
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     parent = fleet.start("--fork")
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 3, 60), fleet.logs()
     horses = _children(parent.pid)
     assert len(horses) == 1, horses
     os.kill(horses[0], signal.SIGKILL)
-    killed_at = _epochs(engine, sweep_id)
+    killed_at = epochs_recorded(engine, sweep_id)
     assert wait_for(lambda: sweep_status(engine, sweep_id) != "running", 60), fleet.logs()
     assert sweep_status(engine, sweep_id) == "done"
     assert parent.alive(), parent.text()
@@ -155,10 +139,10 @@ def test_sigkill_of_the_work_horse_only_resumes_from_the_last_checkpoint(
 
 
 def test_sigkill_of_the_parent_only_lets_the_orphan_horse_finish_once(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, db, redis_server.url)
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
+    cfg, engine, sweep_id = _one_trial_sweep(tmp_path, dataset, fleet)
     parent = fleet.start("--fork")
-    assert wait_for(lambda: _epochs(engine, sweep_id) >= 3, 60), fleet.logs()
+    assert wait_for(lambda: epochs_recorded(engine, sweep_id) >= 3, 60), fleet.logs()
     horse, = _children(parent.pid)
     os.kill(parent.pid, signal.SIGKILL)  # the horse has its own process group: it lives on
     parent.proc.wait()

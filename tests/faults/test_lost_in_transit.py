@@ -6,30 +6,24 @@ reconcilers must put the trial back within seconds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.faults.support import (
-    Fleet,
-    RedisServer,
-    launch,
-    observer,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import sweep_status, wait_for
+from tests.support.processes import Fleet
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
 def test_job_stranded_between_dequeue_and_start_is_put_back(
-        tmp_path, dataset, db, redis_server: RedisServer, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(4, 1)], hidden=32)
-    out = launch(cfg, db, redis_server.url)
-    assert out.returncode == 0, out.stderr
-    engine = observer(db)
-    sweep_id = sweep_id_of(engine, out.stdout.strip())
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(4, 1)], hidden=32)
+    sweep_id = fleet.launch(cfg)
+    engine = fleet.engine
 
     conn = redis_server.client()
     # What RQ's dequeue does first (BLMOVE queue -> intermediate) and a SIGKILL then freezes.

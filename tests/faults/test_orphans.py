@@ -23,9 +23,9 @@ import pytest
 
 from coordinator.embedded import EmbeddedRedis
 from storage.db import make_engine
-from tests.faults.support import hpsweep, rows, scalar, wait_for
-from tests.helpers import ROOT, assert_curves_complete, start_worker
-from tests.helpers import write_config as write_spiral
+from tests.support.configs import write_config as write_spiral
+from tests.support.db import assert_curves_complete, rows, scalar, wait_for
+from tests.support.processes import ROOT, Fleet, clean_env, hpsweep_cmd, run_hpsweep
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration,
               pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")]
@@ -80,10 +80,7 @@ def descendants(pid: int) -> list[Proc]:
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
     """No Redis or database URL from the caller; temporary files (the embedded Redis's
     folder) in ``tmp``; one BLAS thread."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HPSWEEP_")}
-    env.update(PYTHONPATH=str(ROOT), TMPDIR=str(tmp), OPENBLAS_NUM_THREADS="1",
-               OMP_NUM_THREADS="1", HPSWEEP_CACHE=str(tmp / "cache"), **extra)
-    return env
+    return clean_env(TMPDIR=str(tmp), HPSWEEP_CACHE=str(tmp / "cache"), **extra)
 
 
 def _start(tmp_path: Path, args: list[str], **env: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -91,7 +88,7 @@ def _start(tmp_path: Path, args: list[str], **env: str) -> tuple[subprocess.Pope
     tmp.mkdir(exist_ok=True)
     log = tmp_path / f"{args[0]}-{uuid.uuid4().hex[:6]}.log"
     with open(log, "wb") as err:
-        proc = subprocess.Popen(hpsweep(*args), cwd=ROOT, env=_env(tmp, **env),
+        proc = subprocess.Popen(hpsweep_cmd(*args), cwd=ROOT, env=_env(tmp, **env),
                                 stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT)
     return proc, log
 
@@ -212,20 +209,17 @@ def test_sighup_of_run_stops_everything_and_the_sweep_resumes(
 
     engine = make_engine(db, readonly=True)
     name = scalar(engine, "SELECT name FROM sweeps")
-    resumed = subprocess.run(hpsweep("resume", name, "--db", db, "--redis", redis_url), cwd=ROOT,
-                             env=_env(tmp_path / "tmp"), capture_output=True, text=True,
-                             timeout=120)
+    resumed = run_hpsweep("resume", name, "--db", db, "--redis", redis_url,
+                          env=_env(tmp_path / "tmp"))
     assert resumed.returncode == 0, resumed.stderr
-    worker = start_worker(db, redis_url, "--burst", "--queue", queue, "--log-level", "warning",
-                          env={"HPSWEEP_CACHE": str(tmp_path / "cache")})
-    _, err = worker.communicate(timeout=300)
-    assert worker.returncode == 0, err.decode()[-3000:]
+    log = Fleet(tmp_path, db, redis_url).drain("--queue", queue, "--log-level", "warning",
+                                               timeout=300)
     try:
         state = rows(engine, """SELECT st.idx, st.status, t.status, COUNT(*) FROM trials t
                                 JOIN stages st ON st.id = t.stage_id
                                 GROUP BY st.idx, st.status, t.status""")
         assert scalar(engine, "SELECT status FROM sweeps") == "done", \
-            f"{state}\n{resumed.stdout}\n{err.decode()[-3000:]}"
+            f"{state}\n{resumed.stdout}\n{log[-3000:]}"
         assert_curves_complete(engine)
     finally:
         engine.dispose()
@@ -276,8 +270,8 @@ def _run_in_terminal(tmp_path: Path, db: str, recorded: list[Proc], prefix: list
     log = tmp_path / "terminal.log"
     terminal = Terminal(log)
     (tmp_path / "tmp").mkdir()
-    proc = terminal.start([*prefix, *hpsweep("run", str(_long_sweep(tmp_path)), "--workers", "2",
-                                             "--db", db)], _env(tmp_path / "tmp"), tmp_path)
+    run = hpsweep_cmd("run", str(_long_sweep(tmp_path)), "--workers", "2", "--db", db)
+    proc = terminal.start([*prefix, *run], _env(tmp_path / "tmp"), tmp_path)
     try:
         tree = _mid_training(proc, log, db, 3, recorded)
     finally:
@@ -318,10 +312,8 @@ def test_nohup_run_outlives_its_terminal(tmp_path: Path, recorded: list[Proc],
 def _launch(tmp_path: Path, config: Path, db: str, redis_url: str) -> str:
     """Launch ``config`` on a queue of its own (no other suite's worker takes its jobs)."""
     queue = _queue()
-    out = subprocess.run(hpsweep("launch", str(config), "--db", db, "--redis", redis_url,
-                                 "--queue", queue),
-                         cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
-                         timeout=120)
+    out = run_hpsweep("launch", str(config), "--db", db, "--redis", redis_url, "--queue", queue,
+                      env=_env(tmp_path))
     assert out.returncode == 0, out.stderr
     return queue
 

@@ -5,41 +5,31 @@ nobody types ``hpsweep resume``."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
-from tests.faults.support import (
-    Fleet,
-    RedisServer,
-    assert_curves_match,
-    free_port,
-    launch,
-    observer,
-    reference_curves,
-    rows,
-    scalar,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import observer, rows, scalar, sweep_id_of, sweep_status, wait_for
+from tests.support.processes import Fleet, run_hpsweep, worker_env
+from tests.support.reference import assert_curves_match, reference_curves
+from tests.support.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 
-def _counts(engine, sweep_id: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _counts(engine: Engine, sweep_id: int) -> dict[str, int]:
     return dict(rows(engine, "SELECT status, COUNT(*) FROM trials WHERE sweep_id = :s "
                              "GROUP BY status", s=sweep_id))
 
 
 @pytest.mark.slow
 def test_redis_restart_without_persistence_mid_sweep_needs_no_resume(
-        tmp_path, dataset, db, redis_server: RedisServer, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(12, 5)], hidden=256)
-    out = launch(cfg, db, redis_server.url)
-    assert out.returncode == 0, out.stderr
-    engine = observer(db)
-    sweep_id = sweep_id_of(engine, out.stdout.strip())
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(12, 5)], hidden=256)
+    sweep_id = fleet.launch(cfg)
+    engine = fleet.engine
     workers = [fleet.start(), fleet.start()]
 
     def mid_sweep() -> bool:
@@ -65,11 +55,12 @@ def test_redis_restart_without_persistence_mid_sweep_needs_no_resume(
 
 
 def test_redis_down_at_launch_exits_0_and_workers_enqueue_later(
-        tmp_path, dataset, db) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, dataset: Path, db: str) -> None:
     server = RedisServer(tmp_path / "redis", free_port())  # not started yet
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(4, 3)], hidden=64)
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset, stages=[(4, 3)], hidden=64)
     started = time.monotonic()
-    out = launch(cfg, db, server.url)
+    out = run_hpsweep("launch", str(cfg), "--db", db, "--redis", server.url,
+                      env=worker_env(db, server.url, tmp_path / "cache"))
     assert out.returncode == 0, out.stderr
     assert time.monotonic() - started < 15
     assert "warning" in out.stderr and "workers will" in out.stderr, out.stderr

@@ -7,21 +7,24 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.trials import EpochRecord
-from tests.faults.support import rows, scalar
+from tests.support.db import rows, scalar
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
 
 PROCESSES, TRIALS_EACH, EPOCHS = 8, 10, 10
 
 
-def _make_sweep(engine) -> list[int]:  # type: ignore[no-untyped-def]
+def _make_sweep(engine: Engine) -> list[int]:
     n = PROCESSES * TRIALS_EACH
 
     def work(s):  # type: ignore[no-untyped-def]
@@ -46,7 +49,7 @@ class _Count(logging.Handler):
         self.n += 1
 
 
-def _epoch(s, engine, tid: int, token: str, rec: EpochRecord) -> None:  # type: ignore[no-untyped-def]
+def _epoch(s: Session, engine: Engine, tid: int, token: str, rec: EpochRecord) -> None:
     """Read, then write, in one transaction (as the reaper does): a deferred BEGIN would
     get SQLITE_BUSY here at once, without waiting for the busy timeout."""
     trial_store.trial_best(s, tid)
@@ -83,7 +86,7 @@ def _writer(url: str, trial_ids: list[int], barrier, out) -> None:  # type: igno
     out.put((errors, retries.n, pragmas))
 
 
-def test_eight_processes_write_one_sqlite_file_without_lock_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_eight_processes_write_one_sqlite_file_without_lock_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     engine = make_engine(url)
     ids = _make_sweep(engine)

@@ -8,35 +8,29 @@ might."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
 from storage.meta import identity
-from tests.faults.support import (
-    Fleet,
-    assert_curves_match,
-    launch,
-    observer,
-    reference_curves,
-    rows,
-    sweep_id_of,
-    sweep_status,
-    wait_for,
-    write_config,
-)
+from tests.support.configs import write_config
+from tests.support.db import rows, sweep_status, wait_for
+from tests.support.processes import Fleet
+from tests.support.reference import assert_curves_match, reference_curves
+from tests.support.servers import RedisServer
 from worker.queue import RUN_TRIAL, AllowlistJob, origin_kwargs, trial_job_id
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 
 def test_job_timeout_mid_epoch_hands_the_trial_back_and_it_resumes(
-        tmp_path, dataset, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    cfg = write_config(tmp_path / "c.yaml", dataset, [(1, 30)])  # ~3 s: longer than 1 s
-    out = launch(cfg, db, "redis://127.0.0.1:1/0")  # Redis "down": the trial waits in the DB
-    assert out.returncode == 0, out.stderr
-    engine = observer(db)
-    sweep_id = sweep_id_of(engine, out.stdout.strip())
+        tmp_path: Path, dataset: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
+    cfg = write_config(tmp_path / "c.yaml", "blobs", dataset=dataset,
+                       stages=[(1, 30)])  # ~3 s: longer than 1 s
+    sweep_id = fleet.launch(cfg, "redis://127.0.0.1:1/0")  # Redis "down": the trial waits in the DB
+    engine = fleet.engine
     (tid,), = rows(engine, "SELECT id FROM trials")
     queue = Queue("hpsweep", connection=redis_server.client(), serializer=JSONSerializer,
                   job_class=AllowlistJob)

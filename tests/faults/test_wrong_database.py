@@ -9,7 +9,6 @@ sweep. And a worker of another *existing* hpsweep database leaves the job where 
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,18 +21,10 @@ from sqlalchemy import create_engine, inspect, make_url, text
 
 from storage.db import make_engine
 from storage.meta import describe, identity
-from tests.conftest import _pg_admin
-from tests.faults.support import (
-    ROOT,
-    Fleet,
-    env_for,
-    hpsweep,
-    observer,
-    rows,
-    sweep_status,
-    wait_for,
-)
-from tests.helpers import assert_curves_complete, write_config
+from tests.support.configs import write_config
+from tests.support.db import assert_curves_complete, observer, rows, sweep_status, wait_for
+from tests.support.processes import ROOT, Fleet, run_hpsweep, worker_env
+from tests.support.servers import RedisServer, postgres_db
 from worker.queue import RUN_TRIAL, AllowlistJob, job_origin, trial_job_id
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -42,11 +33,10 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 def run(args: list[str], cwd: Path, redis_url: str, db: str | None = None,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """An hpsweep command as a user runs it in ``cwd``; ``db`` None: no --db, no $HPSWEEP_DB."""
-    env = env_for(db or "", redis_url, cwd.parent / "cache")
+    env = worker_env(db or "", redis_url, cwd.parent / "cache")
     if db is None:
         env.pop("HPSWEEP_DB")
-    return subprocess.run(hpsweep(*args), cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_hpsweep(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 def queue_state(conn: Redis, name: str = "hpsweep") -> dict[str, object]:
@@ -63,7 +53,7 @@ def queue_state(conn: Redis, name: str = "hpsweep") -> dict[str, object]:
 
 
 def test_worker_in_another_folder_creates_nothing_takes_nothing_and_exits_2(
-        tmp_path, redis_server) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, redis_server: RedisServer) -> None:
     here, there = tmp_path / "here", tmp_path / "there"
     here.mkdir()
     there.mkdir()
@@ -89,7 +79,7 @@ def test_worker_in_another_folder_creates_nothing_takes_nothing_and_exits_2(
 
 
 def test_worker_pool_on_a_missing_database_exits_2_and_creates_nothing(
-        tmp_path, redis_server) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, redis_server: RedisServer) -> None:
     folder = tmp_path / "folder"
     folder.mkdir()
     out = run(["worker", "--processes", "2", "--burst"], folder, redis_server.url)
@@ -99,7 +89,7 @@ def test_worker_pool_on_a_missing_database_exits_2_and_creates_nothing(
 
 
 def test_worker_on_postgres_without_hpsweep_tables_exits_2_and_creates_none(
-        pg_url, tmp_path, redis_server) -> None:  # type: ignore[no-untyped-def]
+        pg_url: str, tmp_path: Path, redis_server: RedisServer) -> None:
     out = run(["worker", "--burst"], tmp_path, redis_server.url, db=pg_url)
     assert out.returncode == 2, out.stderr
     assert "not an hpsweep database" in out.stderr
@@ -117,15 +107,10 @@ def other_db(request: pytest.FixtureRequest, db: str, tmp_path: Path) -> Iterato
         make_engine(url).dispose()
         yield url
         return
-    admin, admin_url = _pg_admin()
-    name = f"hpsweep_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    user = admin_url.split("//")[1].split("@")[0]
-    url = f"postgresql+psycopg://{user}:s3cret@127.0.0.1:5432/{name}"
-    make_engine(url).dispose()
-    yield url
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with postgres_db() as plain:
+        url = plain.replace("@", ":s3cret@", 1)
+        make_engine(url).dispose()
+        yield url
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
@@ -163,7 +148,7 @@ def test_worker_of_another_database_leaves_the_job_queued_and_exits_2(
 
 
 def test_job_without_fingerprint_is_refused_not_lost(
-        tmp_path, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     """Jobs of an older hpsweep (ids only): refused, and the trial still runs exactly once."""
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 4, "epochs": 2}])
     out = run(["launch", str(cfg), "--db", db], ROOT, "redis://127.0.0.1:1/0")  # Redis "down"
@@ -181,7 +166,7 @@ def test_job_without_fingerprint_is_refused_not_lost(
 
 
 def test_database_of_an_older_version_gets_a_fingerprint_from_resume(
-        tmp_path, db, redis_server, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, db: str, redis_server: RedisServer, fleet: Fleet) -> None:
     cfg = write_config(tmp_path / "c.yaml", stages=[{"trials": 3, "epochs": 1}])
     out = run(["launch", str(cfg), "--db", db], ROOT, "redis://127.0.0.1:1/0")
     assert out.returncode == 0, out.stderr
@@ -206,7 +191,7 @@ def test_database_of_an_older_version_gets_a_fingerprint_from_resume(
 
 
 def test_run_whose_workers_all_meet_another_databases_jobs_exits_2_instead_of_looping(
-        tmp_path, redis_server) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, redis_server: RedisServer) -> None:
     # Folder A's sweep waits in the queue; `run` in folder B shares that Redis database.
     # Every worker of B's run takes one of A's jobs first, hands it back and exits 2; the
     # run must not restart them for ever (each would exit 2 again), but say so and exit 2.

@@ -3,63 +3,27 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
-from redis.exceptions import RedisError
 
-from tests.integration_tests.cluster import Host
-from tests.pgbouncer import free_port, pgbouncer_binary
+from tests.support.pgbouncer import pgbouncer_binary
+from tests.support.processes import Host
+from tests.support.servers import private_redis
 
 
 @pytest.fixture
 def tcp_redis_url(tmp_path: Path) -> Iterator[str]:
     """``redis://:PASSWORD@127.0.0.1:PORT/0``: a private, password-protected ``redis-server``
-    on a free loopback port, for this test alone.
-
-    Not the shared ``redis_url``: its database number depends only on the xdist
-    worker id, so two pytest sessions running at once share (and flush) it, and
-    the other session's workers would take this test's jobs.
-    """
-    from coordinator.embedded import redis_server_binary
-
-    port, password = free_port(), f"pw{uuid.uuid4().hex}"
-    proc = subprocess.Popen(  # config on stdin ("-"): the password stays out of argv
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path), "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    assert proc.stdin is not None
-    proc.stdin.write(f"requirepass {password}\n".encode())
-    proc.stdin.close()
-    url = f"redis://:{password}@127.0.0.1:{port}/0"
-    try:
-        _wait_for_redis(url)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _wait_for_redis(url: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if Redis.from_url(url, socket_connect_timeout=0.2).ping():
-                return
-        except (RedisError, OSError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    on a free loopback port, for this test alone (not the shared server's leased database:
+    the test wants a password, and a server no other session's workers reach)."""
+    with private_redis(tmp_path / "redis", password=True) as server:
+        yield server.url
 
 
 @pytest.fixture
-def hosts(tmp_path: Path):  # type: ignore[no-untyped-def]
+def hosts(tmp_path: Path) -> Callable[[str], Host]:
     """``hosts(name)`` makes a simulated machine under tmp_path."""
     return lambda name: Host(tmp_path / name).make()
 

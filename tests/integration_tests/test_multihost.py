@@ -15,18 +15,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from storage.db import make_engine
-from tests.integration_tests.cluster import (
-    assert_sweep_complete,
-    launch,
-    rows,
-    start_worker,
-    stop_all,
-    sweep_status,
-    wait_until,
-    worker_logs,
-    write_blobs,
-    write_config,
-)
+from tests.support.configs import write_blobs, write_config
+from tests.support.db import assert_sweep_complete, rows, sweep_status, wait_until
+from tests.support.processes import stop_all, worker_logs
 
 pytestmark = [pytest.mark.integration]
 
@@ -36,16 +27,17 @@ NAMES = ("alpha", "bravo", "charlie")
 
 def test_three_hosts_finish_a_two_stage_sweep(db_url, tcp_redis_url, hosts) -> None:
     launcher = hosts("launcher")
-    data = write_blobs(launcher.cwd / "blobs.npz", n=900, d=16, k=4)
-    config = write_config(launcher.cwd / "sweep.yaml", "blobs.npz", [(30, 1), (6, 3)])
+    data = write_blobs(launcher.cwd / "blobs.npz", n=900, d=16, classes=4)
+    config = write_config(launcher.cwd / "sweep.yaml", "hosts", dataset="blobs.npz",
+                          stages=[(30, 1), (6, 3)])
     machines = [hosts(n) for n in NAMES]
     args = ["--db", db_url, "--redis", tcp_redis_url, *FAST]
     engine = make_engine(db_url)  # workers serve an existing database, never create one
-    workers = [start_worker(m, n, args) for m, n in zip(machines, NAMES, strict=True)]
+    workers = [m.worker(n, args) for m, n in zip(machines, NAMES, strict=True)]
     try:
         wait_until(lambda: all("serving queue" in w.text() for w in workers), 30,
                    "three workers serving", lambda: worker_logs(workers))
-        name = launch(launcher, config, db_url, tcp_redis_url)
+        name = launcher.launch(config, db_url, tcp_redis_url)
         data.unlink()  # from now on the dataset exists only in the database
         wait_until(lambda: sweep_status(engine, name) == "done", 60, f"sweep {name} done",
                    lambda: worker_logs(workers))

@@ -21,56 +21,20 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from storage.db import RETRY_PATIENCE, StorageError, make_engine, transact
-from tests.conftest import _pg_admin
-from tests.integration_tests.cluster import (
-    assert_sweep_complete,
-    launch,
-    rows,
-    start_worker,
-    stop_all,
-    sweep_status,
-    wait_until,
-    worker_logs,
-    write_config,
-)
-from tests.pgbouncer import CONNECTION_ERRORS, PgBouncer
+from tests.support.configs import write_config
+from tests.support.db import assert_sweep_complete, rows, sweep_status, wait_until
+from tests.support.pg_activity import ConnectionSampler
+from tests.support.pgbouncer import CONNECTION_ERRORS, PgBouncer
+from tests.support.processes import stop_all, worker_logs
+from tests.support.servers import pg_admin
 
 pytestmark = [pytest.mark.integration]
 
 SERVER_LIMIT = 4
 
 
-class Sampler:
-    """Counts rows of ``pg_stat_activity`` matching ``where`` every few milliseconds on a
-    thread; ``peak()`` is the largest count since the last ``reset()``."""
-
-    def __init__(self, where: str, params: tuple[object, ...]) -> None:
-        self._sql, self._params = f"SELECT count(*) FROM pg_stat_activity WHERE {where}", params
-        self._admin, _ = _pg_admin()
-        self._peak, self._samples = 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._admin.close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            (n,), = self._admin.execute(self._sql, self._params).fetchall()
-            self._peak, self._samples = max(self._peak, n), self._samples + 1
-
-    @property
-    def peak(self) -> int:
-        return self._peak
-
-    def reset(self) -> None:
-        self._peak = 0
+class Sampler(ConnectionSampler):
+    """A ``ConnectionSampler`` that measures phases of a test."""
 
     def peak_over(self, seconds_or_check: float | Callable[[], bool], timeout: float = 90) -> int:
         """Reset, wait (a number of seconds, or until a check holds), return the peak."""
@@ -78,27 +42,28 @@ class Sampler:
         if callable(seconds_or_check):
             wait_until(seconds_or_check, timeout, "the phase to end")
         else:
-            start = self._samples
-            wait_until(lambda: self._samples - start >= 50, timeout, "samples")
+            start = self.samples
+            wait_until(lambda: self.samples - start >= 50, timeout, "samples")
             threading.Event().wait(seconds_or_check)
-        return self._peak
+        return self.peak
 
 
 def test_a_worker_holds_one_connection_idle_and_two_training(pg_url, tcp_redis_url,
                                                             hosts) -> None:
     host = hosts("host")
     app = f"hpsweep-budget-{uuid.uuid4().hex[:8]}"
-    config = write_config(host.cwd / "sweep.yaml", "spiral", [(3, 40)], batch_size=8)
-    worker = start_worker(host, "w", ["--db", pg_url, "--redis", tcp_redis_url,
-                                      "--lease-seconds", "0.9", "--reconcile-every", "0.1"],
-                          env=host.env(PGAPPNAME=app))
+    config = write_config(host.cwd / "sweep.yaml", "hosts", dataset="spiral",
+                          stages=[(3, 40)], batch_size=8)
+    worker = host.worker("w", ["--db", pg_url, "--redis", tcp_redis_url,
+                               "--lease-seconds", "0.9", "--reconcile-every", "0.1"],
+                         env=host.env(PGAPPNAME=app))
     engine = make_engine(pg_url)
     try:
         with Sampler("application_name = %s", (app,)) as sampler:
             wait_until(lambda: "serving queue" in worker.text(), 60, "the worker to serve",
                        lambda: worker_logs([worker]))
             idle_before = sampler.peak_over(2.0)
-            name = launch(host, config, pg_url, tcp_redis_url)
+            name = host.launch(config, pg_url, tcp_redis_url)
             wait_until(lambda: worker.started_trials(), 60, "a trial to start")
             training = sampler.peak_over(lambda: sweep_status(engine, name) != "running")
             idle_after = sampler.peak_over(2.0)  # twenty reconciler passes
@@ -115,7 +80,7 @@ def limited_pg(pg_url: str) -> Iterator[tuple[str, str]]:
     """(role, database): a login role that may hold at most SERVER_LIMIT connections (not a
     superuser, so the limit holds) owning a database of its own; dropped after the test.
     (``pg_url`` only for its skip-or-fail when no server answers.)"""
-    admin, _ = _pg_admin()
+    admin, _ = pg_admin()
     tag = uuid.uuid4().hex[:10]
     role, dbname = f"hpsweep_lim_{tag}", f"hpsweep_test_lim_{tag}"
     admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT {SERVER_LIMIT}')
@@ -132,13 +97,14 @@ def test_twelve_workers_through_pgbouncer_over_a_limit_of_four(
         pgbouncer_bin, limited_pg, tcp_redis_url, hosts, tmp_path: Path) -> None:
     role, dbname = limited_pg
     host = hosts("host")
-    config = write_config(host.cwd / "sweep.yaml", "spiral", [(60, 1), (12, 1)], batch_size=16)
+    config = write_config(host.cwd / "sweep.yaml", "hosts", dataset="spiral",
+                          stages=[(60, 1), (12, 1)], batch_size=16)
     with PgBouncer(tmp_path / "pgbouncer", users=[role], pool_size=SERVER_LIMIT) as bouncer:
         url = bouncer.url(role, dbname)
         with Sampler("datname = %s", (dbname,)) as sampler:
-            name = launch(host, config, url, tcp_redis_url)
-            pool = start_worker(host, None, ["--processes", "12", "--burst", "--db", url,
-                                             "--redis", tcp_redis_url])
+            name = host.launch(config, url, tcp_redis_url)
+            pool = host.worker(None, ["--processes", "12", "--burst", "--db", url,
+                                      "--redis", tcp_redis_url])
             assert pool.wait(timeout=240) == 0, worker_logs([pool])
             server_peak = sampler.peak
         engine = make_engine(url)

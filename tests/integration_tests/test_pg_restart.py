@@ -19,24 +19,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.pool import NullPool
 
 from storage.db import make_engine
-from tests.integration_tests.cluster import (
-    Host,
-    WorkerProc,
-    assert_sweep_complete,
-    launch,
-    rows,
-    start_worker,
-    stop_all,
-    sweep_status,
-    wait_until,
-    worker_logs,
-    write_blobs,
-    write_config,
-)
+from tests.support.configs import write_blobs, write_config
+from tests.support.db import assert_sweep_complete, rows, sweep_status, wait_until
+from tests.support.processes import Host, WorkerProc, stop_all, worker_logs
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.slow]
 
@@ -75,19 +64,20 @@ def _outage(pg_url: str) -> Iterator[None]:
 def _start_sweep(pg_url: str, redis_url: str, hosts, lease: float  # type: ignore[no-untyped-def]
                  ) -> tuple[str, list[WorkerProc]]:
     launcher: Host = hosts("launcher")
-    write_blobs(launcher.cwd / "blobs.npz", n=6000, d=16, k=4)
-    config = write_config(launcher.cwd / "sweep.yaml", "blobs.npz", [(8, 2), (3, 12)],
+    write_blobs(launcher.cwd / "blobs.npz", n=6000, d=16, classes=4)
+    config = write_config(launcher.cwd / "sweep.yaml", "hosts", dataset="blobs.npz",
+                          stages=[(8, 2), (3, 12)],
                           hidden=(16, 48), batch_size=8)  # ~0.1 s per epoch: >2 s of work
     args = ["--db", pg_url, "--redis", redis_url, "--lease-seconds", str(lease),
             "--reconcile-every", "0.5"]
     make_engine(pg_url).dispose()  # workers serve an existing database, never create one
-    workers = [start_worker(hosts(n), n, args) for n in ("w1", "w2")]
+    workers = [hosts(n).worker(n, args) for n in ("w1", "w2")]
     wait_until(lambda: all("serving queue" in w.text() for w in workers), 30,
                "workers serving", lambda: worker_logs(workers))
-    return launch(launcher, config, pg_url, redis_url), workers
+    return launcher.launch(config, pg_url, redis_url), workers
 
 
-def _assert_finished_cleanly(engine, name: str, workers: list[WorkerProc]) -> None:  # type: ignore[no-untyped-def]
+def _assert_finished_cleanly(engine: Engine, name: str, workers: list[WorkerProc]) -> None:
     wait_until(lambda: sweep_status(engine, name) == "done", 60, f"sweep {name} done",
                lambda: worker_logs(workers))
     assert [w.proc.poll() for w in workers] == [None, None], worker_logs(workers)

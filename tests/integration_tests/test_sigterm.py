@@ -13,21 +13,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import Engine
+from threadpoolctl import threadpool_limits
 
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.sweeps import get_sweep
-from tests.integration_tests.cluster import (
-    launch,
-    rows,
-    start_worker,
-    stop_all,
-    sweep_status,
-    wait_until,
-    worker_logs,
-    write_blobs,
-    write_config,
-)
+from tests.support.configs import write_blobs, write_config
+from tests.support.db import rows, sweep_status, wait_until
+from tests.support.processes import stop_all, worker_logs
 from worker.data import DatasetCache
 from worker.nn.hyper import Hyper
 from worker.nn.training import TrainState
@@ -39,12 +33,12 @@ EPOCHS = 6
 FAST = ["--lease-seconds", "3", "--reconcile-every", "0.5"]
 
 
-def _curve(engine, trial_id: int) -> list[tuple[int, float, float]]:  # type: ignore[no-untyped-def]
+def _curve(engine: Engine, trial_id: int) -> list[tuple[int, float, float]]:
     return rows(engine, "SELECT epoch, train_loss, val_loss FROM curves WHERE trial_id = :t "
                         "ORDER BY epoch", t=trial_id)
 
 
-def _uninterrupted(engine, trial_id: int) -> list[tuple[int, float, float]]:  # type: ignore[no-untyped-def]
+def _uninterrupted(engine: Engine, trial_id: int) -> list[tuple[int, float, float]]:
     """The trial trained from scratch for all its epochs, in this process."""
     (sweep_id, seed), = rows(engine, "SELECT sweep_id, seed FROM trials WHERE id = :t",
                              t=trial_id)
@@ -55,23 +49,25 @@ def _uninterrupted(engine, trial_id: int) -> list[tuple[int, float, float]]:  # 
     state = TrainState.create(Hyper.from_params(params), splits.n_features, splits.n_classes,
                               seed)
     out = []
-    for _ in range(EPOCHS):
-        res = state.train_epoch(splits.X_train, splits.y_train, splits.X_val, splits.y_val)
-        out.append((res.epoch, float(res.train_loss), float(res.val_loss)))
+    with threadpool_limits(limits=1):  # as the workers: a matmul's sums vary with threads
+        for _ in range(EPOCHS):
+            res = state.train_epoch(splits.X_train, splits.y_train, splits.X_val, splits.y_val)
+            out.append((res.epoch, float(res.train_loss), float(res.val_loss)))
     return out
 
 
 def test_sigterm_hands_the_trial_to_another_worker(db_url, tcp_redis_url, hosts) -> None:
     launcher = hosts("launcher")
-    write_blobs(launcher.cwd / "big.npz", n=40000, d=16, k=4)  # ~0.4 s per epoch
-    config = write_config(launcher.cwd / "sweep.yaml", "big.npz", [(1, EPOCHS)],
+    write_blobs(launcher.cwd / "big.npz", n=40000, d=16, classes=4)  # ~0.4 s per epoch
+    config = write_config(launcher.cwd / "sweep.yaml", "hosts", dataset="big.npz",
+                          stages=[(1, EPOCHS)],
                           hidden=(32, 33), batch_size=8)
     args = ["--db", db_url, "--redis", tcp_redis_url, *FAST]
     engine = make_engine(db_url)  # workers serve an existing database, never create one
-    first = start_worker(hosts("first"), "first", args)
+    first = hosts("first").worker("first", args)
     workers = [first]
     try:
-        name = launch(launcher, config, db_url, tcp_redis_url)
+        name = launcher.launch(config, db_url, tcp_redis_url)
         (trial_id,), = rows(engine, "SELECT id FROM trials")
         wait_until(lambda: len(_curve(engine, trial_id)) >= 2, 60, "two epochs",
                    lambda: worker_logs(workers))
@@ -94,7 +90,7 @@ def test_sigterm_hands_the_trial_to_another_worker(db_url, tcp_redis_url, hosts)
         assert f"trial {trial_id}: released" in first.text()
         assert sweep_status(engine, name) == "running"
 
-        second = start_worker(hosts("second"), "second", args)
+        second = hosts("second").worker("second", args)
         workers.append(second)
         wait_until(lambda: sweep_status(engine, name) == "done", 60, "sweep done",
                    lambda: worker_logs(workers))

@@ -16,17 +16,9 @@ from pathlib import Path
 import pytest
 
 from storage.db import make_engine
-from tests.integration_tests.cluster import (
-    assert_sweep_complete,
-    hpsweep_cmd,
-    launch,
-    rows,
-    start_worker,
-    wait_until,
-    worker_logs,
-    write_blobs,
-    write_config,
-)
+from tests.support.configs import write_blobs, write_config
+from tests.support.db import assert_sweep_complete, rows, wait_until
+from tests.support.processes import hpsweep_cmd, worker_logs
 
 pytestmark = [pytest.mark.integration]
 
@@ -43,9 +35,10 @@ def _running(pid: int) -> bool:
 def test_two_processes_share_the_cache_and_both_take_trials(sqlite_url, tcp_redis_url,
                                                             hosts) -> None:
     host = hosts("host")
-    write_blobs(host.cwd / "blobs.npz", n=6000, d=16, k=4)
-    config = write_config(host.cwd / "sweep.yaml", "blobs.npz", [(16, 1)], batch_size=8)
-    name = launch(host, config, sqlite_url, tcp_redis_url)
+    write_blobs(host.cwd / "blobs.npz", n=6000, d=16, classes=4)
+    config = write_config(host.cwd / "sweep.yaml", "hosts", dataset="blobs.npz",
+                          stages=[(16, 1)], batch_size=8)
+    name = host.launch(config, sqlite_url, tcp_redis_url)
     engine = make_engine(sqlite_url)
     try:
         # Only the shared cache folder holds the dataset now: a process that did not
@@ -55,8 +48,8 @@ def test_two_processes_share_the_cache_and_both_take_trials(sqlite_url, tcp_redi
         (host.cache / f"{sha}.npz").write_bytes(blob)
         with engine.begin() as c:
             c.exec_driver_sql("UPDATE datasets SET data = x''")
-        pool = start_worker(host, None, ["--processes", "2", "--burst", "--db", sqlite_url,
-                                         "--redis", tcp_redis_url, "--lease-seconds", "3"])
+        pool = host.worker(None, ["--processes", "2", "--burst", "--db", sqlite_url,
+                                  "--redis", tcp_redis_url, "--lease-seconds", "3"])
         assert pool.wait(timeout=60) == 0, worker_logs([pool])
         assert_sweep_complete(engine, name)
         names = {w for (w,) in rows(engine, "SELECT DISTINCT worker FROM trials")}
@@ -75,8 +68,8 @@ def test_sigterm_stops_every_process_and_urls_stay_out_of_argv(sqlite_url, tcp_r
                                                                 hosts) -> None:
     host = hosts("host")
     make_engine(sqlite_url).dispose()  # workers serve an existing database, never create one
-    pool = start_worker(host, None, ["--processes", "2"],
-                        env=host.env(HPSWEEP_DB=sqlite_url, HPSWEEP_REDIS=tcp_redis_url))
+    pool = host.worker(None, ["--processes", "2"],
+                       env=host.env(HPSWEEP_DB=sqlite_url, HPSWEEP_REDIS=tcp_redis_url))
     try:
         wait_until(lambda: len(SERVING.findall(pool.text())) == 2, 30, "two workers serving",
                    lambda: worker_logs([pool]))

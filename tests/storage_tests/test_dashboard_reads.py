@@ -4,13 +4,13 @@ change tokens move when a trial finishes, checkpoint blobs are never read."""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 
 from storage import dashboard as reads
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.models import Trial
-from tests.helpers import rows
+from tests.support.db import rows
 from tests.support.synthetic_sweep import build
 
 
@@ -18,7 +18,7 @@ def read(engine, fn, *args):  # type: ignore[no-untyped-def]
     return transact(engine, lambda s: fn(s, *args))
 
 
-def test_points_sample_keeps_best_and_counts_all(engine) -> None:  # type: ignore[no-untyped-def]
+def test_points_sample_keeps_best_and_counts_all(engine: Engine) -> None:
     sweep_id = build(engine, 400)
     final = rows(engine, "SELECT count(*) FROM trials WHERE sweep_id = :s AND status IN "
                  "('done','diverged','failed','cancelled')", s=sweep_id)[0][0]
@@ -35,7 +35,7 @@ def test_points_sample_keeps_best_and_counts_all(engine) -> None:  # type: ignor
                for p in full["points"])
 
 
-def test_best_so_far_is_the_running_maximum(engine) -> None:  # type: ignore[no-untyped-def]
+def test_best_so_far_is_the_running_maximum(engine: Engine) -> None:
     sweep_id = build(engine, 300)
     order = rows(engine, "SELECT status, best_val_acc FROM trials WHERE sweep_id = :s AND status "
                  "IN ('done','diverged','failed','cancelled') ORDER BY finished_at, id", s=sweep_id)
@@ -50,7 +50,7 @@ def test_best_so_far_is_the_running_maximum(engine) -> None:  # type: ignore[no-
     assert got["steps"] == expected
 
 
-def test_top_trials_rank_like_hpsweep_best_with_ties_by_loss(engine) -> None:  # type: ignore[no-untyped-def]
+def test_top_trials_rank_like_hpsweep_best_with_ties_by_loss(engine: Engine) -> None:
     sweep_id = build(engine, 120)
     done = [r[0] for r in rows(engine, "SELECT id FROM trials WHERE sweep_id = :s AND "
                                        "status = 'done' ORDER BY id LIMIT 3", s=sweep_id)]
@@ -64,7 +64,7 @@ def test_top_trials_rank_like_hpsweep_best_with_ties_by_loss(engine) -> None:  #
     assert [t["id"] for t in top[:3]] == [done[1], done[2], done[0]]
 
 
-def test_version_moves_when_a_trial_finishes(engine) -> None:  # type: ignore[no-untyped-def]
+def test_version_moves_when_a_trial_finishes(engine: Engine) -> None:
     sweep_id = build(engine, 40, running=3)
     before = read(engine, reads.sweep_version, sweep_id)
     listing = read(engine, reads.sweeps_version)
@@ -78,7 +78,7 @@ def test_version_moves_when_a_trial_finishes(engine) -> None:  # type: ignore[no
     assert read(engine, reads.sweep_version, 10**9) is None
 
 
-def test_trial_detail_lists_checkpoints_without_their_bytes(engine) -> None:  # type: ignore[no-untyped-def]
+def test_trial_detail_lists_checkpoints_without_their_bytes(engine: Engine) -> None:
     sweep_id = build(engine, 30)
     tid = rows(engine, "SELECT trial_id FROM checkpoints ORDER BY trial_id LIMIT 1")[0][0]
     detail = read(engine, reads.trial_detail, tid)
@@ -89,7 +89,7 @@ def test_trial_detail_lists_checkpoints_without_their_bytes(engine) -> None:  # 
     assert read(engine, reads.trial_detail, 10**9) is None
 
 
-def test_reads_work_on_a_read_only_engine(db_url) -> None:  # type: ignore[no-untyped-def]
+def test_reads_work_on_a_read_only_engine(db_url: str) -> None:
     writer = make_engine(db_url)
     sweep_id = build(writer, 60)
     writer.dispose()

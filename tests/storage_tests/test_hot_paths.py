@@ -7,25 +7,25 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from coordinator.rank import TrialOutcome, rank
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.trials import EpochRecord
-from tests.helpers import rows
 from tests.storage_tests.test_trials import claim, make_sweep
+from tests.support.db import rows
 
 pytestmark = pytest.mark.integration
 
 
-def set_trial(engine, tid: int, status: str, acc: float | None, loss: float | None) -> None:  # type: ignore[no-untyped-def]
+def set_trial(engine: Engine, tid: int, status: str, acc: float | None, loss: float | None) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE trials SET status = :s, best_val_acc = :a, best_val_loss = :l "
                           "WHERE id = :i"), {"s": status, "a": acc, "l": loss, "i": tid})
 
 
-def test_best_trials_rank_like_coordinator_rank(engine) -> None:  # type: ignore[no-untyped-def]
+def test_best_trials_rank_like_coordinator_rank(engine: Engine) -> None:
     sweep, stage, ids = make_sweep(engine, n_trials=8)
     table = [("done", 0.9, 0.5), ("done", 0.9, 0.3), ("done", 0.9, None), ("done", 0.95, 0.9),
              ("diverged", None, None), ("done", None, None), ("failed", 0.99, 0.1),
@@ -44,7 +44,8 @@ def test_best_trials_rank_like_coordinator_rank(engine) -> None:  # type: ignore
     assert transact(engine, lambda s: trial_store.best_score(s, sweep)) == 0.95
 
 
-def record(engine, tid: int, token: str, epoch: int, best_epoch: int, improved: bool) -> None:  # type: ignore[no-untyped-def]
+def record(engine: Engine, tid: int, token: str, epoch: int, best_epoch: int,
+           improved: bool) -> None:
     rec = EpochRecord(epoch=epoch, curve={"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
                                           "val_acc": 0.5, "lr": 0.1, "seconds": 0.01},
                       best_val_acc=0.5, best_val_loss=1.0, best_epoch=best_epoch,
@@ -53,12 +54,13 @@ def record(engine, tid: int, token: str, epoch: int, best_epoch: int, improved: 
     transact(engine, lambda s: trial_store.record_epoch(s, engine, tid, token, 30.0, rec))
 
 
-def checkpoints(engine, tid: int) -> list[tuple]:  # type: ignore[no-untyped-def]
+def checkpoints(engine: Engine, tid: int) -> list[tuple]:
     return rows(engine, "SELECT kind, epoch, data FROM checkpoints WHERE trial_id = :i "
                         "ORDER BY kind, epoch", i=tid)
 
 
-def test_an_improving_epoch_writes_one_checkpoint_and_finished_trials_have_both(engine) -> None:  # type: ignore[no-untyped-def]
+def test_an_improving_epoch_writes_one_checkpoint_and_finished_trials_have_both(
+        engine: Engine) -> None:
     _, _, ids = make_sweep(engine)
     tid = ids[0]
     claim(engine, tid, "a")
@@ -80,7 +82,7 @@ def test_an_improving_epoch_writes_one_checkpoint_and_finished_trials_have_both(
     assert [(k, e) for k, e, _ in resumable] == [("last", 5), ("best", 5)]
 
 
-def test_finish_keeps_an_older_best(engine) -> None:  # type: ignore[no-untyped-def]
+def test_finish_keeps_an_older_best(engine: Engine) -> None:
     _, _, ids = make_sweep(engine)
     tid = ids[0]
     claim(engine, tid, "a")
@@ -92,7 +94,7 @@ def test_finish_keeps_an_older_best(engine) -> None:  # type: ignore[no-untyped-
     assert checkpoints(engine, tid) == [("best", 1, b"ck1"), ("last", 2, b"ck2")]
 
 
-def test_a_waiting_sqlite_writer_gets_the_lock_when_it_is_released(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_a_waiting_sqlite_writer_gets_the_lock_when_it_is_released(sqlite_url: str) -> None:
     holder, waiter = make_engine(sqlite_url), make_engine(sqlite_url)
     conn = holder.connect()
     conn.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock is held

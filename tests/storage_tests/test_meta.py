@@ -8,13 +8,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from sqlalchemy.pool import NullPool
 
 from storage import meta
 from storage.db import DatabaseNotFound, make_engine
 from storage.schema import SchemaOutdated
-from tests.helpers import rows, scalar, wait_for
+from tests.support.db import rows, scalar, wait_for
 
 PROCESSES = 6
 
@@ -26,7 +26,7 @@ def _create_and_read(url: str, barrier, out) -> None:  # type: ignore[no-untyped
     engine.dispose()
 
 
-def test_processes_creating_one_database_at_once_agree_on_its_fingerprint(db_url) -> None:  # type: ignore[no-untyped-def]
+def test_processes_creating_one_database_at_once_agree_on_its_fingerprint(db_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")  # fork() in a threaded pytest can deadlock
     barrier, out = ctx.Barrier(PROCESSES), ctx.Queue()
     procs = [ctx.Process(target=_create_and_read, args=(db_url, barrier, out))
@@ -41,7 +41,7 @@ def test_processes_creating_one_database_at_once_agree_on_its_fingerprint(db_url
     assert rows(engine, "SELECT key, value FROM hpsweep_meta") == [("fingerprint", *found)]
 
 
-def test_a_process_that_loses_the_insert_race_reads_the_winners_fingerprint(engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_process_that_loses_the_insert_race_reads_the_winners_fingerprint(engine: Engine) -> None:
     winner = "a" * 32
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM hpsweep_meta"))
@@ -90,7 +90,7 @@ def test_an_older_database_gets_a_fingerprint_from_a_writer_only(tmp_path: Path)
         assert meta.read_fingerprint(conn) is not None
 
 
-def test_not_creating_never_makes_a_file_or_table(tmp_path: Path, pg_url) -> None:  # type: ignore[no-untyped-def]
+def test_not_creating_never_makes_a_file_or_table(tmp_path: Path, pg_url: str) -> None:
     with pytest.raises(DatabaseNotFound, match="no such file"):
         make_engine(f"sqlite:///{tmp_path / 'x.db'}", create=False)
     assert list(tmp_path.iterdir()) == []

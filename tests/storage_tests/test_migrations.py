@@ -27,7 +27,9 @@ from sqlalchemy import MetaData, create_engine, insert, inspect, make_url, selec
 from storage import schema
 from storage.db import make_engine
 from storage.models import Base
-from tests.helpers import ROOT, rows, scalar, start_worker
+from tests.support.db import rows, scalar
+from tests.support.pgbouncer import PgBouncer, pgbouncer_binary
+from tests.support.processes import ROOT, Fleet
 
 FIXTURES = Path(__file__).with_name("fixtures")
 OLD_SQLITE_GZ = FIXTURES / "db_302906a.sqlite.gz"
@@ -71,7 +73,7 @@ def _load_pg(url: str, folder: Path) -> None:
 
 
 @pytest.fixture
-def old_db(db_url: str, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+def old_db(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """``db_url`` holding the 302906a sweep, as 302906a left it."""
     if db_url.startswith("sqlite"):
         _unpack(Path(db_url.removeprefix("sqlite:///")))
@@ -130,7 +132,7 @@ def test_read_commands_on_an_old_database_exit_2_and_change_nothing(old_db: str)
 
 
 def test_upgrade_in_place_keeps_every_row_and_the_sweep_runs_on(
-        old_db: str, redis_url: str) -> None:
+        old_db: str, redis_url: str, tmp_path: Path) -> None:
     before = counts(old_db)
     out = hpsweep("db", "upgrade", "--db", old_db)
     assert out.returncode == 0, out.stderr
@@ -149,8 +151,7 @@ def test_upgrade_in_place_keeps_every_row_and_the_sweep_runs_on(
     extended = hpsweep("extend", "old", "--trials", "2", "--epochs", "1", "--db", old_db,
                        "--redis", redis_url)
     assert extended.returncode == 0, extended.stderr
-    worker = start_worker(old_db, redis_url, "--burst")
-    assert worker.wait(timeout=120) == 0, worker.stderr.read()  # type: ignore[union-attr]
+    Fleet(tmp_path, old_db, redis_url).drain()
     assert rows(engine, "SELECT status, COUNT(*) FROM trials WHERE id > 6 GROUP BY status") \
         == [("done", 2)]
     after = counts(old_db)
@@ -205,7 +206,6 @@ def test_concurrent_upgrades_end_at_head_once(old_db: str, tmp_path: Path) -> No
 
 def test_concurrent_upgrades_through_pgbouncer(pg_url: str, tmp_path: Path) -> None:
     """Transaction pooling: the lock lives in the upgrade's transaction, not in a session."""
-    from tests.pgbouncer import PgBouncer, pgbouncer_binary
 
     if pgbouncer_binary() is None:
         pytest.skip("pgbouncer not installed (apt-get install pgbouncer)")
@@ -272,7 +272,8 @@ def test_a_database_from_a_newer_hpsweep_is_refused(sqlite_url: str) -> None:
         assert "upgrade hpsweep" in out.stderr
 
 
-def test_a_failed_upgrade_leaves_the_old_schema(old_db: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_upgrade_leaves_the_old_schema(old_db: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Every revision runs in one transaction: one that fails half-way (here: 0003, after
     0002 created hpsweep_meta) leaves the database as it was, to be upgraded again."""
     import alembic.op

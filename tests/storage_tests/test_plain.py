@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -122,7 +123,7 @@ def test_status_and_best_print_what_the_engine_path_prints(sweep_db: str,
         assert a.exit_code == 0 and ("stage" in a.output or "trial" in a.output)
 
 
-def test_unusual_urls_take_the_engine_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unusual_urls_take_the_engine_path(tmp_path: Path) -> None:
     missing = tmp_path / "missing.db"
     assert open_reader(f"sqlite:///{missing}") is None
     assert not missing.exists()  # looking created no file

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from storage import sweeps as sweep_store
 from storage import transitions
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from storage.trials import EpochRecord, LeaseLost
-from tests.helpers import rows, scalar
+from tests.support.db import rows, scalar
 
 pytestmark = pytest.mark.integration
 
 
-def make_sweep(engine, n_trials: int = 3, max_attempts: int = 3) -> tuple[int, int, list[int]]:  # type: ignore[no-untyped-def]
+def make_sweep(engine: Engine, n_trials: int = 3, max_attempts: int = 3) -> tuple[int, int,
+               list[int]]:
     def work(s):  # type: ignore[no-untyped-def]
         ds = sweep_store.store_dataset(s, "ab" * 32, "toy", b"x", (1, 1, 2))
         sweep = sweep_store.create_sweep(s, name=sweep_store.unique_sweep_name(s, "s"),
@@ -39,7 +41,7 @@ def claim(engine, tid: int, token: str, lease: float = 30.0):  # type: ignore[no
     return transact(engine, lambda s: trial_store.claim(s, engine, tid, token, "w", lease))
 
 
-def record(engine, tid: int, token: str, epoch: int) -> None:  # type: ignore[no-untyped-def]
+def record(engine: Engine, tid: int, token: str, epoch: int) -> None:
     rec = EpochRecord(epoch=epoch, curve={"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
                                           "val_acc": 0.5, "ema_val_loss": None,
                                           "ema_val_acc": None, "lr": 0.1, "seconds": 0.01},
@@ -49,13 +51,13 @@ def record(engine, tid: int, token: str, epoch: int) -> None:  # type: ignore[no
     transact(engine, lambda s: trial_store.record_epoch(s, engine, tid, token, 30.0, rec))
 
 
-def test_params_round_trip_with_types(engine) -> None:  # type: ignore[no-untyped-def]
+def test_params_round_trip_with_types(engine: Engine) -> None:
     _, _, ids = make_sweep(engine)
     params = transact(engine, lambda s: trial_store.trial_params(s, ids[:1]))[ids[0]]
     assert params == {"learning_rate": 0.1, "update_rule": "sgd", "hidden": [4, 3]}
 
 
-def test_only_one_claim_wins(engine) -> None:  # type: ignore[no-untyped-def]
+def test_only_one_claim_wins(engine: Engine) -> None:
     _, _, ids = make_sweep(engine)
     assert claim(engine, ids[0], "a") is not None
     assert claim(engine, ids[0], "b") is None
@@ -63,7 +65,7 @@ def test_only_one_claim_wins(engine) -> None:  # type: ignore[no-untyped-def]
     assert scalar(engine, "SELECT lease_token FROM trials WHERE id = :i", i=ids[0]) == "a"
 
 
-def test_writes_are_fenced_by_the_lease_token(engine) -> None:  # type: ignore[no-untyped-def]
+def test_writes_are_fenced_by_the_lease_token(engine: Engine) -> None:
     _, _, ids = make_sweep(engine)
     claim(engine, ids[0], "a")
     record(engine, ids[0], "a", 1)
@@ -72,7 +74,7 @@ def test_writes_are_fenced_by_the_lease_token(engine) -> None:  # type: ignore[n
     assert rows(engine, "SELECT epoch FROM curves WHERE trial_id = :i", i=ids[0]) == [(1,)]
 
 
-def test_curve_and_checkpoint_writes_are_idempotent(engine) -> None:  # type: ignore[no-untyped-def]
+def test_curve_and_checkpoint_writes_are_idempotent(engine: Engine) -> None:
     _, _, ids = make_sweep(engine)
     claim(engine, ids[0], "a")
     for epoch in (1, 1, 2, 2):
@@ -83,7 +85,7 @@ def test_curve_and_checkpoint_writes_are_idempotent(engine) -> None:  # type: ig
     assert kinds == [("best", 2), ("last", 2)]  # replaced in place, not accumulated
 
 
-def test_expired_lease_is_reaped_then_reclaimed_and_old_owner_is_fenced(engine) -> None:  # type: ignore[no-untyped-def]
+def test_expired_lease_is_reaped_then_reclaimed_and_old_owner_is_fenced(engine: Engine) -> None:
     _, _, ids = make_sweep(engine)
     claim(engine, ids[0], "old", lease=0.3)
     assert claim(engine, ids[0], "new") is None  # lease still live
@@ -96,7 +98,7 @@ def test_expired_lease_is_reaped_then_reclaimed_and_old_owner_is_fenced(engine) 
     assert scalar(engine, "SELECT attempts FROM trials WHERE id = :i", i=ids[0]) == 2
 
 
-def test_trial_lost_on_every_attempt_ends_failed(engine) -> None:  # type: ignore[no-untyped-def]
+def test_trial_lost_on_every_attempt_ends_failed(engine: Engine) -> None:
     _, _, ids = make_sweep(engine, max_attempts=2)
     for attempt in range(2):
         assert claim(engine, ids[0], f"t{attempt}", lease=0.1) is not None
@@ -107,7 +109,7 @@ def test_trial_lost_on_every_attempt_ends_failed(engine) -> None:  # type: ignor
     assert claim(engine, ids[0], "t9") is None
 
 
-def test_stage_advance_cas_succeeds_once_and_only_when_finished(engine) -> None:  # type: ignore[no-untyped-def]
+def test_stage_advance_cas_succeeds_once_and_only_when_finished(engine: Engine) -> None:
     _, stage, ids = make_sweep(engine, n_trials=2)
     assert not transact(engine, lambda s: transitions.claim_stage_advance(s, stage))
     for tid in ids:
@@ -117,14 +119,14 @@ def test_stage_advance_cas_succeeds_once_and_only_when_finished(engine) -> None:
     assert not transact(engine, lambda s: transitions.claim_stage_advance(s, stage))
 
 
-def test_database_clock_is_used_for_leases(engine) -> None:  # type: ignore[no-untyped-def]
+def test_database_clock_is_used_for_leases(engine: Engine) -> None:
     _, _, ids = make_sweep(engine)
     claim(engine, ids[0], "a", lease=100.0)
     expires = scalar(engine, "SELECT lease_expires FROM trials WHERE id = :i", i=ids[0])
     assert abs(expires - (time.time() + 100.0)) < 5.0
 
 
-def test_sqlite_connections_use_wal_and_busy_timeout(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_connections_use_wal_and_busy_timeout(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -132,8 +134,8 @@ def test_sqlite_connections_use_wal_and_busy_timeout(sqlite_url) -> None:  # typ
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
-def test_sqlite_on_a_network_filesystem_is_refused(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pathlib import Path
+def test_sqlite_on_a_network_filesystem_is_refused(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
 
     from storage import db
 
@@ -146,7 +148,7 @@ def test_sqlite_on_a_network_filesystem_is_refused(tmp_path, monkeypatch) -> Non
     assert not (tmp_path / "x.db").exists()
 
 
-def test_postgres_sessions_frozen_in_a_transaction_are_ended(pg_url) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_sessions_frozen_in_a_transaction_are_ended(pg_url: str) -> None:
     engine = make_engine(pg_url)
     with engine.connect() as conn:
         assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "1min"

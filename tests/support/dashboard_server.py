@@ -14,8 +14,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from tests.helpers import ROOT
+from tests.support.processes import ROOT
 
 START_TIMEOUT = 60.0  # a loaded 2-core box may take long to import and bind
 
@@ -32,7 +33,7 @@ def request(url: str, method: str = "GET", headers: dict[str, str] | None = None
     """One request, redirects not followed; any status comes back as a Reply."""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None
 
     opener = urllib.request.build_opener(NoRedirect)
@@ -61,7 +62,8 @@ def dashboard(db_url: str, *args: str) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         port = _printed_port(proc)
-        threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+        assert proc.stderr is not None
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -74,12 +76,13 @@ def dashboard(db_url: str, *args: str) -> Iterator[str]:
 
 def _printed_port(proc: subprocess.Popen[str]) -> int:
     """The port in the URL the command prints once it listens."""
+    assert proc.stderr is not None
     deadline = time.monotonic() + START_TIMEOUT
     seen = []
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stderr], [], [], 0.5)
         if ready:
-            line = proc.stderr.readline()  # type: ignore[union-attr]
+            line = proc.stderr.readline()
             seen.append(line)
             found = re.search(r"http://[^ ]*:(\d+)/", line)
             if found:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from storage.models import (
     BoundaryFlag,
@@ -31,6 +32,7 @@ from storage.models import (
 SPACE = {"learning_rate": (1e-5, 1.0, "log", False), "reg": (1e-6, 1e-1, "log", False),
          "hidden_size": (16, 512, "log", True), "dropout": (0.0, 0.5, "linear", False)}
 CHUNK = 5000
+Range = tuple[float, float, str, bool]  # low, high, scale, integer
 START = datetime(2026, 1, 1)
 
 
@@ -76,7 +78,7 @@ def _stage_sizes(n: int, k: int) -> list[int]:
     return sizes
 
 
-def _ranges(idx: int) -> dict[str, tuple[float, float, str, bool]]:
+def _ranges(idx: int) -> dict[str, Range]:
     """Each stage narrows toward learning_rate ~ 1e-2, reg ~ 1e-4."""
     out = {}
     for p, (lo, hi, scale, whole) in SPACE.items():
@@ -93,7 +95,7 @@ def _ranges(idx: int) -> dict[str, tuple[float, float, str, bool]]:
     return out
 
 
-def _sweep(conn, name: str, sizes: list[int], epochs: tuple[int, ...]) -> int:  # type: ignore[no-untyped-def]
+def _sweep(conn: Connection, name: str, sizes: list[int], epochs: tuple[int, ...]) -> int:
     ds = conn.execute(insert(Dataset).values(
         sha256=f"synthetic-{name}-{id(sizes)}".ljust(64, "0")[:64], name="synthetic",
         n_rows=10, n_features=2, n_classes=2, data=b"-")).inserted_primary_key[0]
@@ -104,7 +106,7 @@ def _sweep(conn, name: str, sizes: list[int], epochs: tuple[int, ...]) -> int:  
         queue="hpsweep", n_stages=len(sizes), max_attempts=3)).inserted_primary_key[0]
 
 
-def _max_id(conn) -> int:  # type: ignore[no-untyped-def]
+def _max_id(conn: Connection) -> int:
     return conn.scalar(select(func.max(Trial.id))) or 0
 
 
@@ -114,10 +116,14 @@ def _score(values: dict[str, float]) -> float:
     return 0.1 + 0.88 * math.exp(-d / 4) - 0.05 * values["dropout"]
 
 
-def _trials(conn, rng, sweep_id: int, stage_id: int, first_id: int, n: int, epochs: int,  # type: ignore[no-untyped-def]
-            ranges, parents: list[int], left_queued: int) -> list[int]:
+def _trials(conn: Connection, rng: np.random.Generator, sweep_id: int, stage_id: int,
+            first_id: int, n: int, epochs: int, ranges: dict[str, Range], parents: list[int],
+            left_queued: int) -> list[int]:
     ids = list(range(first_id, first_id + n))
-    trials, params, curves, ckpts = [], [], [], []
+    trials: list[dict[str, Any]] = []
+    params: list[dict[str, Any]] = []
+    curves: list[dict[str, float]] = []
+    ckpts: list[dict[str, Any]] = []
     for k, tid in enumerate(ids):
         values = {}
         for p, (lo, hi, scale, whole) in ranges.items():
@@ -153,7 +159,7 @@ def _curve(trial_id: int, epoch: int, acc: float, lr: float) -> dict[str, float]
             "val_loss": 1.6 - acc, "val_acc": acc, "lr": lr, "seconds": 0.01}
 
 
-def _outcome(rng, values: dict[str, float], k: int, n: int,  # type: ignore[no-untyped-def]
+def _outcome(rng: np.random.Generator, values: dict[str, float], k: int, n: int,
              left_queued: int) -> tuple[str, float | None]:
     if k >= n - left_queued:
         return "queued", None

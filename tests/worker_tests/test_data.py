@@ -207,7 +207,7 @@ def test_worker_processes_share_one_cache_directory(tmp_path):
     assert (tmp_path / f"{SHA}.npz").read_bytes() == DATA
 
 
-def test_uint8_images_are_stored_as_uint8_and_split_as_float32(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_uint8_images_are_stored_as_uint8_and_split_as_float32(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(500, 3072), dtype=np.uint8)  # 500 CIFAR-sized images
     y = rng.integers(0, 10, size=500).astype(np.uint8)

@@ -19,7 +19,8 @@ from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
-from tests.helpers import rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
 from worker.data import DatasetCache
 from worker.trainer import TrialContext, run_attempt
 

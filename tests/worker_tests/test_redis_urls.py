@@ -33,7 +33,7 @@ def test_well_formed_urls_pass(url) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.integration
-def test_a_db_number_the_server_lacks_is_bad_input_a_refused_port_is_not(redis_url) -> None:  # type: ignore[no-untyped-def]
+def test_a_db_number_the_server_lacks_is_bad_input_a_refused_port_is_not(redis_url: str) -> None:
     base = redis_url.split("?")[0] + "?db=99" if redis_url.startswith("unix://") else \
         redis_url.rsplit("/", 1)[0] + "/99"
     with pytest.raises(BadRedisURL, match="no such database"):

@@ -1,17 +1,22 @@
 """Every hyperparameter of a trial: names, types, hard limits and defaults.
 
-This table is the single source of truth. The coordinator validates sweep
-configs against it (``SPEC``) and the trainer builds a frozen ``Hyper`` from a
-trial's flat parameter mapping with ``Hyper.from_params``. Pure Python: no I/O.
+This table is the single source of truth, except for the update rules' settings
+(``momentum``, ``beta1``, ``beta2``, ``eps``, ``decay_rate``): their defaults are
+the rule functions' own (``worker.nn.optim``), read from their signatures. The
+coordinator validates sweep configs against it (``SPEC``) and the trainer builds a
+frozen ``Hyper`` from a trial's flat parameter mapping with ``Hyper.from_params``.
+Pure Python: no I/O.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
-RULE_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+from worker.nn import optim
+
+RULE_NAMES = tuple(optim.RULES)
 SCHEDULE_KINDS = ("constant", "step", "plateau", "exponential", "inverse_time")
 SCHEDULE_UNITS = ("epoch", "iteration")
 
@@ -66,6 +71,24 @@ def _p(name: str, kind: type, default: Any, help: str, **kw: Any) -> ParamSpec:
     return ParamSpec(name=name, kind=kind, default=default, help=help, **kw)
 
 
+def _rule_defaults() -> dict[str, float]:
+    """Every update-rule setting with its default, from the rules' signatures."""
+    found: dict[str, float] = {}
+    for rule in optim.RULES:
+        for name, default in optim.defaults(rule).items():
+            if found.setdefault(name, default) != default:
+                raise AssertionError(f"update rules disagree on the default of {name}")
+    return found
+
+
+_RULE_DEFAULTS = _rule_defaults()
+
+
+def _r(name: str, help: str, **kw: Any) -> ParamSpec:
+    """An update rule's setting: a float >= 0 whose default is the rule's."""
+    return _p(name, float, _RULE_DEFAULTS[name], help, low=0.0, **kw)
+
+
 SPEC: dict[str, ParamSpec] = {
     p.name: p
     for p in (
@@ -78,15 +101,11 @@ SPEC: dict[str, ParamSpec] = {
            high_open=True),
         _p("batch_size", int, 64, "examples per minibatch", low=1),
         _p("update_rule", str, "sgd", "parameter update rule", choices=RULE_NAMES),
-        _p("momentum", float, 0.9, "mu of momentum / nesterov", low=0.0, high=1.0,
-           high_open=True),
-        _p("beta1", float, 0.9, "adam first-moment decay", low=0.0, high=1.0, high_open=True),
-        _p("beta2", float, 0.999, "adam second-moment decay", low=0.0, high=1.0,
-           high_open=True),
-        _p("eps", float, 1e-8, "adagrad / rmsprop / adam smoothing term", low=0.0,
-           low_open=True),
-        _p("decay_rate", float, 0.99, "rmsprop cache decay", low=0.0, high=1.0,
-           high_open=True),
+        _r("momentum", "momentum / nesterov: mu of the notes", high=1.0, high_open=True),
+        _r("beta1", "adam first-moment decay", high=1.0, high_open=True),
+        _r("beta2", "adam second-moment decay", high=1.0, high_open=True),
+        _r("eps", "adagrad / rmsprop / adam smoothing term", low_open=True),
+        _r("decay_rate", "rmsprop cache decay", high=1.0, high_open=True),
         _p("schedule", str, "constant", "learning-rate schedule", choices=SCHEDULE_KINDS),
         _p("schedule_unit", str, "epoch", "what t counts in the schedule",
            choices=SCHEDULE_UNITS),
@@ -96,7 +115,7 @@ SPEC: dict[str, ParamSpec] = {
         _p("schedule_patience", int, 3, "plateau: epochs without improvement before a cut",
            low=1),
         _p("schedule_k", float, 0.1, "exponential / inverse_time decay constant", low=0.0),
-        _p("momentum_schedule", tuple, (), "mu per epoch, e.g. [0.5, 0.9, 0.95, 0.99]",
+        _p("momentum_schedule", tuple, (), "momentum per epoch, e.g. [0.5, 0.9, 0.95, 0.99]",
            searchable=False),
         _p("ema_decay", float, 0.0, "running average of the weights (0 = off)", low=0.0,
            high=1.0, high_open=True),
@@ -107,42 +126,37 @@ SPEC: dict[str, ParamSpec] = {
     )
 }
 
-# Settings that only matter for some update rules or schedules: present but
-# unused is fine (no error), so a sweep can search update_rule and momentum together.
-APPLIES_TO_RULE = {
-    "momentum": ("momentum", "nesterov"),
-    "beta1": ("adam",),
-    "beta2": ("adam",),
-    "eps": ("adagrad", "rmsprop", "adam"),
-    "decay_rate": ("rmsprop",),
-}
+
+def _default(name: str) -> Any:
+    """``SPEC``'s default of ``name``: ``Hyper``'s fields keep no copies."""
+    return SPEC[name].default
 
 
 @dataclass(frozen=True)
 class Hyper:
-    """The resolved hyperparameters of one trial (defaults filled in)."""
+    """The resolved hyperparameters of one trial (defaults filled in, from ``SPEC``)."""
 
-    learning_rate: float = 1e-3
-    reg: float = 0.0
-    hidden: tuple[int, ...] = (100,)
-    dropout: float = 0.0
-    batch_size: int = 64
-    update_rule: str = "sgd"
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    decay_rate: float = 0.99
-    schedule: str = "constant"
-    schedule_unit: str = "epoch"
-    schedule_every: int = 5
-    schedule_factor: float = 0.5
-    schedule_patience: int = 3
-    schedule_k: float = 0.1
-    momentum_schedule: tuple[float, ...] = field(default_factory=tuple)
-    ema_decay: float = 0.0
-    weight_scale: float = 0.0
-    diverge_factor: float = 3.0
+    learning_rate: float = _default("learning_rate")
+    reg: float = _default("reg")
+    hidden: tuple[int, ...] = (_default("hidden_size"),) * _default("depth")
+    dropout: float = _default("dropout")
+    batch_size: int = _default("batch_size")
+    update_rule: str = _default("update_rule")
+    momentum: float = _default("momentum")
+    beta1: float = _default("beta1")
+    beta2: float = _default("beta2")
+    eps: float = _default("eps")
+    decay_rate: float = _default("decay_rate")
+    schedule: str = _default("schedule")
+    schedule_unit: str = _default("schedule_unit")
+    schedule_every: int = _default("schedule_every")
+    schedule_factor: float = _default("schedule_factor")
+    schedule_patience: int = _default("schedule_patience")
+    schedule_k: float = _default("schedule_k")
+    momentum_schedule: tuple[float, ...] = _default("momentum_schedule")
+    ema_decay: float = _default("ema_decay")
+    weight_scale: float = _default("weight_scale")
+    diverge_factor: float = _default("diverge_factor")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Hyper:
@@ -168,3 +182,13 @@ class Hyper:
             if f.name in values and SPEC.get(f.name) and SPEC[f.name].kind in (int, float):
                 values[f.name] = SPEC[f.name].kind(values[f.name])
         return cls(**values)
+
+    def optimizer(self) -> optim.Optimizer:
+        """The trial's optimizer: ``update_rule`` with the settings that rule takes.
+
+        Settings for other rules (``beta1`` for sgd, ...) are ignored. ``momentum``
+        starts at ``self.momentum``; the trainer ramps it with ``set_hyper`` when a
+        ``momentum_schedule`` is set.
+        """
+        taken = optim.defaults(self.update_rule)
+        return optim.make(self.update_rule, **{k: getattr(self, k) for k in taken})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -47,12 +47,19 @@ def arena(
     since elementwise operations round alike in any grouping.
     """
     flat = np.empty(sum(math.prod(sh) for sh in shapes.values()), dtype)
+    return flat, arena_views(flat, shapes)
+
+
+def arena_views(flat: np.ndarray, shapes: Mapping[str, Sequence[int] | np.ndarray]
+                ) -> dict[str, np.ndarray]:
+    """Views of the 1-D ``flat`` shaped as ``shapes`` (or as arrays' shapes), in order."""
     views, start = {}, 0
     for name, shape in shapes.items():
+        shape = shape.shape if isinstance(shape, np.ndarray) else tuple(shape)
         size = math.prod(shape)
         views[name] = flat[start : start + size].reshape(shape)
         start += size
-    return flat, views
+    return views
 
 
 def init_params(

@@ -10,8 +10,12 @@ Rules work in place on the parameter's dtype (float32): every scalar is a Python
 float, which NumPy treats as weak, so nothing is upcast to float64, and
 temporaries go into ``scratch`` through ``out=`` instead of being allocated.
 ``Optimizer`` runs a rule over each parameter, on large ones in cache-sized runs
-that all share one run-sized scratch buffer, so a run's temporaries never leave
-the cache.
+(``layers.cache_runs``) that all share one run-sized scratch buffer, so a run's
+temporaries never leave the cache.
+
+A rule's keyword arguments are the trial's hyperparameters of the same names
+(``momentum``, ``beta1``, ...) and their defaults are the only ones hpsweep has:
+``worker.nn.hyper`` reads them from here.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from worker.nn.hyper import Hyper
+from worker.nn import layers
 
 # Per-parameter entries that are not checkpoint state: "t" is saved once for
 # the whole optimizer, "scratch" is only a reusable buffer.
 _UNSAVED = ("t", "scratch")
 _HYPER_PREFIX = "hyper."
-# Rule argument -> Hyper field, for the arguments whose names differ.
-_HYPER_FIELD = {"mu": "momentum"}
+# Hyperparameters saved under an older name: checkpoints written before ``mu`` was
+# renamed ``momentum`` (the config key) still resume.
+_RENAMED = {"mu": "momentum"}
 
 
 def _slot(state: dict[str, Any], name: str, x: np.ndarray) -> np.ndarray:
@@ -61,21 +66,22 @@ def sgd(x: np.ndarray, dx: np.ndarray, state: dict[str, Any], lr: float) -> None
 
 
 def momentum(
-    x: np.ndarray, dx: np.ndarray, state: dict[str, Any], lr: float, mu: float = 0.9
+    x: np.ndarray, dx: np.ndarray, state: dict[str, Any], lr: float, momentum: float = 0.9
 ) -> None:
-    """Momentum: ``v = mu * v - lr * dx; x += v`` (in place)."""
+    """Momentum: ``v = mu * v - lr * dx; x += v`` (in place), ``mu`` = ``momentum``."""
     v = _slot(state, "v", x)
     tmp = _scratch(state, x)
-    v *= mu
+    v *= momentum
     np.multiply(dx, lr, out=tmp)
     v -= tmp
     x += v
 
 
 def nesterov(
-    x: np.ndarray, dx: np.ndarray, state: dict[str, Any], lr: float, mu: float = 0.9
+    x: np.ndarray, dx: np.ndarray, state: dict[str, Any], lr: float, momentum: float = 0.9
 ) -> None:
-    """Nesterov momentum: ``v_prev = v; v = mu*v - lr*dx; x += -mu*v_prev + (1+mu)*v``.
+    """Nesterov momentum: ``v_prev = v; v = mu*v - lr*dx; x += -mu*v_prev + (1+mu)*v``,
+    ``mu`` = ``momentum``.
 
     Evaluated as ``x += mu*v - lr*dx`` with the new ``v``: the same value, since
     ``mu*v_prev = v + lr*dx``, in six passes instead of seven.
@@ -83,10 +89,10 @@ def nesterov(
     v = _slot(state, "v", x)
     tmp = _scratch(state, x)
     np.multiply(dx, lr, out=tmp)
-    v *= mu
+    v *= momentum
     v -= tmp
     x -= tmp
-    np.multiply(v, mu, out=tmp)
+    np.multiply(v, momentum, out=tmp)
     x += tmp
 
 
@@ -199,14 +205,11 @@ def _rule(name: str) -> Rule:
     return RULES[name]
 
 
-# Elements per rule call on a large parameter: one run of its arrays (x, dx,
-# slots, scratch) stays in L2, so the rule's several passes hit the cache
-# (adam on a 3072x500 W: 4.4 ms whole, 2.7 ms in runs of 2**16). The scratch
-# buffer is run-sized and reused by every run, so it is always in cache too
-# (sgd on that W: 0.68 ms with a full-size scratch, 0.48 ms with a run-sized one).
-_CHUNK = 1 << 16
-
-
+# A rule on a large parameter runs over cache-sized runs of its arrays (x, dx,
+# slots, scratch: ``layers.RUN`` elements each), so its several passes hit L2
+# (adam on a 3072x500 W: 4.4 ms whole, 2.7 ms in runs). The scratch buffer is
+# run-sized and reused by every run, so it is always in cache too (sgd on that W:
+# 0.68 ms with a full-size scratch, 0.48 ms with a run-sized one).
 def _parts(
     x: np.ndarray, dx: np.ndarray, state: dict[str, Any]
 ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
@@ -215,32 +218,31 @@ def _parts(
     Every run shares the parameter's run-sized ``scratch``. Elementwise float
     operations round the same in any run, so both give bit-identical results.
     """
-    if x.size <= _CHUNK:
+    if x.size <= layers.RUN:
         yield x, dx, state
         return
     slots = {k: a for k, a in state.items() if k not in _UNSAVED}
+    arrays = (x, dx, *slots.values())
     # reshape(-1) of a non-contiguous array copies, and the update would be lost
-    if not all(a.flags.c_contiguous for a in (x, dx, *slots.values())):
+    if not all(a.flags.c_contiguous for a in arrays):
         yield x, dx, state
         return
-    flat = {k: a.reshape(-1) for k, a in slots.items()}
-    x, dx = x.reshape(-1), dx.reshape(-1)
-    for i in range(0, x.size, _CHUNK):
-        part = {k: a[i : i + _CHUNK] for k, a in flat.items()}
+    for x_run, dx_run, *slot_runs in layers.cache_runs(*arrays):
+        part = dict(zip(slots, slot_runs, strict=True))
         part["t"], part["scratch"] = state["t"], state["scratch"]
-        yield x[i : i + _CHUNK], dx[i : i + _CHUNK], part
+        yield x_run, dx_run, part
 
 
 def _run_buffer(x: np.ndarray) -> np.ndarray:
     """The scratch buffer of parameter ``x``: one run's worth of its dtype."""
-    return np.empty(min(x.size, _CHUNK), x.dtype)
+    return np.empty(min(x.size, layers.RUN), x.dtype)
 
 
 class Optimizer:
     """Runs one update rule over a dict of parameters, keeping each one's state.
 
     ``hyper`` holds the rule's current hyperparameters (read it to see whether
-    the rule takes, e.g., ``mu``); change them with ``set_hyper``. ``slots``
+    the rule takes, e.g., ``momentum``); change them with ``set_hyper``. ``slots``
     names the arrays the rule keeps per parameter.
     """
 
@@ -283,11 +285,12 @@ class Optimizer:
         return state
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Flat copies of the state: ``"W1.v"``, ``"W1.cache"``, ``"t"``, ``"hyper.mu"`` ...
+        """Flat copies of the state: ``"W1.v"``, ``"W1.cache"``, ``"t"``,
+        ``"hyper.momentum"`` ...
 
         Plain numeric arrays, so the dict goes into ``np.savez`` and loads back with
-        ``allow_pickle=False``. Hyperparameters are included so a ramped ``mu``
-        resumes exactly.
+        ``allow_pickle=False``. Hyperparameters are included so a ramped
+        ``momentum`` resumes exactly.
         """
         out = {"t": np.array(self.t, dtype=np.int64)}
         out.update(
@@ -309,7 +312,8 @@ class Optimizer:
             if name == "t":
                 continue
             if name.startswith(_HYPER_PREFIX):
-                hyper[name.removeprefix(_HYPER_PREFIX)] = float(d[name])
+                key = name.removeprefix(_HYPER_PREFIX)
+                hyper[_RENAMED.get(key, key)] = float(d[name])
                 continue
             key, _, slot = name.rpartition(".")
             if slot not in self.slots:
@@ -332,12 +336,3 @@ def make(name: str, **hyper: float) -> Optimizer:
     """
     return Optimizer(name, **hyper)
 
-
-def from_hyper(h: Hyper) -> Optimizer:
-    """The optimizer of a trial: ``h.update_rule`` with the settings that rule takes.
-
-    Settings for other rules (``beta1`` for sgd, ...) are ignored. ``mu`` starts at
-    ``h.momentum``; the trainer ramps it with ``set_hyper`` when a schedule is set.
-    """
-    taken = defaults(h.update_rule)
-    return make(h.update_rule, **{k: getattr(h, _HYPER_FIELD.get(k, k)) for k in taken})

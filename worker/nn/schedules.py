@@ -75,7 +75,7 @@ def lr_at(h: Hyper, epoch: int, iteration: int, val_history: Sequence[float]) ->
 
 
 def momentum_at(h: Hyper, epoch: int) -> float:
-    """``mu`` for the 0-based ``epoch``: the ramp (last value held), else ``h.momentum``."""
+    """``momentum`` for the 0-based ``epoch``: the ramp (last value held), else ``h.momentum``."""
     ramp = h.momentum_schedule
     if ramp:
         return ramp[min(epoch, len(ramp) - 1)]

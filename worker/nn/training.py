@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from worker.nn import checkpoint, layers, model, optim, schedules
+from worker.nn import checkpoint, layers, model, optim, protocol, schedules
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import Hyper
+from worker.nn.mlp import MLP
+from worker.nn.protocol import ModelSpec
+from worker.nn.saved import fill, saved_spec, weights, with_prefix
 
 FORMAT_VERSION = 1
 DTYPE = np.float32
@@ -26,6 +30,7 @@ DTYPE = np.float32
 # data sets gather a whole epoch in one ``take`` and then step through views of it;
 # big ones still gather one minibatch at a time (an epoch never copies the data).
 GATHER_BYTES = 1 << 19
+TRAIN_ACC_ROWS = 1000  # training accuracy of a model that does not count its own
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,18 @@ class EpochResult:
 
 
 class TrainState:
-    """Everything a trial needs between epochs; build with ``create`` or ``from_checkpoint``."""
+    """Everything a trial needs between epochs; build with ``create`` or ``from_checkpoint``.
+
+    ``model`` is any model of the protocol (``worker.nn.protocol``); its ``params`` are
+    views of one flat float32 arena (the running average has one too), so a slot-free
+    update rule (sgd) and the average update the whole model per call.
+    """
 
     def __init__(
         self,
         hyper: Hyper,
-        params: dict[str, np.ndarray],
+        spec: ModelSpec,
+        net: Any,
         opt: optim.Optimizer,
         rng: np.random.Generator,
         ema_params: dict[str, np.ndarray] | None = None,
@@ -62,10 +73,9 @@ class TrainState:
         initial_loss: float | None = None,
         val_history: list[float] | None = None,
     ) -> None:
-        self.hyper = hyper
-        # the weights (and their running average) live in one arena each, copied in
-        # once: a slot-free rule (sgd) and the average update whole models per call
-        self._flat, self.params = _in_arena(params)
+        self.hyper, self.spec, self.model = hyper, spec, net
+        self._flat, self.params = _in_arena(net.params)
+        net.params.update(self.params)  # the model now computes with the arena's views
         self.opt = opt
         self.rng = rng
         self._flat_ema, self.ema_params = (None, None) if ema_params is None else \
@@ -74,57 +84,82 @@ class TrainState:
         self.iteration = iteration  # optimizer steps taken
         self.initial_loss = initial_loss  # loss of the very first minibatch
         self.val_history = [] if val_history is None else val_history
-        self.net = model.Net(model.dims_of(params), DTYPE)
+        self._loss_rng = protocol.loss_takes_rng(net)
+        self._counts = hasattr(net, "n_correct")
+        # gradients: the model's own arena when it has one laid out like params (checked on
+        # the first step), else one the trainer copies each step's gradients into
+        flat_grads = getattr(net, "flat_grads", None)
+        self._direct: bool | None = None if _fits(flat_grads, self._flat) else False
+        if self._direct is False:
+            self._flat_grads, self._grads = model.arena(protocol.shapes_of(self.params), DTYPE)
+        else:
+            self._flat_grads, self._grads = flat_grads, model.arena_views(flat_grads,
+                                                                          self.params)
         # what the optimizer steps: the whole arena when the rule keeps no per-parameter
         # slots (its checkpoint state is then the same), else parameter by parameter
-        self._stepped = ({"params": self._flat}, {"params": self.net.flat_grads}) \
-            if not opt.slots else (self.params, self.net.grads)
+        self._stepped = ({"params": self._flat}, {"params": self._flat_grads}) \
+            if not opt.slots else (self.params, self._grads)
+
+    @property
+    def net(self) -> Any:  # the model (the name it had when the MLP was the only one)
+        return self.model
 
     @classmethod
-    def create(cls, hyper: Hyper, n_features: int, n_classes: int, seed: int) -> TrainState:
-        """A fresh state: weights drawn from the trial's generator, EMA = the weights."""
+    def create(cls, hyper: Hyper, input_shape: int | tuple[int, ...], n_classes: int,
+               seed: int, spec: ModelSpec | None = None) -> TrainState:
+        """A fresh state: weights drawn from the trial's generator, EMA = the weights.
+
+        ``spec`` None: the built-in MLP with ``hyper``'s hidden widths, dropout and reg.
+        """
+        spec = spec or mlp_spec(hyper, protocol.input_shape_of(input_shape), n_classes)
         rng = np.random.Generator(np.random.PCG64(seed))
-        dims = (n_features, *hyper.hidden, n_classes)
-        params = model.init_params(dims, rng, hyper.weight_scale, DTYPE)
-        ema = {k: p.copy() for k, p in params.items()} if hyper.ema_decay > 0 else None
-        return cls(hyper, params, optim.from_hyper(hyper), rng, ema_params=ema)
+        net = spec.build(rng, DTYPE)
+        ema = {k: p.copy() for k, p in net.params.items()} if hyper.ema_decay > 0 else None
+        return cls(hyper, spec, net, hyper.optimizer(), rng, ema_params=ema)
 
     @classmethod
-    def from_checkpoint(cls, hyper: Hyper, data: bytes) -> TrainState:
+    def from_checkpoint(cls, hyper: Hyper, data: bytes,
+                        spec: ModelSpec | None = None) -> TrainState:
         """The state saved by ``to_checkpoint``; raises ``CheckpointError`` if it
-        is corrupt or does not fit ``hyper`` (architecture, update rule, EMA)."""
+        is corrupt or does not fit ``hyper`` and ``spec`` (model, shapes, update rule, EMA).
+        ``spec`` None: the built-in MLP, as ``create``."""
         arrays = checkpoint.decode(data)
         try:
-            return cls._from_arrays(hyper, arrays)
+            return cls._from_arrays(hyper, arrays, spec)
         except CheckpointError:
             raise
         except (KeyError, ValueError, TypeError) as e:  # missing or malformed entries
             raise CheckpointError(f"checkpoint does not fit this trial: {e!r}") from e
 
     @classmethod
-    def _from_arrays(cls, hyper: Hyper, arrays: dict[str, np.ndarray]) -> TrainState:
+    def _from_arrays(cls, hyper: Hyper, arrays: dict[str, np.ndarray],
+                     spec: ModelSpec | None) -> TrainState:
         if int(arrays["format"]) != FORMAT_VERSION:
             raise CheckpointError(f"checkpoint format {int(arrays['format'])} is not supported")
-        params = _weights(arrays, "param.")
-        dims = model.dims_of(params)
-        if dims[1:-1] != tuple(hyper.hidden) or str(arrays["update_rule"]) != hyper.update_rule:
+        saved_as = saved_spec(arrays)
+        spec = spec or mlp_spec(hyper, saved_as["input_shape"], saved_as["num_classes"])
+        if saved_as["name"] != spec.name or str(arrays["update_rule"]) != hyper.update_rule:
             raise CheckpointError(
-                f"checkpoint is for hidden={dims[1:-1]} rule={arrays['update_rule']}, "
-                f"not hidden={tuple(hyper.hidden)} rule={hyper.update_rule}"
-            )
-        _check_shapes(params, dims)
-        ema = _weights(arrays, "ema.") or None
+                f"checkpoint is for model {saved_as['name']} rule={arrays['update_rule']}, "
+                f"not model {spec.name} rule={hyper.update_rule}")
+        params = weights(arrays, "param.")
+        ema = weights(arrays, "ema.") or None
         if (ema is None) != (hyper.ema_decay == 0):
             raise CheckpointError("checkpoint and trial disagree on ema_decay being on")
-        if ema is not None:
-            _check_shapes(ema, dims)
-        opt = optim.from_hyper(hyper)
-        opt.load_state_dict(_with_prefix(arrays, "optim."))
+        # build with a generator that is then set to the saved state: a model that keeps
+        # the generator it was built with draws from the resumed stream, like the trainer
         rng = np.random.Generator(np.random.PCG64())
+        net = spec.build(rng, DTYPE)
+        fill(net.params, params, "checkpoint weights")
+        if ema is not None:
+            protocol.check_like(ema, net.params, "checkpoint averages")
         rng.bit_generator.state = json.loads(arrays["rng"].tobytes().decode("utf-8"))
+        opt = hyper.optimizer()
+        opt.load_state_dict(with_prefix(arrays, "optim."))
         return cls(
             hyper,
-            params,
+            spec,
+            net,
             opt,
             rng,
             ema_params=ema,
@@ -139,6 +174,7 @@ class TrainState:
         arrays: dict[str, np.ndarray] = {
             "format": np.array(FORMAT_VERSION, dtype=np.int64),
             "update_rule": np.array(self.hyper.update_rule),
+            "model": np.array(self.spec.to_json()),
             "epoch": np.array(self.epoch, dtype=np.int64),
             "iteration": np.array(self.iteration, dtype=np.int64),
             "val_history": np.array(self.val_history, dtype=np.float64),
@@ -156,7 +192,7 @@ class TrainState:
     def train_epoch(
         self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray
     ) -> EpochResult:
-        """Train one epoch over X (N, D) float32, y (N,), then evaluate on the val split.
+        """Train one epoch over X (N, ...) float32, y (N,), then evaluate on the val split.
 
         A diverged epoch stops at the offending minibatch (its update is not
         applied) and reports NaN validation metrics; the state is then spent.
@@ -170,14 +206,39 @@ class TrainState:
             return EpochResult(
                 self.epoch, train_loss, train_acc, nan, nan, lr, ema_nan, ema_nan, diverged=True
             )
-        val_loss, val_acc = model.evaluate(self.params, X_val, y_val)
+        if not self._counts:  # CS231n's Solver: accuracy on (up to) 1,000 training rows
+            train_acc = protocol.evaluate(self.model, X[:TRAIN_ACC_ROWS], y[:TRAIN_ACC_ROWS])[1]
+        val_loss, val_acc = protocol.evaluate(self.model, X_val, y_val)
         ema_loss = ema_acc = None
         if self.ema_params is not None:
-            ema_loss, ema_acc = model.evaluate(self.ema_params, X_val, y_val)
+            own = dict(self.params)
+            self.model.params.update(self.ema_params)  # evaluate the running average
+            try:
+                ema_loss, ema_acc = protocol.evaluate(self.model, X_val, y_val)
+            finally:
+                self.model.params.update(own)
         self.val_history.append(val_acc)
         return EpochResult(
             self.epoch, train_loss, train_acc, val_loss, val_acc, lr, ema_loss, ema_acc, False
         )
+
+    def _step_loss(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        """The minibatch's loss, its gradients left in ``self._grads``."""
+        net = self.model
+        loss, grads = net.loss(xb, yb, rng=self.rng) if self._loss_rng else net.loss(xb, yb)
+        if self._direct is None:  # first step: are the model's grads views of flat_grads?
+            self._direct = all(g is not None and _same_view(g, self._grads.get(k))
+                               for k, g in grads.items()) and len(grads) == len(self._grads)
+            if not self._direct:
+                self._flat_grads, self._grads = model.arena(protocol.shapes_of(self.params),
+                                                            DTYPE)
+                if not self.opt.slots:
+                    self._stepped = ({"params": self._flat}, {"params": self._flat_grads})
+                else:
+                    self._stepped = (self.params, self._grads)
+        if not self._direct:
+            fill(self._grads, grads, "gradients")
+        return float(loss)
 
     def _run_minibatches(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float, float, bool]:
         """One pass over a random permutation: ``(mean loss, accuracy, last lr, diverged)``."""
@@ -185,15 +246,14 @@ class TrainState:
             raise TypeError(f"training data must be {np.dtype(DTYPE)}, got {X.dtype}")
         if X.shape[0] == 0:
             raise ValueError("no training examples")
-        h, params, net, opt, rng = self.hyper, self.params, self.net, self.opt, self.rng
-        if "mu" in opt.hyper:
-            opt.set_hyper(mu=schedules.momentum_at(h, self.epoch))
+        h, opt, rng, net = self.hyper, self.opt, self.rng, self.model
+        if "momentum" in opt.hyper:
+            opt.set_hyper(momentum=schedules.momentum_at(h, self.epoch))
         n, bs = X.shape[0], h.batch_size
         perm = rng.permutation(n)
         y_epoch = y[perm]  # the epoch's labels in step order (n integers: small)
         block = min(n, bs * max(1, GATHER_BYTES // (bs * X[:1].nbytes or 1)))
         buf = np.empty((block, *X.shape[1:]), DTYPE)  # reused by every block
-        stepped, grads = self._stepped
         losses: list[float] = []
         n_correct = 0
         lr = math.nan
@@ -202,15 +262,16 @@ class TrainState:
             for off in range(0, xs.shape[0], bs):
                 start = first + off
                 lr = schedules.lr_at(h, self.epoch, self.iteration, self.val_history)
-                loss, _ = net.loss_and_grads(params, xs[off : off + bs],
-                                             y_epoch[start : start + bs], h.reg, h.dropout, rng)
+                loss = self._step_loss(xs[off : off + bs], y_epoch[start : start + bs])
                 losses.append(loss)
-                n_correct += net.n_correct
+                if self._counts:
+                    n_correct += net.n_correct
                 if self.initial_loss is None:
                     self.initial_loss = loss
                 if not math.isfinite(loss) or loss > h.diverge_factor * self.initial_loss:
                     seen = min(start + bs, n)
                     return float(np.mean(losses)), n_correct / seen, lr, True
+                stepped, grads = self._stepped
                 opt.step(stepped, grads, lr)
                 self.iteration += 1
                 if self._flat_ema is not None:
@@ -248,48 +309,21 @@ def _update_average(ema: np.ndarray, params: np.ndarray, decay: float) -> None:
         e_run += p_run
 
 
-def _with_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """The arrays whose key starts with ``prefix``, keyed without it."""
-    return {k[len(prefix) :]: a for k, a in arrays.items() if k.startswith(prefix)}
+def _fits(flat: Any, params_flat: np.ndarray) -> bool:
+    """Whether ``flat`` can hold a gradient arena for ``params_flat``."""
+    return isinstance(flat, np.ndarray) and flat.ndim == 1 and flat.dtype == DTYPE \
+        and flat.size == params_flat.size and flat.flags.c_contiguous
 
 
-def _weights(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """Float32 copies of the arrays whose key starts with ``prefix``, prefix removed."""
-    return {k: np.array(a, dtype=DTYPE, order="C") for k, a in _with_prefix(arrays, prefix).items()}
+def _same_view(a: np.ndarray, b: np.ndarray | None) -> bool:
+    """Whether ``a`` and ``b`` are the same memory, shape and strides."""
+    return b is not None and isinstance(a, np.ndarray) and a.shape == b.shape \
+        and a.strides == b.strides and a.dtype == b.dtype \
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
 
 
-def _check_shapes(params: dict[str, np.ndarray], dims: tuple[int, ...]) -> None:
-    for i in range(1, len(dims)):
-        if params[f"W{i}"].shape != dims[i - 1 : i + 1] or params[f"b{i}"].shape != (dims[i],):
-            raise CheckpointError(f"layer {i} has inconsistent shapes")
-
-
-def predict_proba(params: dict[str, np.ndarray], X: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Class probabilities (N, C) float32 of X under ``params`` (evaluation mode)."""
-    return model.predict_proba(params, X, batch)
-
-
-def params_from_checkpoint(data: bytes, which: str = "raw") -> dict[str, np.ndarray]:
-    """The raw (``"raw"``) or running-average (``"ema"``) weights stored in a checkpoint."""
-    if which not in ("raw", "ema"):
-        raise ValueError(f"which must be 'raw' or 'ema', got {which!r}")
-    params = _weights(checkpoint.decode(data), "param." if which == "raw" else "ema.")
-    if not params:
-        raise CheckpointError(f"checkpoint holds no {which} weights")
-    try:
-        _check_shapes(params, model.dims_of(params))
-    except KeyError as e:
-        raise CheckpointError(f"checkpoint weights incomplete: missing {e}") from e
-    return params
-
-
-_TRAINING_ONLY = ("optim.", "rng")  # what only resuming needs: update-rule state, RNG
-
-
-def weights_only(data: bytes) -> bytes | None:
-    """The checkpoint without what only resuming needs (optimizer state, RNG state), for
-    a trial that will never train again: ``params_from_checkpoint`` still reads its raw
-    and EMA weights. None when ``data`` holds nothing to drop (already weights-only)."""
-    arrays = checkpoint.decode(data)
-    kept = {k: a for k, a in arrays.items() if not k.startswith(_TRAINING_ONLY)}
-    return None if len(kept) == len(arrays) else checkpoint.encode(kept)
+def mlp_spec(hyper: Hyper, input_shape: tuple[int, ...], n_classes: int) -> ModelSpec:
+    """The built-in MLP with ``hyper``'s hidden widths, dropout, reg and weight scale."""
+    return ModelSpec("mlp", MLP, tuple(input_shape), int(n_classes),
+                     {"hidden": tuple(hyper.hidden), "dropout": hyper.dropout,
+                      "reg": hyper.reg, "weight_scale": hyper.weight_scale})

@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 from coordinator.cli import main
 from storage.db import make_engine
 from tests.coordinator_tests.datasets_tests.formats import write_cifar, write_mnist
-from tests.helpers import rows, write_config
+from tests.support.configs import write_config
+from tests.support.db import rows
 
 NO_REDIS = "redis://127.0.0.1:1/0"  # launch defers enqueueing; nothing here gets that far
 

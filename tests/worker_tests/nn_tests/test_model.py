@@ -62,7 +62,7 @@ def test_everything_stays_float32():
     params = model.init_params((12, 16, 8, 4), np.random.default_rng(7))
     assert all(p.dtype == np.float32 for p in params.values())
     net = model.Net((12, 16, 8, 4))
-    opt = optim.make("nesterov", mu=0.9)
+    opt = optim.make("nesterov", momentum=0.9)
     for _ in range(3):
         loss, grads = net.loss_and_grads(params, X, y, 1e-3, 0.5, np.random.default_rng(8))
         opt.step(params, grads, 1e-2)

@@ -9,15 +9,15 @@ import itertools
 import numpy as np
 import pytest
 
-from worker.nn import optim
+from worker.nn import layers, optim
 from worker.nn.hyper import RULE_NAMES, Hyper
 
 SHAPES = {"W1": (2, 3), "b1": (3,), "W2": (3, 2)}
 LRS = [1e-2, 5e-3, 2e-2, 1e-3, 7e-3]  # changes every step
 HYPER = {  # non-default values, so a rule that ignored them would fail
     "sgd": {},
-    "momentum": {"mu": 0.8},
-    "nesterov": {"mu": 0.7},
+    "momentum": {"momentum": 0.8},
+    "nesterov": {"momentum": 0.7},
     "adagrad": {"eps": 1e-6},
     "rmsprop": {"decay_rate": 0.9, "eps": 1e-6},
     "adam": {"beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
@@ -29,12 +29,14 @@ def ref_sgd(x, dx, s, lr, t):
     return x - lr * dx, s
 
 
-def ref_momentum(x, dx, s, lr, t, mu):
+def ref_momentum(x, dx, s, lr, t, momentum):
+    mu = momentum
     v = mu * s.get("v", 0.0) - lr * dx
     return x + v, {"v": v}
 
 
-def ref_nesterov(x, dx, s, lr, t, mu):
+def ref_nesterov(x, dx, s, lr, t, momentum):
+    mu = momentum
     v_prev = s.get("v", 0.0)
     v = mu * v_prev - lr * dx
     return x - mu * v_prev + (1 + mu) * v, {"v": v}
@@ -77,15 +79,11 @@ def run(opt: optim.Optimizer, params, n_steps: int, seed: int, lrs=LRS) -> None:
         opt.step(params, random_params(rng), lrs[i % len(lrs)])
 
 
-def test_rules_table_matches_hyper_rule_names():
-    assert set(optim.RULES) == set(RULE_NAMES)
-
-
 @pytest.mark.parametrize("chunk", [None, 4])  # 4: large-parameter path, with a short tail
 @pytest.mark.parametrize("name", sorted(optim.RULES))
 def test_rule_follows_formula_step_by_step(name, chunk, monkeypatch):
     if chunk:
-        monkeypatch.setattr(optim, "_CHUNK", chunk)
+        monkeypatch.setattr(layers, "RUN", chunk)
     rng = np.random.default_rng(0)
     params = random_params(rng)
     objects = dict(params)  # to check the update is in place
@@ -145,7 +143,8 @@ def test_make_rejects_unknown_rule_listing_valid_ones():
 
 
 @pytest.mark.parametrize(
-    ("name", "bad"), [("sgd", "mu"), ("momentum", "beta1"), ("adam", "decay"), ("rmsprop", "mu")]
+    ("name", "bad"),
+    [("sgd", "momentum"), ("momentum", "beta1"), ("adam", "decay"), ("rmsprop", "mu")],
 )
 def test_make_rejects_unknown_hyperparameter_by_name(name, bad):
     with pytest.raises(ValueError, match=f"{name} takes no hyperparameter '{bad}'"):
@@ -155,8 +154,8 @@ def test_make_rejects_unknown_hyperparameter_by_name(name, bad):
 def test_defaults_are_the_signatures():
     expected = {
         "sgd": {},
-        "momentum": {"mu": 0.9},
-        "nesterov": {"mu": 0.9},
+        "momentum": {"momentum": 0.9},
+        "nesterov": {"momentum": 0.9},
         "adagrad": {"eps": 1e-8},
         "rmsprop": {"decay_rate": 0.99, "eps": 1e-8},
         "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
@@ -170,18 +169,18 @@ def test_defaults_are_the_signatures():
     assert optim.make("adam", beta2=0.9).hyper == {"beta1": 0.9, "beta2": 0.9, "eps": 1e-8}
 
 
-def test_from_hyper_passes_only_what_the_rule_takes():
+def test_hyper_optimizer_passes_only_what_the_rule_takes():
     h = dict(momentum=0.5, beta1=0.8, beta2=0.95, eps=1e-7, decay_rate=0.9)
     expected = {
         "sgd": {},
-        "momentum": {"mu": 0.5},
-        "nesterov": {"mu": 0.5},
+        "momentum": {"momentum": 0.5},
+        "nesterov": {"momentum": 0.5},
         "adagrad": {"eps": 1e-7},
         "rmsprop": {"decay_rate": 0.9, "eps": 1e-7},
         "adam": {"beta1": 0.8, "beta2": 0.95, "eps": 1e-7},
     }
     for name, hyper in expected.items():
-        opt = optim.from_hyper(Hyper(update_rule=name, **h))
+        opt = Hyper(update_rule=name, **h).optimizer()
         assert opt.name == name
         assert opt.hyper == hyper
 
@@ -191,19 +190,19 @@ def test_set_hyper_changes_the_next_step():
     start = random_params(rng)
     grads = [random_params(rng) for _ in range(3)]
     ramped, fixed = {k: x.copy() for k, x in start.items()}, {k: x.copy() for k, x in start.items()}
-    opt_ramped, opt_fixed = optim.make("momentum", mu=0.5), optim.make("momentum", mu=0.5)
+    opt_ramped, opt_fixed = (optim.make("momentum", momentum=0.5) for _ in range(2))
     ref = {k: x.astype(np.float64) for k, x in start.items()}
     ref_state: dict[str, dict] = {k: {} for k in start}
     for i, (g, mu) in enumerate(zip(grads, [0.5, 0.5, 0.99], strict=True)):
         if i == 2:
-            opt_ramped.set_hyper(mu=mu)
+            opt_ramped.set_hyper(momentum=mu)
         opt_ramped.step(ramped, g, 0.01)
         opt_fixed.step(fixed, g, 0.01)
         for k in start:
             ref[k], ref_state[k] = ref_momentum(
-                ref[k], g[k].astype(np.float64), ref_state[k], 0.01, i + 1, mu=mu
+                ref[k], g[k].astype(np.float64), ref_state[k], 0.01, i + 1, momentum=mu
             )
-    assert opt_ramped.hyper["mu"] == 0.99
+    assert opt_ramped.hyper["momentum"] == 0.99
     for k in start:
         np.testing.assert_allclose(ramped[k], ref[k], rtol=1e-5, atol=1e-7)
         assert not np.allclose(ramped[k], fixed[k], rtol=1e-5, atol=1e-7)
@@ -211,8 +210,8 @@ def test_set_hyper_changes_the_next_step():
 
 def test_set_hyper_rejects_unknown_names_and_changes_nothing():
     opt = optim.make("adam")
-    with pytest.raises(ValueError, match="adam takes no hyperparameter 'mu'"):
-        opt.set_hyper(beta1=0.5, mu=0.9)
+    with pytest.raises(ValueError, match="adam takes no hyperparameter 'momentum'"):
+        opt.set_hyper(beta1=0.5, momentum=0.9)
     assert opt.hyper["beta1"] == 0.9
 
 
@@ -226,7 +225,7 @@ def savez_roundtrip(state: dict[str, np.ndarray]):
 @pytest.mark.parametrize("name", sorted(optim.RULES))
 def test_state_dict_resume_is_bit_identical(name):
     start = random_params(np.random.default_rng(4))
-    ramp = {"mu": 0.95} if "mu" in optim.make(name).hyper else {}
+    ramp = {"momentum": 0.95} if "momentum" in optim.make(name).hyper else {}
 
     whole = {k: x.copy() for k, x in start.items()}
     opt = optim.make(name, **HYPER[name])
@@ -279,7 +278,7 @@ def test_runs_and_layouts_give_identical_updates(name, monkeypatch):
     grads = [{"W": rng.standard_normal((5, 7)).astype(np.float32)} for _ in range(3)]
 
     def final(chunk, layout):
-        monkeypatch.setattr(optim, "_CHUNK", chunk)
+        monkeypatch.setattr(layers, "RUN", chunk)
         params = {"W": layout(base["W"].copy())}
         opt = optim.make(name, **HYPER[name])
         for i, g in enumerate(grads):
@@ -303,7 +302,7 @@ def test_large_parameter_is_updated_in_runs():
     """A parameter bigger than one run (with a tail) follows the formula everywhere."""
     rng = np.random.default_rng(12)
     x = rng.standard_normal((301, 250)).astype(np.float32)
-    assert x.size > optim._CHUNK and x.size % optim._CHUNK
+    assert x.size > layers.RUN and x.size % layers.RUN
     ref, ref_state = x.astype(np.float64), {}
     opt = optim.make("adam")
     params = {"W": x}
@@ -323,11 +322,11 @@ def test_large_parameter_keeps_only_a_run_sized_scratch(name):
     params = {"W": rng.standard_normal((301, 250)).astype(np.float32)}
     opt = optim.make(name)
     opt.step(params, {"W": np.ones_like(params["W"])}, 1e-3)
-    assert opt._states["W"]["scratch"].size == optim._CHUNK < params["W"].size
+    assert opt._states["W"]["scratch"].size == layers.RUN < params["W"].size
     restored = optim.make(name)
     restored.load_state_dict(opt.state_dict())
     restored.step(params, {"W": np.ones_like(params["W"])}, 1e-3)
-    assert restored._states["W"]["scratch"].size == optim._CHUNK
+    assert restored._states["W"]["scratch"].size == layers.RUN
 
 
 def test_load_state_dict_rejects_another_rules_state():
@@ -338,8 +337,26 @@ def test_load_state_dict_rejects_another_rules_state():
         optim.make("adam").load_state_dict(momentum.state_dict())
     with pytest.raises(ValueError, match="rmsprop keeps no state slot 'v'"):
         optim.make("rmsprop").load_state_dict(momentum.state_dict())
-    with pytest.raises(ValueError, match="sgd takes no hyperparameter 'mu'"):
-        optim.make("sgd").load_state_dict({"t": np.array(1), "hyper.mu": np.array(0.9)})
+    with pytest.raises(ValueError, match="sgd takes no hyperparameter 'momentum'"):
+        optim.make("sgd").load_state_dict({"t": np.array(1), "hyper.momentum": np.array(0.9)})
+
+
+@pytest.mark.parametrize("name", ["momentum", "nesterov"])
+def test_load_state_dict_reads_the_old_name_mu(name):
+    """Checkpoints written before ``mu`` became ``momentum`` resume with their value."""
+    params = random_params(np.random.default_rng(16))
+    opt = optim.make(name, momentum=0.6)
+    run(opt, params, 2, seed=17)
+    old = {("hyper.mu" if k == "hyper.momentum" else k): a for k, a in opt.state_dict().items()}
+    assert "hyper.mu" in old
+    restored = optim.make(name)
+    restored.load_state_dict(old)
+    assert restored.hyper == {"momentum": 0.6}
+    after, expected = {k: x.copy() for k, x in params.items()}, params
+    run(restored, after, 2, seed=18)
+    run(opt, expected, 2, seed=18)
+    for k in params:
+        assert np.array_equal(after[k], expected[k])
 
 
 def test_slot_names():

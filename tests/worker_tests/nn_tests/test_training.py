@@ -12,7 +12,9 @@ import pytest
 from worker.nn import training
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import RULE_NAMES, SCHEDULE_KINDS, Hyper
-from worker.nn.training import TrainState, params_from_checkpoint, predict_proba
+from worker.nn.protocol import predict_proba
+from worker.nn.saved import params_from_checkpoint
+from worker.nn.training import TrainState
 
 N_FEATURES, N_CLASSES = 10, 4
 
@@ -161,7 +163,8 @@ def test_sensible_learning_rate_does_not_diverge():
 def test_predict_proba_rows_sum_to_one():
     state = TrainState.create(hyper(), N_FEATURES, N_CLASSES, seed=11)
     train(state, 2)
-    probs = predict_proba(state.params, VAL[0], batch=16)
+    state.model.eval_batch = 16  # several batches
+    probs = predict_proba(state.model, VAL[0])
     assert probs.shape == (60, N_CLASSES) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     assert (probs >= 0).all()

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.servers import free_port
+
 CANDIDATES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
 # what a worker logs when it cannot get or keep a database connection (not a deadlock or
 # serialization retry: those are about locks, not connections)
@@ -32,12 +34,6 @@ def pgbouncer_binary() -> str | None:
     """The ``pgbouncer`` executable (PATH, then Debian's /usr/sbin), or None."""
     found = shutil.which("pgbouncer")
     return found or next((c for c in CANDIDATES if os.access(c, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
