@@ -31,12 +31,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from storage import attempts, transitions
 from storage import pruning as store
-from storage import transitions
-from storage import trials as trial_store
+from storage.attempts import LeaseLost
 from storage.db import transact
 from storage.models import StageKind, TrialStatus
-from storage.trials import LeaseLost
 from worker.defaults import SweepSettings
 
 if TYPE_CHECKING:
@@ -233,14 +232,14 @@ class PruneGate:
                f"{self.rule.rule}: stop when more than 1/{self.rule.k} are better)")
 
         def work(s: Session) -> bool:
-            trial_store.finish(s, self.ctx.engine, self.trial.id, self.token,
+            attempts.finish(s, self.ctx.engine, self.trial.id, self.token,
                                TrialStatus.PRUNED.value, why)
             return transitions.settle_stage(s, self.trial.stage_id)
 
         return Stop(TrialStatus.PRUNED.value, transact(self.ctx.engine, work, core=True))
 
     def _release(self, why: str) -> Stop:
-        transact(self.ctx.engine, lambda s: trial_store.release(
+        transact(self.ctx.engine, lambda s: attempts.release(
             s, self.ctx.engine, self.trial.id, self.token, why))
         return Stop("released", None)
 

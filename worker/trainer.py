@@ -20,12 +20,13 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from storage import attempts, transitions
+from storage import checkpoints as checkpoint_store
 from storage import sweeps as sweep_store
-from storage import transitions
 from storage import trials as trial_store
+from storage.attempts import ClaimedTrial, EpochRecord, LeaseLost
 from storage.db import transact
 from storage.models import SweepStatus, TrialStatus
-from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
 from worker import models
 from worker.data import DatasetCache, Splits
 from worker.defaults import SweepSettings
@@ -102,7 +103,7 @@ def renew(engine: Engine, trial_id: int, token: str, lease_seconds: float) -> bo
     """Push the attempt's lease forward; False once it is lost (a failed beat is retried
     next period)."""
     try:
-        transact(engine, lambda s: trial_store.renew_lease(s, engine, trial_id, token,
+        transact(engine, lambda s: attempts.renew_lease(s, engine, trial_id, token,
                                                            lease_seconds))
     except LeaseLost:
         return False
@@ -187,12 +188,12 @@ def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
     """Claim the trial, and read its sweep (once per process) and checkpoints, in one
     transaction."""
     def work(s: Session) -> Claim | None:
-        trial = trial_store.claim(s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds)
+        trial = attempts.claim(s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds)
         if trial is None:
             return None
         sweep = ctx.sweeps.get(trial.sweep_id) or sweep_store.get_sweep(s, trial.sweep_id)
         assert sweep is not None
-        return Claim(trial, sweep, trial_store.checkpoints(s, trial.id))
+        return Claim(trial, sweep, checkpoint_store.resumable(s, trial.id))
 
     claim = transact(ctx.engine, work)
     if claim is not None and claim.sweep.id not in ctx.sweeps:
@@ -271,7 +272,7 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
                       previous_in_last=previous)
 
     def work(s: Session) -> bool:
-        live = trial_store.record_epoch(s, ctx.engine, trial.id, token, ctx.lease_seconds, rec)
+        live = attempts.record_epoch(s, ctx.engine, trial.id, token, ctx.lease_seconds, rec)
         if live is None:  # a record_epoch that does not say (a test's wrapper): ask
             state_now = trial_store.trial_state(s, trial.id)
             live = state_now is not None and state_now[1] == SweepStatus.RUNNING.value
@@ -288,9 +289,9 @@ def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: E
     row = curve_row(res, seconds)
 
     def work(s: Session) -> bool:
-        trial_store.record_curve(s, ctx.engine, trial.id, token, ctx.lease_seconds, res.epoch,
+        attempts.record_curve(s, ctx.engine, trial.id, token, ctx.lease_seconds, res.epoch,
                                  row)
-        trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
+        attempts.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
                            f"loss diverged in epoch {res.epoch}")
         return transitions.settle_stage(s, trial.stage_id)
 
@@ -303,7 +304,7 @@ def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
     last trial, and returns whether its advancement is now due (``settle_stage``, in the
     same transaction: no extra round trip per trial)."""
     def work(s: Session) -> bool:
-        trial_store.finish(s, ctx.engine, trial_id, token, status, error)
+        attempts.finish(s, ctx.engine, trial_id, token, status, error)
         return stage_id is not None and transitions.settle_stage(s, stage_id)
 
     return transact(ctx.engine, work, core=True)
@@ -326,7 +327,7 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
         log.warning("trial %d: %s on worker %s; handed back for another worker", trial.id,
                     exc, ctx.worker)
         why = f"{exc} on worker {ctx.worker}"
-        transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token, why))
+        transact(ctx.engine, lambda s: attempts.release(s, ctx.engine, trial.id, token, why))
         return Outcome(trial.id, "released", trial.stage_id)
     except Exception as exc:
         log.exception("trial %d: attempt %d failed", trial.id, trial.attempts)
@@ -352,7 +353,7 @@ def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attem
             finish(ctx, trial.id, token, TrialStatus.FAILED.value,
                    f"attempts exhausted; last error: {error}", stage_id=trial.stage_id)
         else:
-            transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token,
+            transact(ctx.engine, lambda s: attempts.release(s, ctx.engine, trial.id, token,
                                                                f"attempt failed: {error}"))
     except Exception as inner:  # noqa: BLE001 - the lease reaper recovers the trial
         log.warning("trial %d: could not record the failure: %s", trial.id, inner)
@@ -375,7 +376,7 @@ def train(ctx: TrialContext, claim: Claim, token: str,
         if beat.lost.is_set():
             raise LeaseLost(f"trial {trial.id}: lease lost")
         if ctx.stop_requested():
-            transact(ctx.engine, lambda s: trial_store.release(
+            transact(ctx.engine, lambda s: attempts.release(
                 s, ctx.engine, trial.id, token, "worker stopped; resumable"))
             return "released", ran, None
         if gate and (stop := gate.check(state.epoch)):  # the stage's prune rule
