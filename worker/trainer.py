@@ -1,8 +1,8 @@
 """One attempt at one trial: claim, resume or start, train epoch by epoch, finish.
 
 Each epoch's curve row, checkpoints and lease renewal commit in one short
-transaction fenced by the attempt's lease token; a heartbeat thread keeps the
-lease alive during long epochs. Divergence and cancellation are statuses, not
+transaction fenced by the attempt's lease token; a ``worker.lease.LeaseKeeper``
+keeps the lease alive during long epochs. Divergence and cancellation are statuses, not
 errors. Nothing here talks to Redis: ``worker.jobs`` does that.
 """
 
@@ -30,6 +30,7 @@ from storage.models import SweepStatus, TrialStatus
 from worker import models
 from worker.data import DatasetCache, Splits
 from worker.defaults import SweepSettings
+from worker.lease import LeaseKeeper
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import SPEC, Hyper
 from worker.nn.protocol import ModelSpec
@@ -50,7 +51,7 @@ class TrialContext:
     stop_requested: Callable[[], bool] = lambda: False
     # sweep id -> its (immutable) config, dataset and limits: read once per process
     sweeps: dict[int, sweep_store.SweepInfo] = field(default_factory=dict)
-    keeper: LeaseKeeper | None = None  # the process's lease renewer (else a thread per trial)
+    keeper: LeaseKeeper | None = None  # the process's lease renewer (else one per attempt)
     models: frozenset[str] | None = None  # the models this worker offers (None: all installed)
 
 
@@ -97,91 +98,6 @@ def curve_row(res: EpochResult, seconds: float) -> dict[str, Any]:
             "val_loss": _finite(res.val_loss), "val_acc": _finite(res.val_acc),
             "ema_val_loss": _finite(res.ema_val_loss), "ema_val_acc": _finite(res.ema_val_acc),
             "lr": float(res.lr), "seconds": float(seconds)}
-
-
-def renew(engine: Engine, trial_id: int, token: str, lease_seconds: float) -> bool:
-    """Push the attempt's lease forward; False once it is lost (a failed beat is retried
-    next period)."""
-    try:
-        transact(engine, lambda s: attempts.renew_lease(s, engine, trial_id, token,
-                                                           lease_seconds))
-    except LeaseLost:
-        return False
-    except Exception as exc:  # noqa: BLE001 - a missed beat is retried next period
-        log.warning("trial %d: heartbeat failed: %s", trial_id, exc)
-    return True
-
-
-class LeaseKeeper:
-    """One thread per worker process renewing the leases of the attempts it runs, every
-    ``lease/3`` seconds. (A thread started and joined per trial costs a short trial more
-    than its bookkeeping on a busy machine: the join waits for the thread to be scheduled.)
-    """
-
-    def __init__(self, engine: Engine, lease_seconds: float) -> None:
-        self._engine, self._lease = engine, lease_seconds
-        self._held: dict[int, tuple[str, threading.Event]] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def hold(self, trial_id: int, token: str) -> threading.Event:
-        """Renew this attempt's lease until ``drop``; the event is set once it is lost."""
-        lost = threading.Event()
-        with self._lock:
-            self._held[trial_id] = (token, lost)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lease-keeper",
-                                                daemon=True)
-                self._thread.start()
-        return lost
-
-    def drop(self, trial_id: int) -> None:
-        with self._lock:
-            self._held.pop(trial_id, None)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._lease / 3)
-            with self._lock:
-                held = list(self._held.items())
-            for trial_id, (token, lost) in held:
-                if not renew(self._engine, trial_id, token, self._lease):
-                    lost.set()
-
-
-class Heartbeat:
-    """Renews the lease every ``lease/3`` seconds while an attempt runs: through the
-    context's ``LeaseKeeper``, else with a thread of its own."""
-
-    def __init__(self, ctx: TrialContext, trial_id: int, token: str) -> None:
-        self._ctx, self._trial_id, self._token = ctx, trial_id, token
-        self._stop = threading.Event()
-        self.lost = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Heartbeat:
-        if self._ctx.keeper is not None:
-            self.lost = self._ctx.keeper.hold(self._trial_id, self._token)
-        else:
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name=f"heartbeat-{self._trial_id}")
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is None:
-            assert self._ctx.keeper is not None
-            self._ctx.keeper.drop(self._trial_id)
-            return
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        ctx = self._ctx
-        while not self._stop.wait(ctx.lease_seconds / 3):
-            if not renew(ctx.engine, self._trial_id, self._token, ctx.lease_seconds):
-                self.lost.set()
-                return
 
 
 def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
@@ -318,8 +234,9 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
         return Outcome(trial_id, "noop")
     trial, sweep = claim.trial, claim.sweep
     try:
-        with Heartbeat(ctx, trial.id, token) as beat:
-            status, ran, ready = train(ctx, claim, token, beat)
+        keeper = ctx.keeper or LeaseKeeper(ctx.engine, ctx.lease_seconds)
+        with keeper.holding(trial.id, token) as lost:
+            status, ran, ready = train(ctx, claim, token, lost)
     except LeaseLost as exc:
         log.warning("%s", exc)
         return Outcome(trial.id, "noop", trial.stage_id)
@@ -361,9 +278,10 @@ def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attem
 
 
 def train(ctx: TrialContext, claim: Claim, token: str,
-          beat: Heartbeat) -> tuple[str, int, bool | None]:
-    """The epoch loop. Returns (final status, epochs trained in this attempt, whether the
-    stage's advancement is due, or None if not checked)."""
+          lost: threading.Event) -> tuple[str, int, bool | None]:
+    """The epoch loop (``lost``: set once the attempt's lease is lost). Returns (final
+    status, epochs trained in this attempt, whether the stage's advancement is due, or None
+    if not checked)."""
     trial, sweep = claim.trial, claim.sweep
     # the update rule, schedule etc. (the model's own hyperparameters go to its constructor)
     hyper = Hyper.from_params({k: v for k, v in trial.params.items() if k in SPEC})
@@ -371,9 +289,9 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     state = resume_or_init(trial, claim.saved, hyper, model_spec(ctx, sweep, trial, splits))
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
     settings = SweepSettings.of(sweep.config)
-    ran, gate = 0, PruneGate.of(ctx, claim, token, beat)
+    ran, gate = 0, PruneGate.of(ctx, claim, token, lost)
     while state.epoch < trial.epochs:
-        if beat.lost.is_set():
+        if lost.is_set():
             raise LeaseLost(f"trial {trial.id}: lease lost")
         if ctx.stop_requested():
             transact(ctx.engine, lambda s: attempts.release(
