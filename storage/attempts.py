@@ -56,7 +56,6 @@ class EpochRecord:
     best_val_loss: float | None
     best_epoch: int | None
     last_checkpoint: bytes
-    best_checkpoint: bytes | None  # set when this epoch is the new best (written now)
     score: float | None
     keep_snapshots: int = 0  # keep this many 'snapshot' checkpoints (0 = none)
     # this epoch is the new best and ``last_checkpoint`` holds it: the 'best' row is
@@ -158,7 +157,7 @@ def record_epoch(s: Session, engine: Engine, trial_id: int, token: str, lease_se
     checkpoints.write_epoch(s, engine, trial_id, rec.epoch, rec.score, rec.last_checkpoint,
                             best_epoch=rec.best_epoch, best_in_last=rec.best_in_last,
                             previous_in_last=rec.previous_in_last,
-                            best_data=rec.best_checkpoint, keep_snapshots=rec.keep_snapshots)
+                            keep_snapshots=rec.keep_snapshots)
     return goes_on
 
 

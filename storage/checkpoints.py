@@ -9,19 +9,13 @@ hot paths run prebuilt Core statements (``cached_statement``), not ORM ones.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
-    ColumnElement,
     Engine,
     Float,
     Insert,
-    Integer,
     LargeBinary,
-    String,
     Update,
     bindparam,
-    cast,
     delete,
     insert,
     literal_column,
@@ -40,8 +34,7 @@ RESUMABLE = ("last", "best")
 
 def write_epoch(s: Session, engine: Engine, trial_id: int, epoch: int, score: float | None,
                 data: bytes, *, best_epoch: int | None, best_in_last: bool,
-                previous_in_last: bool | None, best_data: bytes | None = None,
-                keep_snapshots: int = 0) -> None:
+                previous_in_last: bool | None, keep_snapshots: int = 0) -> None:
     """The checkpoint rows of one epoch: 'last' becomes ``data``; with ``best_in_last``
     this epoch is the new best and 'last' stands for it (an older 'best' row goes);
     ``previous_in_last`` is the previous epoch's ``best_in_last`` in this attempt (None:
@@ -50,16 +43,10 @@ def write_epoch(s: Session, engine: Engine, trial_id: int, epoch: int, score: fl
         s.execute(cached_statement(engine, "checkpoint-drop", lambda: delete(_CHECKPOINTS).where(
             _CHECKPOINTS.c.trial_id == bindparam("p_trial"), _CHECKPOINTS.c.kind == "best")),
             {"p_trial": trial_id})
-    elif (not best_in_last and best_data is None and best_epoch is not None
-          and previous_in_last is not False):
+    elif not best_in_last and best_epoch is not None and previous_in_last is not False:
         s.execute(cached_statement(engine, "checkpoint-keep-best", _keep_best_statement),
                   {"p_trial": trial_id, "p_epoch": best_epoch})
     _replace(s, engine, trial_id, "last", epoch, score, data)
-    if best_data is not None:
-        # the new best is usually this epoch's 'last': copy it inside the database
-        # instead of sending the same bytes twice
-        same = best_data is data or best_data == data
-        _replace(s, engine, trial_id, "best", epoch, score, None if same else best_data)
     if keep_snapshots > 0:
         row = {"trial_id": trial_id, "kind": "snapshot", "epoch": epoch, "val_acc": score,
                "data": data}
@@ -95,20 +82,14 @@ def of_kind(s: Session, trial_id: int, kind: str = "best") -> list[tuple[int, by
 
 
 def _replace(s: Session, engine: Engine, trial_id: int, kind: str, epoch: int,
-             val_acc: float | None, data: bytes | None) -> None:
-    """The trial's one checkpoint of ``kind`` becomes ``data`` at ``epoch`` (``data`` None:
-    a copy of its 'last' checkpoint of that epoch, written just before): the row is
+             val_acc: float | None, data: bytes) -> None:
+    """The trial's one checkpoint of ``kind`` becomes ``data`` at ``epoch``: the row is
     updated in place (one statement), or inserted the first time."""
-    args: dict[str, Any] = {"p_trial": trial_id, "p_kind": kind, "p_epoch": epoch,
-                            "p_acc": val_acc}
-    if data is not None:
-        args["p_data"] = data
-    key = "checkpoint-copy" if data is None else "checkpoint-write"
-    res = s.execute(cached_statement(engine, ("update", key),
-                                     lambda: _checkpoint_update(data is None)), args)
+    args = {"p_trial": trial_id, "p_kind": kind, "p_epoch": epoch, "p_acc": val_acc,
+            "p_data": data}
+    res = s.execute(cached_statement(engine, "checkpoint-update", _checkpoint_update), args)
     if res.rowcount == 0:
-        s.execute(cached_statement(engine, ("insert", key),
-                                   lambda: _checkpoint_insert(data is None)), args)
+        s.execute(cached_statement(engine, "checkpoint-insert", _checkpoint_insert), args)
 
 
 def _keep_best_statement() -> Update:
@@ -137,29 +118,15 @@ def _materialize_best_statement() -> Insert:
                ~has_best))
 
 
-def _checkpoint_source(copy: bool) -> ColumnElement[Any]:
-    """The bytes to store: the bound ``p_data``, or the trial's 'last' checkpoint of
-    ``p_epoch`` (an aliased scalar subquery, so it never correlates with the row written)."""
-    if not copy:
-        return bindparam("p_data", type_=LargeBinary)
-    last = _CHECKPOINTS.alias("last_checkpoint")
-    return (select(last.c.data).where(last.c.trial_id == bindparam("p_trial"),
-                                      last.c.kind == "last",
-                                      last.c.epoch == bindparam("p_epoch"))
-            .scalar_subquery())
-
-
-def _checkpoint_update(copy: bool) -> Update:
+def _checkpoint_update() -> Update:
     c = _CHECKPOINTS.c
     return (update(_CHECKPOINTS)
             .where(c.trial_id == bindparam("p_trial"), c.kind == bindparam("p_kind"))
             .values(epoch=bindparam("p_epoch"), val_acc=bindparam("p_acc", type_=Float),
-                    data=_checkpoint_source(copy)))
+                    data=bindparam("p_data", type_=LargeBinary)))
 
 
-def _checkpoint_insert(copy: bool) -> Insert:
-    return insert(_CHECKPOINTS).from_select(
-        ["trial_id", "kind", "epoch", "val_acc", "data"],
-        select(bindparam("p_trial", type_=Integer), cast(bindparam("p_kind"), String(16)),
-               bindparam("p_epoch", type_=Integer), bindparam("p_acc", type_=Float),
-               _checkpoint_source(copy)))
+def _checkpoint_insert() -> Insert:
+    return insert(_CHECKPOINTS).values(
+        trial_id=bindparam("p_trial"), kind=bindparam("p_kind"), epoch=bindparam("p_epoch"),
+        val_acc=bindparam("p_acc", type_=Float), data=bindparam("p_data", type_=LargeBinary))

@@ -23,10 +23,9 @@ from sqlalchemy.orm import Session
 from storage import attempts, transitions
 from storage import checkpoints as checkpoint_store
 from storage import sweeps as sweep_store
-from storage import trials as trial_store
 from storage.attempts import ClaimedTrial, EpochRecord, LeaseLost
 from storage.db import transact
-from storage.models import SweepStatus, TrialStatus
+from storage.models import TrialStatus
 from worker import models
 from worker.data import DatasetCache, Splits
 from worker.defaults import SweepSettings
@@ -183,18 +182,12 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     # an improving epoch's one checkpoint row serves as 'last' and 'best' (written once)
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
-                      best_checkpoint=None, score=acc,
+                      score=acc,
                       keep_snapshots=settings.keep_snapshots, best_in_last=improved,
                       previous_in_last=previous)
 
-    def work(s: Session) -> bool:
-        live = attempts.record_epoch(s, ctx.engine, trial.id, token, ctx.lease_seconds, rec)
-        if live is None:  # a record_epoch that does not say (a test's wrapper): ask
-            state_now = trial_store.trial_state(s, trial.id)
-            live = state_now is not None and state_now[1] == SweepStatus.RUNNING.value
-        return live
-
-    return transact(ctx.engine, work, core=True)
+    return transact(ctx.engine, lambda s: attempts.record_epoch(
+        s, ctx.engine, trial.id, token, ctx.lease_seconds, rec), core=True)
 
 
 def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: EpochResult,

@@ -49,10 +49,11 @@ def test_crash_between_checkpoint_write_and_commit_leaves_no_trace_of_the_epoch(
     real = attempts.record_epoch
 
     def crash_after_write(s, engine, trial_id, token, lease_seconds, rec):  # type: ignore[no-untyped-def]
-        real(s, engine, trial_id, token, lease_seconds, rec)  # curve row + checkpoints written
+        live = real(s, engine, trial_id, token, lease_seconds, rec)  # curve row + checkpoints
         if rec.epoch == CRASH_AT:
             assert rows_in(s, trial_id, CRASH_AT) == (1, 1)  # inside the transaction
             raise Injected(f"crash before the commit of epoch {rec.epoch}")
+        return live
 
     monkeypatch.setattr(attempts, "record_epoch", crash_after_write)
     with pytest.raises(Injected):

@@ -76,7 +76,8 @@ def _writer(url: str, trial_ids: list[int], barrier, out) -> None:  # type: igno
                                                       "val_loss": 1.0 / epoch, "val_acc": 0.5,
                                                       "lr": 0.1, "seconds": 0.01},
                                   best_val_acc=0.5, best_val_loss=1.0 / epoch, best_epoch=epoch,
-                                  last_checkpoint=blob, best_checkpoint=blob, score=0.5)
+                                  last_checkpoint=blob, score=0.5, best_in_last=True,
+                                  previous_in_last=None if epoch == 1 else True)
                 transact(engine, lambda s, t=tid, k=token, r=rec: _epoch(s, engine, t, k, r))
                 transact(engine, lambda s, t=tid, k=token: attempts.renew_lease(
                     s, engine, t, k, 30.0))

@@ -51,7 +51,7 @@ def record(engine: Engine, tid: int, token: str, epoch: int, best_epoch: int,
     rec = EpochRecord(epoch=epoch, curve={"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
                                           "val_acc": 0.5, "lr": 0.1, "seconds": 0.01},
                       best_val_acc=0.5, best_val_loss=1.0, best_epoch=best_epoch,
-                      last_checkpoint=b"ck%d" % epoch, best_checkpoint=None, score=0.5,
+                      last_checkpoint=b"ck%d" % epoch, score=0.5,
                       best_in_last=improved)
     transact(engine, lambda s: attempts.record_epoch(s, engine, tid, token, 30.0, rec))
 

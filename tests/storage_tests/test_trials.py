@@ -46,8 +46,7 @@ def record(engine: Engine, tid: int, token: str, epoch: int) -> None:
                                           "val_acc": 0.5, "ema_val_loss": None,
                                           "ema_val_acc": None, "lr": 0.1, "seconds": 0.01},
                       best_val_acc=0.5, best_val_loss=1.0, best_epoch=epoch,
-                      last_checkpoint=b"ck%d" % epoch, best_checkpoint=b"ck%d" % epoch,
-                      score=0.5)
+                      last_checkpoint=b"ck%d" % epoch, score=0.5, best_in_last=True)
     transact(engine, lambda s: attempts.record_epoch(s, engine, tid, token, 30.0, rec))
 
 
@@ -80,9 +79,13 @@ def test_curve_and_checkpoint_writes_are_idempotent(engine: Engine) -> None:
     for epoch in (1, 1, 2, 2):
         record(engine, ids[0], "a", epoch)
     assert scalar(engine, "SELECT COUNT(*) FROM curves WHERE trial_id = :i", i=ids[0]) == 2
-    kinds = rows(engine, "SELECT kind, epoch FROM checkpoints WHERE trial_id = :i ORDER BY kind",
-                 i=ids[0])
-    assert kinds == [("best", 2), ("last", 2)]  # replaced in place, not accumulated
+    def kinds() -> list[tuple]:
+        return rows(engine, "SELECT kind, epoch FROM checkpoints WHERE trial_id = :i "
+                            "ORDER BY kind", i=ids[0])
+
+    assert kinds() == [("last", 2)]  # replaced in place, not accumulated; it stands for 'best'
+    transact(engine, lambda s: attempts.finish(s, engine, ids[0], "a", "done"))
+    assert kinds() == [("best", 2), ("last", 2)]  # a finished trial has both
 
 
 def test_expired_lease_is_reaped_then_reclaimed_and_old_owner_is_fenced(engine: Engine) -> None:
