@@ -20,6 +20,12 @@ the pair of sweeps 3 times (medians, best in brackets); the forking rows use a t
 of the trials. Ratios are against the first row, measured in the same run. The
 ``cpu`` columns put the worker processes' CPU time in place of workers x wall: what
 the framework itself burns, which other load on the machine does not inflate.
+
+``--optuna`` (Optuna installed: ``pip install -e '.[bench]'``) adds the anchor of issue
+16 target 5, in the same run: the same 1-epoch trials on the same number of worker
+processes with Optuna's ``RDBStorage`` on SQLite and its ``JournalStorage`` (file
+backend), see ``optuna_anchor.py``; hpsweep's default row (which also writes two
+checkpoints per epoch) must cost <= 0.5x the per-trial overhead of both.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ ROWS = (
     ("postgresql", "local", "fork"),
 )
 TARGET_TRIAL_MS, TARGET_EPOCH_MS = 10.0, 1.0
+TARGET_VS_OPTUNA = 0.5
 
 
 def median(values: Iterable[float]) -> float:
@@ -90,6 +97,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="sweep pairs per row (3)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", choices=("sqlite", "postgresql"), default=None)
+    ap.add_argument("--optuna", action="store_true",
+                    help="also run Optuna (SQLite and JournalStorage) on the same trials")
     args = ap.parse_args()
     trials = args.trials or (100 if args.quick else 300)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -133,6 +142,28 @@ def main() -> None:
         print(f"\ntarget (sqlite, 2 workers, default worker class): <= {TARGET_TRIAL_MS:g} ms "
               f"per trial and <= {TARGET_EPOCH_MS:g} ms per extra epoch: "
               f"{r['trial_ms']:.2f} ms, {r['epoch_ms']:.2f} ms -> {'MET' if ok else 'MISSED'}")
+    if args.optuna and DEFAULT_ROW in results:
+        compare_optuna(results[DEFAULT_ROW], trials, args.workers, repeats)
+
+
+def compare_optuna(ours: dict[str, float], trials: int, workers: int, repeats: int) -> None:
+    """Optuna's per-trial overhead on the same trials; hpsweep's ratio to each storage."""
+    import optuna_anchor
+
+    print(f"\nOptuna anchor: the same {trials} one-epoch trials, {workers} processes, "
+          f"{repeats} time(s) each (medians); {harness.load_average()}")
+    for kind in optuna_anchor.STORAGES:
+        got = [optuna_anchor.measure(kind, trials, workers, 1) for _ in range(repeats)]
+        theirs = median(g["overhead_ms"] for g in got)
+        theirs_cpu = median(g["cpu_overhead_ms"] for g in got)
+        ratio = ours["trial_ms"] / theirs
+        print(f"  optuna {kind:8s} train {median(g['train_ms'] for g in got):.2f} ms/trial, "
+              f"wall {median(g['wall'] for g in got):.2f} s, overhead {theirs:.2f} ms/trial "
+              f"(cpu {theirs_cpu:.2f}); hpsweep {ours['trial_ms']:.2f} ms (cpu "
+              f"{ours['cpu_trial']:.2f}, a lower bound) = {ratio:.2f}x (target <= "
+              f"{TARGET_VS_OPTUNA:g}x): "
+              f"{'MET' if ratio <= TARGET_VS_OPTUNA else 'MISSED'}")
+    print(f"  {harness.load_average()} at the end")
 
 
 if __name__ == "__main__":

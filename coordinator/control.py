@@ -7,8 +7,10 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from coordinator.launch import finish_launch
 from coordinator.retention import apply_retention
 from coordinator.stages import advance
+from storage import launching as launching_store
 from storage import repair as repair_store
 from storage import sweeps as sweep_store
 from storage import transitions
@@ -21,7 +23,11 @@ from worker.reconcile import Reconciled, reconcile
 def resume_sweep(engine: Engine, conn: Redis, sweep_id: int) -> Reconciled:
     """Repair the sweep from the database: reap lost trials, do the transitions whose
     trigger was lost (close, finish, and plan a due stage here, not in a job), and
-    enqueue every queued trial Redis does not hold. Idempotent."""
+    enqueue every queued trial Redis does not hold. Idempotent.
+
+    First, a launch that died while writing stage 0 is completed (``finish_launch``)."""
+    for stage_id in transact(engine, lambda s: launching_store.launching_stages(s, sweep_id)):
+        finish_launch(engine, stage_id)
     done = reconcile(engine, conn, sweep_id, advance=lambda stage_id: advance(engine, stage_id))
     apply_retention(engine, sweep_id)  # stages the repair closed
     return done

@@ -9,9 +9,13 @@ from __future__ import annotations
 import logging
 
 from rq import get_current_job
+from sqlalchemy import Engine
 
 from coordinator.retention import apply_retention_of_stage
 from coordinator.stages import advance
+from storage import sweeps as sweep_store
+from storage.db import transact
+from storage.models import StageStatus
 from worker import queue as q
 from worker.jobs import check_origin, runtime
 
@@ -30,6 +34,11 @@ def advance_stage(stage_id: int, fingerprint: str | None = None,
     rt = runtime()
     done = advance(rt.engine, stage_id)
     if done is None:
+        # a straggler's finish closed the stage (after its advancement, or the last
+        # stage's): its checkpoints are cleaned now, not by the next `hpsweep gc`
+        if stage_closed(rt.engine, stage_id):
+            apply_retention_of_stage(rt.engine, stage_id)
+            return "cleaned"
         return "noop"
     if done.sweep_done:
         log.info("stage %d finished the sweep", stage_id)
@@ -45,3 +54,8 @@ def advance_stage(stage_id: int, fingerprint: str | None = None,
     # stage (its workers need not wait for the cleanup)
     apply_retention_of_stage(rt.engine, stage_id)
     return "advanced"
+
+
+def stage_closed(engine: Engine, stage_id: int) -> bool:
+    stage = transact(engine, lambda s: sweep_store.get_stage(s, stage_id))
+    return stage is not None and stage.status == StageStatus.DONE.value

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -22,18 +22,21 @@ from sqlalchemy.orm import Session
 from coordinator import datasets
 from coordinator.config import SweepConfig
 from coordinator.space import Choice, iter_configs
+from storage import launching as launching_store
 from storage import sweeps as sweep_store
 from storage import undo
 from storage.db import make_engine, transact
 from storage.meta import DatabaseIdentity, identity
 from worker import data
 from worker import queue as q
+from worker.defaults import ENQUEUE_WINDOW
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 LAUNCH_BATCH = 2_000  # trials sampled, inserted and enqueued at a time: ~10 MB in flight
+FIRST_BATCH = 200  # a bigger launch commits this many first: workers start within ~a second
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,11 @@ def iter_trials(cfg: SweepConfig, stage_idx: int, space: dict[str, Any], n: int,
     """``plan_trials`` one trial at a time, the same trials in the same order."""
     epochs = cfg.stages[stage_idx].epochs
     fixed = fixed_params(cfg)
+    shared = None if cfg.init == "per_trial" else trial_seed(cfg, stage_idx, 0)
     samples = iter_configs(space, n, stage_rng(cfg.seed, stage_idx))
-    for i, p in enumerate(samples):
-        yield sweep_store.TrialSpec(idx=first_idx + i, seed=trial_seed(cfg, stage_idx,
-                                                                       first_idx + i),
-                                    epochs=epochs, params={**fixed, **p})
+    for i, p in enumerate(samples, first_idx):
+        seed = trial_seed(cfg, stage_idx, i) if shared is None else shared
+        yield sweep_store.TrialSpec(idx=i, seed=seed, epochs=epochs, params={**fixed, **p})
 
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -127,18 +130,28 @@ def check_batch_size(cfg: SweepConfig, n_train: int) -> None:
 
 
 def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
-                 dataset: tuple[bytes, str, tuple[int, int, int]]) -> Launched:
-    """Write the sweep and its first stage in one transaction.
+                 dataset: tuple[bytes, str, tuple[int, int, int]],
+                 on_batch: Callable[[list[int]], object] | None = None) -> Launched:
+    """Write the sweep and its first stage, streaming the trials ``LAUNCH_BATCH`` at a time.
 
-    The trials are sampled and inserted ``LAUNCH_BATCH`` at a time, so memory stays
-    flat however many there are; one transaction keeps the launch atomic (a failure
-    midway leaves no sweep behind). On SQLite that transaction holds the write lock
-    until it commits: other writers wait (busy timeout, then retries).
+    The first transaction writes the dataset, the sweep, stage 0 and the first
+    ``FIRST_BATCH`` trials; each later batch commits on its own and ``on_batch(ids)``
+    runs after every commit (``launch`` enqueues them there), so workers start on the
+    first trials while the rest are written, memory stays flat, and SQLite's write
+    lock is free between batches. A stage of one batch (the usual case) is written in
+    that one transaction, atomically. A bigger stage 0 stays ``launching`` until its
+    last batch is in: it can neither advance nor close, since its quorum counts trials
+    that do not exist yet. A launch that dies midway leaves it so; ``finish_launch``
+    (run by ``hpsweep resume``) writes the missing trials, the same ones (sampling is a
+    pure function of the seed).
     """
     blob, sha, shape = dataset
     n = cfg.stages[0].trials
+    planned = iter_trials(cfg, 0, dict(cfg.space), n)
+    first = list(itertools.islice(planned, n if n <= LAUNCH_BATCH else FIRST_BATCH))
+    trials = batches(planned, LAUNCH_BATCH)
 
-    def work(s: Session) -> Launched:
+    def begin(s: Session) -> tuple[Launched, list[int]]:
         dataset_id = sweep_store.store_dataset(s, sha, datasets.describe(cfg.dataset), blob,
                                                shape)
         name = sweep_store.unique_sweep_name(s, cfg.name)
@@ -147,12 +160,45 @@ def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
             queue=queue_name, n_stages=len(cfg.stages), max_attempts=cfg.max_attempts)
         stage_id = sweep_store.add_stage(s, sweep_id, 0, cfg.stages[0].epochs, n,
                                          {p: d.to_row() for p, d in cfg.space.items()},
-                                         quorum=first_quorum(cfg))
-        for batch in batches(iter_trials(cfg, 0, dict(cfg.space), n), LAUNCH_BATCH):
-            sweep_store.add_trials(s, sweep_id, stage_id, batch)
-        return Launched(sweep_id, name, stage_id, n, False)
+                                         quorum=first_quorum(cfg),
+                                         launching=len(first) < n)
+        ids = sweep_store.add_trials(s, sweep_id, stage_id, first)
+        return Launched(sweep_id, name, stage_id, n, False), ids
 
-    return transact(engine, work)
+    made, ids = transact(engine, begin)
+    if on_batch is not None:
+        on_batch(ids)
+    if len(first) < n:
+        _write_rest(engine, made.stage_id, trials, on_batch)
+    return made
+
+
+def _write_rest(engine: Engine, stage_id: int, trials: Iterable[list[sweep_store.TrialSpec]],
+                on_batch: Callable[[list[int]], object] | None) -> bool:
+    """Insert the remaining batches of a launching stage, one transaction each, then mark
+    it running; stops (False) if the sweep stopped running meanwhile (cancelled)."""
+    for batch in trials:
+        ids = transact(engine, lambda s, b=batch: launching_store.add_launch_batch(s, stage_id, b))
+        if ids is None:
+            return False
+        if on_batch is not None:
+            on_batch(ids)
+    return transact(engine, lambda s: launching_store.end_launch(s, stage_id))
+
+
+def finish_launch(engine: Engine, stage_id: int,
+                  on_batch: Callable[[list[int]], object] | None = None) -> int:
+    """Write the trials an interrupted launch left out of ``stage_id`` (a ``launching``
+    stage 0) and mark it running; returns how many were written (0: nothing to do)."""
+    found = transact(engine, lambda s: launching_store.launching_stage(s, stage_id))
+    if found is None:
+        return 0
+    sweep, written = found
+    cfg = SweepConfig.from_dict(sweep.config)
+    n = cfg.stages[0].trials
+    rest = itertools.islice(iter_trials(cfg, 0, dict(cfg.space), n), written, None)
+    _write_rest(engine, stage_id, batches(rest, LAUNCH_BATCH), on_batch)
+    return n - written
 
 
 def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int],
@@ -169,29 +215,44 @@ def enqueue_or_defer(conn: Redis | None, queue_name: str, trial_ids: list[int],
     return True
 
 
+class Enqueuer:
+    """``on_batch`` for ``create_sweep``: enqueue each committed batch, up to the first
+    ``ENQUEUE_WINDOW`` trials (the workers' reconcilers move the window on), until Redis
+    fails once (the rest stays queued in the database for the reconcilers)."""
+
+    def __init__(self, engine: Engine, conn: Redis | None, queue_name: str) -> None:
+        self.conn, self.queue_name, self.room = conn, queue_name, ENQUEUE_WINDOW
+        self.origin = identity(engine)
+        self.ok = conn is not None
+
+    def __call__(self, ids: list[int]) -> None:
+        if self.ok and self.room > 0 and ids:
+            self.ok = enqueue_or_defer(self.conn, self.queue_name, ids[:self.room], self.origin)
+            self.room -= len(ids)
+
+
 def enqueue_stage(engine: Engine, conn: Redis | None, queue_name: str, stage_id: int,
                   n_trials: int) -> bool:
-    """Enqueue a stage's trials in ``idx`` order, ``LAUNCH_BATCH`` ids read at a time."""
-    origin = identity(engine)
-    for lo in range(0, n_trials, LAUNCH_BATCH):
-        ids = transact(engine, lambda s, lo=lo: sweep_store.trial_ids_by_idx(
-            s, stage_id, lo, lo + LAUNCH_BATCH))
-        if not enqueue_or_defer(conn, queue_name, ids, origin):
-            return False
-    return True
+    """Enqueue a stage's first ``ENQUEUE_WINDOW`` trials in ``idx`` order, ``LAUNCH_BATCH``
+    ids read at a time (the reconcilers enqueue the rest as the window moves on)."""
+    send = Enqueuer(engine, conn, queue_name)
+    for lo in range(0, min(n_trials, ENQUEUE_WINDOW), LAUNCH_BATCH):
+        send(transact(engine, lambda s, lo=lo: sweep_store.trial_ids_by_idx(
+            s, stage_id, lo, lo + LAUNCH_BATCH)))
+    return send.ok
 
 
 def launch(engine: Engine, conn: Redis | None, cfg: SweepConfig,
            queue_name: str = q.DEFAULT_QUEUE,
            dataset: tuple[bytes, str, tuple[int, int, int]] | None = None) -> Launched:
-    """Create the sweep (DB first), then enqueue its first stage.
+    """Create the sweep (DB first), enqueueing each batch of stage 0 once committed.
 
     ``dataset`` is ``prepare_dataset(cfg)`` when the caller already checked it.
     """
     dataset = dataset or prepare_dataset(cfg)
-    made = create_sweep(engine, cfg, queue_name, dataset)
-    ok = enqueue_stage(engine, conn, queue_name, made.stage_id, made.n_trials)
-    return replace(made, enqueued=ok)
+    send = Enqueuer(engine, conn, queue_name)
+    made = create_sweep(engine, cfg, queue_name, dataset, on_batch=send)
+    return replace(made, enqueued=send.ok)
 
 
 def launch_new(db_url: str, conn: Redis | None, cfg: SweepConfig, queue_name: str,

@@ -55,6 +55,7 @@ class SweepStatus(str, Enum):
 
 
 class StageStatus(str, Enum):
+    LAUNCHING = "launching"  # stage 0 of a big launch: trials still being written
     RUNNING = "running"
     ADVANCED = "advanced"  # next stage planned from the quorum; stragglers still running
     DONE = "done"

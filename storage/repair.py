@@ -41,7 +41,8 @@ def sweeps_to_repair(s: Session, sweep_id: int | None = None) -> list[int]:
         select(Sweep.id).where(Sweep.status == SweepStatus.RUNNING.value,
                                transitions.search_stages_done()),
         select(Stage.sweep_id).join(Sweep, Sweep.id == Stage.sweep_id)
-        .where(cancelled, Stage.status == StageStatus.RUNNING.value),
+        .where(cancelled, Stage.status.in_((StageStatus.RUNNING.value,
+                                            StageStatus.LAUNCHING.value))),
         # from the (few) cancelled sweeps, not the (many) queued trials
         select(Sweep.id).where(cancelled, select(Trial.id).where(
             Trial.sweep_id == Sweep.id, Trial.status == TrialStatus.QUEUED.value).exists()),

@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from storage import bulk
 from storage.models import (
     BoundaryFlag,
     Dataset,
@@ -24,6 +25,7 @@ from storage.models import (
     Sweep,
     SweepStatus,
     Trial,
+    TrialStatus,
 )
 
 
@@ -123,14 +125,16 @@ def create_sweep(s: Session, *, name: str, config: dict[str, Any], dataset_id: i
 
 def add_stage(s: Session, sweep_id: int, idx: int, epochs: int, n_trials: int,
               ranges: dict[str, dict[str, Any]], kind: str = StageKind.SEARCH.value,
-              quorum: int | None = None) -> int:
+              quorum: int | None = None, launching: bool = False) -> int:
     """A new running stage with its ranges (``param -> to_row()`` dicts).
 
     ``quorum``: how many leading trials must finish before the next stage is
-    planned (default: all of them).
+    planned (default: all of them). ``launching``: its trials come in later
+    transactions (``add_launch_batch``, then ``end_launch``).
     """
+    status = StageStatus.LAUNCHING if launching else StageStatus.RUNNING
     stage = Stage(sweep_id=sweep_id, idx=idx, epochs=epochs, n_trials=n_trials,
-                  status=StageStatus.RUNNING.value, kind=kind,
+                  status=status.value, kind=kind,
                   quorum=n_trials if quorum is None else quorum)
     s.add(stage)
     s.flush()
@@ -141,27 +145,25 @@ def add_stage(s: Session, sweep_id: int, idx: int, epochs: int, n_trials: int,
 def add_trials(s: Session, sweep_id: int, stage_id: int, specs: list[TrialSpec]) -> list[int]:
     """Create queued trials with their ``params`` rows; returns their ids in order.
 
-    Core bulk inserts (no ORM objects): a launch streams its trials through here in
-    batches, so its memory does not grow with the number of trials.
+    Plain rows with ids chosen up front, handed to the driver (``storage.bulk``): a
+    launch streams up to a million trials through here in batches, so neither its
+    memory nor its time per trial may grow with SQLAlchemy's per-row work.
     """
     if not specs:
         return []
-    trials = Trial.__table__
-    rows = [{"sweep_id": sweep_id, "stage_id": stage_id, "idx": t.idx, "seed": t.seed,
-             "epochs": t.epochs, "parent_id": t.parent_id} for t in specs]
-    # A plain executemany, then the ids by (stage_id, idx): several times faster than
-    # INSERT … RETURNING row by row, and the unique (stage_id, idx) index finds them.
-    s.execute(insert(trials), rows)
-    lo, hi = min(t.idx for t in specs), max(t.idx for t in specs)
-    found = s.execute(select(Trial.idx, Trial.id).where(
-        Trial.stage_id == stage_id, Trial.idx >= lo, Trial.idx <= hi))
-    by_idx = {idx: trial_id for idx, trial_id in found}
-    ids = [by_idx[t.idx] for t in specs]
-    params = [_param_row(trial_id, k, v) for trial_id, t in zip(ids, specs, strict=True)
-              for k, v in t.params.items()]
-    if params:
-        s.execute(insert(Param.__table__), params)
+    ids = bulk.new_ids(s, Trial.__table__, len(specs))
+    bulk.insert_rows(s, Trial.__table__, TRIAL_COLUMNS, (
+        (i, sweep_id, stage_id, t.idx, t.seed, t.epochs, t.parent_id,
+         TrialStatus.QUEUED.value, 0) for i, t in zip(ids, specs, strict=True)))
+    bulk.insert_rows(s, Param.__table__, PARAM_COLUMNS, (
+        _param_row(trial_id, k, v) for trial_id, t in zip(ids, specs, strict=True)
+        for k, v in t.params.items()))
     return ids
+
+
+TRIAL_COLUMNS = ("id", "sweep_id", "stage_id", "idx", "seed", "epochs", "parent_id", "status",
+                 "attempts")
+PARAM_COLUMNS = ("trial_id", "name", "value", "value_text")
 
 
 def trial_ids_by_idx(s: Session, stage_id: int, lo: int = 0, hi: int | None = None) -> list[int]:
@@ -172,13 +174,16 @@ def trial_ids_by_idx(s: Session, stage_id: int, lo: int = 0, hi: int | None = No
     return list(s.scalars(select(Trial.id).where(*where).order_by(Trial.idx)))
 
 
-def _param_row(trial_id: int, name: str, value: Any) -> dict[str, Any]:
+def _param_row(trial_id: int, name: str, value: Any) -> tuple[int, str, float | None, str | None]:
+    """A ``params`` row in ``PARAM_COLUMNS`` order."""
+    kind = type(value)
+    if kind is float or kind is int:  # the common case first: a launch makes millions
+        return (trial_id, name, float(value), None)
     if isinstance(value, str):
-        return {"trial_id": trial_id, "name": name, "value": None, "value_text": value}
+        return (trial_id, name, None, value)
     if isinstance(value, list | tuple):
-        return {"trial_id": trial_id, "name": name, "value": None,
-                "value_text": json.dumps(value)}
-    return {"trial_id": trial_id, "name": name, "value": float(value), "value_text": None}
+        return (trial_id, name, None, json.dumps(value))
+    return (trial_id, name, float(value), None)
 
 
 def param_value(value: float | None, value_text: str | None) -> Any:

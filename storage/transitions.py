@@ -159,8 +159,9 @@ def _ready() -> ColumnElement[bool]:
 def settle_stage(s: Session, stage_id: int) -> bool:
     """In the transaction that just ended one of the stage's trials: under the sweep's
     transition lock, close the stage if that was its last open trial (and finish the
-    sweep if every stage is then done), in this same commit. Returns whether the stage's
-    advancement (planning the next stage, which needs the coordinator) is due.
+    sweep if every stage is then done), in this same commit. Returns whether the
+    coordinator has work on the stage (its ``advance-`` job is due): planning the next
+    stage, or — the stage just closed — cleaning its checkpoints (retention).
 
     Of two trials ending at once the later one waits for the lock and sees the earlier
     one's final status, so no due transition goes unnoticed."""
@@ -169,7 +170,7 @@ def settle_stage(s: Session, stage_id: int) -> bool:
         return False
     if close_stage(s, stage_id):
         finish_if_stages_done(s, sweep_id)
-        return False
+        return True
     return stage_is_ready(s, stage_id)
 
 
@@ -208,8 +209,8 @@ def cancel_unfinished(s: Session, sweep_id: int) -> list[int]:
         s.execute(update(Trial).where(Trial.id.in_(ids),
                                       Trial.status == TrialStatus.QUEUED.value)
                   .values(status=TrialStatus.CANCELLED.value, finished_at=func.now()))
-    s.execute(update(Stage).where(Stage.sweep_id == sweep_id,
-                                  Stage.status == StageStatus.RUNNING.value)
+    s.execute(update(Stage).where(Stage.sweep_id == sweep_id, Stage.status.in_(
+        (StageStatus.RUNNING.value, StageStatus.LAUNCHING.value)))
               .values(status=StageStatus.CANCELLED.value))
     return ids
 

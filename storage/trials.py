@@ -81,14 +81,20 @@ def trial_best(s: Session, trial_id: int) -> tuple[float | None, float | None, i
     return (t.best_val_acc, t.best_val_loss, t.best_epoch) if t else (None, None, None)
 
 
-def queued_trials(s: Session, sweep_id: int | None = None) -> list[tuple[int, str]]:
-    """(trial id, queue name) of queued trials in running sweeps or 'seeds' stages."""
-    q = (select(Trial.id, Sweep.queue).join(Sweep, Sweep.id == Trial.sweep_id)
-         .where(Trial.status == TrialStatus.QUEUED.value,
-                live()))
+def queued_trials(s: Session, sweep_id: int | None = None,
+                  window: int | None = None) -> list[tuple[int, str]]:
+    """(trial id, queue name) of queued trials in running sweeps or 'seeds' stages;
+    with ``window``, only the first ``window`` of each sweep by id."""
+    q = (select(Trial.id, Sweep.queue, Trial.sweep_id).join(Sweep, Sweep.id == Trial.sweep_id)
+         .where(Trial.status == TrialStatus.QUEUED.value, live()))
     if sweep_id is not None:
         q = q.where(Sweep.id == sweep_id)
-    return [(t, qn) for t, qn in s.execute(q.order_by(Trial.id))]
+    if window is not None:
+        rank = func.row_number().over(partition_by=Trial.sweep_id, order_by=Trial.id)
+        ranked = q.add_columns(rank.label("n")).subquery()
+        q = select(ranked.c.id, ranked.c.queue).where(ranked.c.n <= window)
+        return [(t, qn) for t, qn in s.execute(q.order_by(ranked.c.id))]
+    return [(t, qn) for t, qn, _ in s.execute(q.order_by(Trial.id))]
 
 
 def trial_state(s: Session, trial_id: int) -> tuple[str, str] | None:

@@ -5,8 +5,9 @@ and once by ``hpsweep resume``. Idempotent: running it on a healthy sweep
 changes nothing. It takes back trials whose lease expired (by the database's
 clock), does the storage-level transitions whose trigger was lost (closes a
 stage whose trials have all finished, finishes a sweep whose stages are all
-done: ``storage.repair``), re-enqueues queued trials that Redis no longer
-holds, and re-requests the advancement of stages whose quorum has finished.
+done: ``storage.repair``), enqueues the queued trials Redis does not hold among
+each sweep's first ``ENQUEUE_WINDOW`` (lost jobs, and the window moving on through
+a big stage), and re-requests the advancement of stages whose quorum has finished.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from storage import trials as trial_store
 from storage.db import transact
 from storage.meta import identity
 from worker import queue as q
+from worker.defaults import ENQUEUE_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,11 @@ def reconcile(engine: Engine, conn: Redis, sweep_id: int | None = None,
 
 
 def _requeue_missing(engine: Engine, conn: Redis, sweep_id: int | None) -> list[int]:
-    """Enqueue the queued trials Redis does not hold; returns their ids."""
-    queued = transact(engine, lambda s: trial_store.queued_trials(s, sweep_id))
+    """Enqueue the queued trials Redis does not hold, of each sweep's first
+    ``ENQUEUE_WINDOW`` queued trials (the window moves on as trials run); returns their
+    ids."""
+    queued = transact(engine, lambda s: trial_store.queued_trials(s, sweep_id,
+                                                                  ENQUEUE_WINDOW))
     live = q.live_job_ids(conn, [q.trial_job_id(t) for t, _ in queued])
     missing: dict[str, list[int]] = {}
     for tid, queue_name in queued:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from coordinator import jobs, retention
 from storage import retention as store
@@ -148,6 +148,37 @@ def test_gc_shrinks_a_database_written_before_retention(tmp_path: Path, db_url: 
     assert res.exit_code == 0, res.output
     assert len(json.loads(rows(engine, "SELECT members FROM ensembles")[0][0])) == 3
     assert "0 trial(s) cleaned" in cli("gc", name, "--db", db_url).output
+
+
+def test_a_stage_closed_by_a_straggler_is_cleaned_without_gc(tmp_path: Path, sqlite_url: str,
+                                                              redis_url: str) -> None:
+    """Stage 0 advances on its quorum while one trial is still out; the whole last stage
+    runs; when the straggler finally finishes, its finish closes stage 0 (and ends the
+    sweep) and the advancement job of that closed stage cleans its checkpoints."""
+    stages = [{"trials": 8, "epochs": 2, "quorum": 0.5}, {"trials": 4, "epochs": 2}]
+    cfg = write_config(tmp_path / "tiny.yaml", **{**TINY, **POLICY, "stages": stages})
+    assert cli("launch", str(cfg), "--db", sqlite_url, "--redis", redis_url).exit_code == 0
+    engine = make_engine(sqlite_url)
+    straggler = scalar(engine, "SELECT id FROM trials WHERE idx = 7")
+    hold = "UPDATE trials SET status = 'running', attempts = 1, lease_token = 'held', " \
+           "lease_expires = :t WHERE id = :i"
+    with engine.begin() as conn:  # another worker holds it (a long lease)
+        conn.execute(text(hold), {"t": 4102444800.0, "i": straggler})
+    drain(sqlite_url, redis_url, tmp_path)
+    assert scalar(engine, "SELECT status FROM sweeps") == "running"
+    stage0 = "SELECT COUNT(*) FROM checkpoints c JOIN trials t ON t.id = c.trial_id " \
+             "JOIN stages st ON st.id = t.stage_id WHERE st.idx = 0 AND c.kind = 'last'"
+    assert scalar(engine, stage0) == 7  # stage 0 is open: nothing of it cleaned yet
+    with engine.begin() as conn:  # its lease runs out: the next worker takes it back
+        conn.execute(text(hold), {"t": 0.0, "i": straggler})
+    drain(sqlite_url, redis_url, tmp_path)
+    assert scalar(engine, "SELECT status FROM sweeps") == "done"
+    assert scalar(engine, stage0) == 0  # cleaned by the workers: no `hpsweep gc`
+    kept = {r[0] for r in rows(engine, "SELECT DISTINCT c.trial_id FROM checkpoints c JOIN "
+                                       "trials t ON t.id = c.trial_id JOIN stages st ON "
+                                       "st.id = t.stage_id WHERE st.idx = 0")}
+    assert kept == set(ranked(engine, 0)[:3])
+    assert "0 trial(s) cleaned" in cli("gc", "--db", sqlite_url).output
 
 
 def test_gc_of_an_unknown_sweep_is_bad_input(sqlite_url: str) -> None:
