@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from coordinator.dashboard import payload
-from storage import trials as trial_store
+from storage import attempts
 from storage.db import make_engine, transact
 from tests.support.dashboard_server import dashboard, request
 from tests.support.db import rows
@@ -93,8 +93,8 @@ def live_latency(base: str, engine: Engine, sweep_id: int, trial_id: int) -> flo
     started = time.perf_counter()
 
     def finish(s: Session) -> None:
-        assert trial_store.claim(s, engine, trial_id, "bench", "bench", 30.0) is not None
-        trial_store.finish(s, engine, trial_id, "bench", "done")
+        assert attempts.claim(s, engine, trial_id, "bench", "bench", 30.0) is not None
+        attempts.finish(s, engine, trial_id, "bench", "done")
 
     transact(engine, finish)
     next_poll = started + POLL_S * ((trial_id % 7) / 7)  # the page's phase is arbitrary

@@ -14,7 +14,6 @@ from storage import launching as launching_store
 from storage import repair as repair_store
 from storage import sweeps as sweep_store
 from storage import transitions
-from storage import trials as trial_store
 from storage.db import transact
 from storage.models import SweepStatus
 from worker import queue as q
@@ -48,7 +47,7 @@ def cancel_sweep(engine: Engine, conn: Redis | None, sweep_id: int) -> int:
         sweep = sweep_store.get_sweep(s, sweep_id)
         assert sweep is not None
         transitions.finish_sweep(s, sweep_id, SweepStatus.CANCELLED.value)
-        dropped = trial_store.cancel_unfinished(s, sweep_id)
+        dropped = transitions.cancel_unfinished(s, sweep_id)
         # a stage whose last open trials were just dropped is over: close it now
         repair_store.close_finished_stages(s, sweep_id)
         return dropped, sweep.queue

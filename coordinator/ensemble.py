@@ -34,6 +34,7 @@ from coordinator.launch import distinct_seed, enqueue_or_defer
 from coordinator.rank import is_scored, rank
 from coordinator.stages import advance, outcomes
 from coordinator.term import paint
+from storage import checkpoints as checkpoint_store
 from storage import ensembles as ensemble_store
 from storage import sweeps as sweep_store
 from storage import transitions
@@ -159,7 +160,7 @@ def _best_trial(s: Session, sweep_id: int) -> trial_store.TrialRow:
 
 
 def _best_member(s: Session, trial: trial_store.TrialRow) -> Member:
-    saved = trial_store.checkpoint_data(s, trial.id, "best")
+    saved = checkpoint_store.of_kind(s, trial.id, "best")
     if not saved:
         raise EnsembleError(f"trial {trial.id} has no best checkpoint")
     return Member(trial.id, saved[0][0])
@@ -182,7 +183,7 @@ def sweep_splits(engine: Engine, sweep: sweep_store.SweepInfo) -> Splits:
 
 def load_model(engine: Engine, member: Member) -> Any:
     """The member's model (any registered model) holding its checkpoint's weights."""
-    saved = dict(transact(engine, lambda s: trial_store.checkpoint_data(s, member.trial_id,
+    saved = dict(transact(engine, lambda s: checkpoint_store.of_kind(s, member.trial_id,
                                                                        member.kind)))
     if member.epoch not in saved:
         raise EnsembleError(f"trial {member.trial_id}: no {member.kind} checkpoint of epoch "
@@ -230,7 +231,7 @@ def _snapshots(s: Session, sweep_id: int, k: int) -> list[Member]:
             "set `keep_snapshots: K` in the sweep config and run it again, or use another "
             "--method")
     best = _best_trial(s, sweep_id)
-    saved = trial_store.checkpoint_data(s, best.id, "snapshot")[:k]
+    saved = checkpoint_store.of_kind(s, best.id, "snapshot")[:k]
     if not saved:
         raise EnsembleError(f"the best trial ({best.id}) kept no snapshot checkpoints: set "
                             "`keep_snapshots: K` in the sweep config and run the sweep again")

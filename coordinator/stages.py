@@ -23,8 +23,8 @@ from coordinator.launch import plan_trials, trial_seed
 from coordinator.rank import TrialOutcome, kept_for_refinement, rank, scored_trials
 from coordinator.refine import Travel, boundary_flags, refine, travel_of
 from coordinator.space import dist_from_row
+from storage import attempts, transitions
 from storage import sweeps as sweep_store
-from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.models import StageKind
@@ -86,7 +86,7 @@ def _plan_next(s: Session, engine: Engine, stage: sweep_store.StageInfo,
     ids = sweep_store.add_trials(s, sweep.id, new_stage, carried + fresh)
     for spec, child in zip(carried, ids, strict=False):
         assert spec.parent_id is not None
-        trial_store.copy_progress(s, engine, spec.parent_id, child)
+        attempts.copy_progress(s, engine, spec.parent_id, child)
     if next_idx == len(cfg.stages) - 1 and next_cfg.prune is None:
         # (a stage that prunes runs in index order: its verdicts wait for lower indices)
         ids = _longest_first(s, sweep, ids, carried + fresh, this_cfg.epochs)

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import Select, Update, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from storage.attempts import LeaseLost
 from storage.db import bind_of, cached_statement
 from storage.models import Curve, Stage, Trial, TrialStatus
-from storage.trials import LeaseLost
 
 _TRIALS, _CURVES, _STAGES = Trial.__table__, Curve.__table__, Stage.__table__
 

@@ -21,7 +21,6 @@ from sqlalchemy import select, union
 from sqlalchemy.orm import Session
 
 from storage import transitions
-from storage import trials as trial_store
 from storage.models import Stage, StageStatus, Sweep, SweepStatus, Trial, TrialStatus
 
 
@@ -60,7 +59,7 @@ def repair_sweep(s: Session, sweep_id: int) -> Repaired:
     if status is None:
         return Repaired(sweep_id)
     if status == SweepStatus.CANCELLED.value:
-        cancelled = tuple(trial_store.cancel_unfinished(s, sweep_id))
+        cancelled = tuple(transitions.cancel_unfinished(s, sweep_id))
         return Repaired(sweep_id, close_finished_stages(s, sweep_id), cancelled=cancelled)
     closed = close_finished_stages(s, sweep_id)
     return Repaired(sweep_id, closed, transitions.finish_if_stages_done(s, sweep_id))

@@ -33,6 +33,7 @@ from storage.models import (
     Sweep,
     SweepStatus,
     Trial,
+    TrialStatus,
 )
 
 
@@ -198,6 +199,20 @@ def finish_sweep(s: Session, sweep_id: int, status: str = SweepStatus.DONE.value
                     .values(status=status, finished_at=func.now()))
     return res.rowcount == 1
 
+
+def cancel_unfinished(s: Session, sweep_id: int) -> list[int]:
+    """Mark every queued trial of a sweep cancelled, and its running stages; running trials
+    stop at their next epoch."""
+    ids = list(s.scalars(select(Trial.id).where(Trial.sweep_id == sweep_id,
+                                                Trial.status == TrialStatus.QUEUED.value)))
+    if ids:
+        s.execute(update(Trial).where(Trial.id.in_(ids),
+                                      Trial.status == TrialStatus.QUEUED.value)
+                  .values(status=TrialStatus.CANCELLED.value, finished_at=func.now()))
+    s.execute(update(Stage).where(Stage.sweep_id == sweep_id, Stage.status.in_(
+        (StageStatus.RUNNING.value, StageStatus.LAUNCHING.value)))
+              .values(status=StageStatus.CANCELLED.value))
+    return ids
 
 
 def reopen_sweep(s: Session, sweep_id: int, was: str, config: dict[str, Any],

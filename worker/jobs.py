@@ -34,7 +34,8 @@ from worker import models
 from worker import queue as q
 from worker.data import DatasetCache
 from worker.defaults import DEFAULT_DB
-from worker.trainer import LeaseKeeper, TrialContext, run_attempt
+from worker.lease import LeaseKeeper
+from worker.trainer import TrialContext, run_attempt
 
 log = logging.getLogger("hpsweep.worker")
 

@@ -26,23 +26,23 @@ not a result) can make the verdict differ between runs.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from storage import attempts, transitions
 from storage import pruning as store
-from storage import transitions
-from storage import trials as trial_store
+from storage.attempts import LeaseLost
 from storage.db import transact
 from storage.models import StageKind, TrialStatus
-from storage.trials import LeaseLost
 from worker.defaults import SweepSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from worker.trainer import Claim, Heartbeat, TrialContext
+    from worker.trainer import Claim, TrialContext
 
 RULES = ("median", "halving")
 KEYS = ("rule", "after", "min_trials", "eta")
@@ -176,15 +176,15 @@ class Stop(NamedTuple):
 class PruneGate:
     """The epoch loop's hook: ``check(epoch)`` before training the epoch after it."""
 
-    def __init__(self, ctx: TrialContext, claim: Claim, token: str, beat: Heartbeat,
+    def __init__(self, ctx: TrialContext, claim: Claim, token: str, lost: threading.Event,
                  rule: PruneRule, place: store.Place) -> None:
-        self.ctx, self.trial, self.token, self.beat = ctx, claim.trial, token, beat
+        self.ctx, self.trial, self.token, self.lost = ctx, claim.trial, token, lost
         self.rule, self.place = rule, place
         self.select = SweepSettings.of(claim.sweep.config).select
 
     @classmethod
     def of(cls, ctx: TrialContext, claim: Claim, token: str,
-           beat: Heartbeat) -> PruneGate | None:
+           lost: threading.Event) -> PruneGate | None:
         """The gate of a trial whose stage prunes, else None (no query unless the sweep has
         a stage that prunes)."""
         if not any(st.get("prune") for st in claim.sweep.config.get("stages") or []):
@@ -193,7 +193,7 @@ class PruneGate:
         if place is None or place.stage_kind != StageKind.SEARCH.value:
             return None
         rule = rule_of(claim.sweep.config, place.stage_idx)
-        return None if rule is None else cls(ctx, claim, token, beat, rule, place)
+        return None if rule is None else cls(ctx, claim, token, lost, rule, place)
 
     def check(self, epoch: int) -> Stop | None:
         """None: train on. Else the trial was stopped here (pruned, or handed back)."""
@@ -219,7 +219,7 @@ class PruneGate:
                     f"{self.place.stage_idx} "
                     f"to reach epoch {epoch} (pruning decides by index); resumes from epoch "
                     f"{epoch}'s checkpoint")
-            if self.beat.lost.wait(pause):
+            if self.lost.wait(pause):
                 raise LeaseLost(f"trial {self.trial.id}: lease lost")
             if self.ctx.stop_requested():
                 return self._release("worker stopped; resumable")
@@ -233,14 +233,14 @@ class PruneGate:
                f"{self.rule.rule}: stop when more than 1/{self.rule.k} are better)")
 
         def work(s: Session) -> bool:
-            trial_store.finish(s, self.ctx.engine, self.trial.id, self.token,
+            attempts.finish(s, self.ctx.engine, self.trial.id, self.token,
                                TrialStatus.PRUNED.value, why)
             return transitions.settle_stage(s, self.trial.stage_id)
 
         return Stop(TrialStatus.PRUNED.value, transact(self.ctx.engine, work, core=True))
 
     def _release(self, why: str) -> Stop:
-        transact(self.ctx.engine, lambda s: trial_store.release(
+        transact(self.ctx.engine, lambda s: attempts.release(
             s, self.ctx.engine, self.trial.id, self.token, why))
         return Stop("released", None)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from redis import Redis
 from sqlalchemy import Engine
 
+from storage import attempts, transitions
 from storage import repair as repair_store
-from storage import transitions
 from storage import trials as trial_store
 from storage.db import transact
 from storage.meta import identity
@@ -64,7 +64,7 @@ def reconcile(engine: Engine, conn: Redis, sweep_id: int | None = None,
     ``advance``: advance a due stage in this process (``hpsweep resume`` passes the
     coordinator's); without it an advancement job is enqueued for some worker.
     """
-    reaped, exhausted = transact(engine, lambda s: trial_store.reap_expired(s, engine))
+    reaped, exhausted = transact(engine, lambda s: attempts.reap_expired(s, engine))
     repaired = repair(engine, sweep_id)
     advanced = _advance_due(engine, conn, sweep_id, advance)
     requeued = _requeue_missing(engine, conn, sweep_id)  # a stage planned just now too

@@ -1,8 +1,8 @@
 """One attempt at one trial: claim, resume or start, train epoch by epoch, finish.
 
 Each epoch's curve row, checkpoints and lease renewal commit in one short
-transaction fenced by the attempt's lease token; a heartbeat thread keeps the
-lease alive during long epochs. Divergence and cancellation are statuses, not
+transaction fenced by the attempt's lease token; a ``worker.lease.LeaseKeeper``
+keeps the lease alive during long epochs. Divergence and cancellation are statuses, not
 errors. Nothing here talks to Redis: ``worker.jobs`` does that.
 """
 
@@ -20,15 +20,16 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from storage import attempts, transitions
+from storage import checkpoints as checkpoint_store
 from storage import sweeps as sweep_store
-from storage import transitions
-from storage import trials as trial_store
+from storage.attempts import ClaimedTrial, EpochRecord, LeaseLost
 from storage.db import transact
-from storage.models import SweepStatus, TrialStatus
-from storage.trials import ClaimedTrial, EpochRecord, LeaseLost
+from storage.models import TrialStatus
 from worker import models
 from worker.data import DatasetCache, Splits
 from worker.defaults import SweepSettings
+from worker.lease import LeaseKeeper
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.hyper import SPEC, Hyper
 from worker.nn.protocol import ModelSpec
@@ -49,7 +50,7 @@ class TrialContext:
     stop_requested: Callable[[], bool] = lambda: False
     # sweep id -> its (immutable) config, dataset and limits: read once per process
     sweeps: dict[int, sweep_store.SweepInfo] = field(default_factory=dict)
-    keeper: LeaseKeeper | None = None  # the process's lease renewer (else a thread per trial)
+    keeper: LeaseKeeper | None = None  # the process's lease renewer (else one per attempt)
     models: frozenset[str] | None = None  # the models this worker offers (None: all installed)
 
 
@@ -98,101 +99,16 @@ def curve_row(res: EpochResult, seconds: float) -> dict[str, Any]:
             "lr": float(res.lr), "seconds": float(seconds)}
 
 
-def renew(engine: Engine, trial_id: int, token: str, lease_seconds: float) -> bool:
-    """Push the attempt's lease forward; False once it is lost (a failed beat is retried
-    next period)."""
-    try:
-        transact(engine, lambda s: trial_store.renew_lease(s, engine, trial_id, token,
-                                                           lease_seconds))
-    except LeaseLost:
-        return False
-    except Exception as exc:  # noqa: BLE001 - a missed beat is retried next period
-        log.warning("trial %d: heartbeat failed: %s", trial_id, exc)
-    return True
-
-
-class LeaseKeeper:
-    """One thread per worker process renewing the leases of the attempts it runs, every
-    ``lease/3`` seconds. (A thread started and joined per trial costs a short trial more
-    than its bookkeeping on a busy machine: the join waits for the thread to be scheduled.)
-    """
-
-    def __init__(self, engine: Engine, lease_seconds: float) -> None:
-        self._engine, self._lease = engine, lease_seconds
-        self._held: dict[int, tuple[str, threading.Event]] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def hold(self, trial_id: int, token: str) -> threading.Event:
-        """Renew this attempt's lease until ``drop``; the event is set once it is lost."""
-        lost = threading.Event()
-        with self._lock:
-            self._held[trial_id] = (token, lost)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lease-keeper",
-                                                daemon=True)
-                self._thread.start()
-        return lost
-
-    def drop(self, trial_id: int) -> None:
-        with self._lock:
-            self._held.pop(trial_id, None)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._lease / 3)
-            with self._lock:
-                held = list(self._held.items())
-            for trial_id, (token, lost) in held:
-                if not renew(self._engine, trial_id, token, self._lease):
-                    lost.set()
-
-
-class Heartbeat:
-    """Renews the lease every ``lease/3`` seconds while an attempt runs: through the
-    context's ``LeaseKeeper``, else with a thread of its own."""
-
-    def __init__(self, ctx: TrialContext, trial_id: int, token: str) -> None:
-        self._ctx, self._trial_id, self._token = ctx, trial_id, token
-        self._stop = threading.Event()
-        self.lost = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Heartbeat:
-        if self._ctx.keeper is not None:
-            self.lost = self._ctx.keeper.hold(self._trial_id, self._token)
-        else:
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name=f"heartbeat-{self._trial_id}")
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is None:
-            assert self._ctx.keeper is not None
-            self._ctx.keeper.drop(self._trial_id)
-            return
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        ctx = self._ctx
-        while not self._stop.wait(ctx.lease_seconds / 3):
-            if not renew(ctx.engine, self._trial_id, self._token, ctx.lease_seconds):
-                self.lost.set()
-                return
-
-
 def claim_trial(ctx: TrialContext, trial_id: int, token: str) -> Claim | None:
     """Claim the trial, and read its sweep (once per process) and checkpoints, in one
     transaction."""
     def work(s: Session) -> Claim | None:
-        trial = trial_store.claim(s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds)
+        trial = attempts.claim(s, ctx.engine, trial_id, token, ctx.worker, ctx.lease_seconds)
         if trial is None:
             return None
         sweep = ctx.sweeps.get(trial.sweep_id) or sweep_store.get_sweep(s, trial.sweep_id)
         assert sweep is not None
-        return Claim(trial, sweep, trial_store.checkpoints(s, trial.id))
+        return Claim(trial, sweep, checkpoint_store.resumable(s, trial.id))
 
     claim = transact(ctx.engine, work)
     if claim is not None and claim.sweep.id not in ctx.sweeps:
@@ -266,18 +182,12 @@ def record_epoch(ctx: TrialContext, trial: ClaimedTrial, token: str, state: Trai
     # an improving epoch's one checkpoint row serves as 'last' and 'best' (written once)
     rec = EpochRecord(epoch=res.epoch, curve=curve_row(res, seconds), best_val_acc=best.acc,
                       best_val_loss=best.loss, best_epoch=best.epoch, last_checkpoint=blob,
-                      best_checkpoint=None, score=acc,
+                      score=acc,
                       keep_snapshots=settings.keep_snapshots, best_in_last=improved,
                       previous_in_last=previous)
 
-    def work(s: Session) -> bool:
-        live = trial_store.record_epoch(s, ctx.engine, trial.id, token, ctx.lease_seconds, rec)
-        if live is None:  # a record_epoch that does not say (a test's wrapper): ask
-            state_now = trial_store.trial_state(s, trial.id)
-            live = state_now is not None and state_now[1] == SweepStatus.RUNNING.value
-        return live
-
-    return transact(ctx.engine, work, core=True)
+    return transact(ctx.engine, lambda s: attempts.record_epoch(
+        s, ctx.engine, trial.id, token, ctx.lease_seconds, rec), core=True)
 
 
 def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: EpochResult,
@@ -288,9 +198,9 @@ def record_divergence(ctx: TrialContext, trial: ClaimedTrial, token: str, res: E
     row = curve_row(res, seconds)
 
     def work(s: Session) -> bool:
-        trial_store.record_curve(s, ctx.engine, trial.id, token, ctx.lease_seconds, res.epoch,
+        attempts.record_curve(s, ctx.engine, trial.id, token, ctx.lease_seconds, res.epoch,
                                  row)
-        trial_store.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
+        attempts.finish(s, ctx.engine, trial.id, token, TrialStatus.DIVERGED.value,
                            f"loss diverged in epoch {res.epoch}")
         return transitions.settle_stage(s, trial.stage_id)
 
@@ -303,7 +213,7 @@ def finish(ctx: TrialContext, trial_id: int, token: str, status: str,
     last trial, and returns whether its advancement is now due (``settle_stage``, in the
     same transaction: no extra round trip per trial)."""
     def work(s: Session) -> bool:
-        trial_store.finish(s, ctx.engine, trial_id, token, status, error)
+        attempts.finish(s, ctx.engine, trial_id, token, status, error)
         return stage_id is not None and transitions.settle_stage(s, stage_id)
 
     return transact(ctx.engine, work, core=True)
@@ -317,8 +227,9 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
         return Outcome(trial_id, "noop")
     trial, sweep = claim.trial, claim.sweep
     try:
-        with Heartbeat(ctx, trial.id, token) as beat:
-            status, ran, ready = train(ctx, claim, token, beat)
+        keeper = ctx.keeper or LeaseKeeper(ctx.engine, ctx.lease_seconds)
+        with keeper.holding(trial.id, token) as lost:
+            status, ran, ready = train(ctx, claim, token, lost)
     except LeaseLost as exc:
         log.warning("%s", exc)
         return Outcome(trial.id, "noop", trial.stage_id)
@@ -326,7 +237,7 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
         log.warning("trial %d: %s on worker %s; handed back for another worker", trial.id,
                     exc, ctx.worker)
         why = f"{exc} on worker {ctx.worker}"
-        transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token, why))
+        transact(ctx.engine, lambda s: attempts.release(s, ctx.engine, trial.id, token, why))
         return Outcome(trial.id, "released", trial.stage_id)
     except Exception as exc:
         log.exception("trial %d: attempt %d failed", trial.id, trial.attempts)
@@ -352,7 +263,7 @@ def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attem
             finish(ctx, trial.id, token, TrialStatus.FAILED.value,
                    f"attempts exhausted; last error: {error}", stage_id=trial.stage_id)
         else:
-            transact(ctx.engine, lambda s: trial_store.release(s, ctx.engine, trial.id, token,
+            transact(ctx.engine, lambda s: attempts.release(s, ctx.engine, trial.id, token,
                                                                f"attempt failed: {error}"))
     except Exception as inner:  # noqa: BLE001 - the lease reaper recovers the trial
         log.warning("trial %d: could not record the failure: %s", trial.id, inner)
@@ -360,9 +271,10 @@ def _retry_or_fail(ctx: TrialContext, trial: ClaimedTrial, token: str, max_attem
 
 
 def train(ctx: TrialContext, claim: Claim, token: str,
-          beat: Heartbeat) -> tuple[str, int, bool | None]:
-    """The epoch loop. Returns (final status, epochs trained in this attempt, whether the
-    stage's advancement is due, or None if not checked)."""
+          lost: threading.Event) -> tuple[str, int, bool | None]:
+    """The epoch loop (``lost``: set once the attempt's lease is lost). Returns (final
+    status, epochs trained in this attempt, whether the stage's advancement is due, or None
+    if not checked)."""
     trial, sweep = claim.trial, claim.sweep
     # the update rule, schedule etc. (the model's own hyperparameters go to its constructor)
     hyper = Hyper.from_params({k: v for k, v in trial.params.items() if k in SPEC})
@@ -370,12 +282,12 @@ def train(ctx: TrialContext, claim: Claim, token: str,
     state = resume_or_init(trial, claim.saved, hyper, model_spec(ctx, sweep, trial, splits))
     best = _Best(trial.best_val_acc, trial.best_val_loss, trial.best_epoch)
     settings = SweepSettings.of(sweep.config)
-    ran, gate = 0, PruneGate.of(ctx, claim, token, beat)
+    ran, gate = 0, PruneGate.of(ctx, claim, token, lost)
     while state.epoch < trial.epochs:
-        if beat.lost.is_set():
+        if lost.is_set():
             raise LeaseLost(f"trial {trial.id}: lease lost")
         if ctx.stop_requested():
-            transact(ctx.engine, lambda s: trial_store.release(
+            transact(ctx.engine, lambda s: attempts.release(
                 s, ctx.engine, trial.id, token, "worker stopped; resumable"))
             return "released", ran, None
         if gate and (stop := gate.check(state.epoch)):  # the stage's prune rule

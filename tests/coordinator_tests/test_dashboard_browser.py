@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from storage import trials as trial_store
+from storage import attempts
 from storage.db import make_engine, transact
 from storage.models import Sweep, Trial
 from tests.coordinator_tests.finished_sweep import cli
@@ -256,8 +256,8 @@ def test_a_finished_trial_shows_within_seconds(browser, viewer, db_url) -> None:
             final = int(viewer.js("() => document.body.dataset.final"))
 
             def finish_one(s):  # type: ignore[no-untyped-def]
-                assert trial_store.claim(s, engine, queued, "tok", "test", 30.0) is not None
-                trial_store.finish(s, engine, queued, "tok", "done")
+                assert attempts.claim(s, engine, queued, "tok", "test", 30.0) is not None
+                attempts.finish(s, engine, queued, "tok", "done")
 
             written = time.time()  # before the write: the figure is an upper bound
             transact(engine, finish_one)

@@ -14,8 +14,8 @@ from coordinator import ensemble as ens
 from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
+from storage import attempts, transitions
 from storage import sweeps as sweep_store
-from storage import transitions
 from storage import trials as trial_store
 from storage.db import make_engine, transact
 from tests.coordinator_tests.finished_sweep import build, cli, drain
@@ -147,7 +147,7 @@ def test_seeds_stage_runs_on_a_finished_sweep_and_never_advances_it(tmp_path: Pa
     first, second = plan.trial_ids
 
     def claim(tid: int):  # type: ignore[no-untyped-def]
-        return transact(engine, lambda s: trial_store.claim(s, engine, tid, "tok", "w", 30.0))
+        return transact(engine, lambda s: attempts.claim(s, engine, tid, "tok", "w", 30.0))
 
     assert claim(search_queued) is None  # the search itself stays closed
     assert claim(first) is not None
@@ -158,7 +158,7 @@ def test_seeds_stage_runs_on_a_finished_sweep_and_never_advances_it(tmp_path: Pa
         == [second]
     with engine.begin() as c:  # the worker was lost: the lease runs out
         c.execute(text("UPDATE trials SET lease_expires = 0 WHERE id = :t"), {"t": first})
-    assert transact(engine, lambda s: trial_store.reap_expired(s, engine)) == ([first], [])
+    assert transact(engine, lambda s: attempts.reap_expired(s, engine)) == ([first], [])
     with engine.begin() as c:
         c.execute(text("UPDATE trials SET status = 'done' WHERE stage_id = :s"),
                   {"s": plan.stage_id})

@@ -135,12 +135,11 @@ def test_advance_after_cancel_plans_nothing(tmp_path: Path, db_url: str) -> None
 
     def cancel_in(s: Session) -> None:
         from storage import transitions
-        from storage import trials as trial_store
         from storage.models import SweepStatus
 
         transitions.lock_sweep(s, sid)
         transitions.finish_sweep(s, sid, SweepStatus.CANCELLED.value)
-        trial_store.cancel_unfinished(s, sid)
+        transitions.cancel_unfinished(s, sid)
 
     _, planned = interleave(engine, cancel_in, lambda: advance(engine, s0))
     assert planned is None
@@ -152,8 +151,7 @@ def test_advance_after_cancel_plans_nothing(tmp_path: Path, db_url: str) -> None
 def test_cancel_while_the_last_trial_finishes(tmp_path, db_url, last) -> None:  # type: ignore[no-untyped-def]
     """The last open trial's finishing transaction (``settle_stage``) and a cancel meet:
     whichever goes first, the sweep ends in one consistent state, nothing left open."""
-    from storage import transitions
-    from storage import trials as trial_store
+    from storage import attempts, transitions
 
     engine = make_engine(db_url)
     sid = two_stage_sweep(tmp_path, engine)
@@ -168,7 +166,7 @@ def test_cancel_while_the_last_trial_finishes(tmp_path, db_url, last) -> None:  
     token, stage = claimed[keep]
 
     def finish_last(s: Session) -> bool:
-        trial_store.finish(s, engine, keep, token, "done")
+        attempts.finish(s, engine, keep, token, "done")
         return transitions.settle_stage(s, stage)
 
     due, _ = interleave(engine, finish_last, lambda: cancel_sweep(engine, None, sid))
@@ -210,7 +208,7 @@ def _claimed_open_trials(engine: Engine, sweep_id: int) -> list[tuple[int, str, 
     """Claim every open trial of the sweep (as workers would); (id, token, stage id)."""
     import uuid
 
-    from storage import trials as trial_store
+    from storage import attempts
     from storage.db import transact
 
     open_ = rows(engine, "SELECT id, stage_id FROM trials WHERE sweep_id = :s AND status = "
@@ -218,7 +216,7 @@ def _claimed_open_trials(engine: Engine, sweep_id: int) -> list[tuple[int, str, 
     out = []
     for tid, stage in open_:
         token = uuid.uuid4().hex
-        assert transact(engine, lambda s, t=tid, k=token: trial_store.claim(
+        assert transact(engine, lambda s, t=tid, k=token: attempts.claim(
             s, engine, t, k, "finisher", 60.0)) is not None
         out.append((tid, token, stage))
     return out

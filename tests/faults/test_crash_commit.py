@@ -9,9 +9,9 @@ import logging
 import pytest
 from sqlalchemy.orm import Session
 
-import storage.trials as trial_store
 from coordinator.config import load_config
 from coordinator.launch import create_sweep, prepare_dataset
+from storage import attempts
 from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
 from tests.support.configs import write_config
@@ -46,15 +46,16 @@ def sweep(tmp_path, dataset, db_url):  # type: ignore[no-untyped-def]
 def test_crash_between_checkpoint_write_and_commit_leaves_no_trace_of_the_epoch(
         sweep, tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     cfg_path, engine, sweep_id, tid, ctx = sweep
-    real = trial_store.record_epoch
+    real = attempts.record_epoch
 
     def crash_after_write(s, engine, trial_id, token, lease_seconds, rec):  # type: ignore[no-untyped-def]
-        real(s, engine, trial_id, token, lease_seconds, rec)  # curve row + checkpoints written
+        live = real(s, engine, trial_id, token, lease_seconds, rec)  # curve row + checkpoints
         if rec.epoch == CRASH_AT:
             assert rows_in(s, trial_id, CRASH_AT) == (1, 1)  # inside the transaction
             raise Injected(f"crash before the commit of epoch {rec.epoch}")
+        return live
 
-    monkeypatch.setattr(trial_store, "record_epoch", crash_after_write)
+    monkeypatch.setattr(attempts, "record_epoch", crash_after_write)
     with pytest.raises(Injected):
         run_attempt(ctx, tid)
     assert rows(engine, "SELECT MAX(epoch), COUNT(*) FROM curves") == [(CRASH_AT - 1,
@@ -64,7 +65,7 @@ def test_crash_between_checkpoint_write_and_commit_leaves_no_trace_of_the_epoch(
     assert rows(engine, "SELECT status, attempts, lease_token FROM trials") == [
         ("queued", 1, None)]
 
-    monkeypatch.setattr(trial_store, "record_epoch", real)
+    monkeypatch.setattr(attempts, "record_epoch", real)
     with caplog.at_level(logging.INFO, logger="worker.trainer"):
         outcome = run_attempt(ctx, tid)
     assert (outcome.status, outcome.epochs_run) == ("done", EPOCHS - CRASH_AT + 1)
@@ -85,18 +86,18 @@ def rows_in(s: Session, trial_id: int, epoch: int) -> tuple[int, int]:
 def test_crash_after_the_last_epoch_commits_before_done_retrains_nothing(
         sweep, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     cfg_path, engine, sweep_id, tid, ctx = sweep
-    real = trial_store.finish
+    real = attempts.finish
 
     def crash_on_done(s, engine, trial_id, token, status, error=None):  # type: ignore[no-untyped-def]
         if status == "done":
             raise Injected("crash before marking the trial done")
         return real(s, engine, trial_id, token, status, error)
 
-    monkeypatch.setattr(trial_store, "finish", crash_on_done)
+    monkeypatch.setattr(attempts, "finish", crash_on_done)
     with pytest.raises(Injected):
         run_attempt(ctx, tid)
     assert rows(engine, "SELECT status, attempts FROM trials") == [("queued", 1)]
-    monkeypatch.setattr(trial_store, "finish", real)
+    monkeypatch.setattr(attempts, "finish", real)
     outcome = run_attempt(ctx, tid)
     assert (outcome.status, outcome.epochs_run) == ("done", 0)
     assert rows(engine, "SELECT COUNT(*), MAX(epoch) FROM curves") == [(EPOCHS, EPOCHS)]

@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from storage import attempts
 from storage import sweeps as sweep_store
 from storage import trials as trial_store
+from storage.attempts import EpochRecord
 from storage.db import make_engine, transact
-from storage.trials import EpochRecord
 from tests.support.db import rows, scalar
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
@@ -53,7 +54,7 @@ def _epoch(s: Session, engine: Engine, tid: int, token: str, rec: EpochRecord) -
     """Read, then write, in one transaction (as the reaper does): a deferred BEGIN would
     get SQLITE_BUSY here at once, without waiting for the busy timeout."""
     trial_store.trial_best(s, tid)
-    trial_store.record_epoch(s, engine, tid, token, 30.0, rec)
+    attempts.record_epoch(s, engine, tid, token, 30.0, rec)
 
 
 def _writer(url: str, trial_ids: list[int], barrier, out) -> None:  # type: ignore[no-untyped-def]
@@ -68,18 +69,19 @@ def _writer(url: str, trial_ids: list[int], barrier, out) -> None:  # type: igno
     for tid in trial_ids:
         token = f"{os.getpid()}-{tid}"
         try:
-            assert transact(engine, lambda s, t=tid, k=token: trial_store.claim(
+            assert transact(engine, lambda s, t=tid, k=token: attempts.claim(
                 s, engine, t, k, f"w{os.getpid()}", 30.0)) is not None
             for epoch in range(1, EPOCHS + 1):
                 rec = EpochRecord(epoch=epoch, curve={"train_loss": 1.0 / epoch, "train_acc": 0.5,
                                                       "val_loss": 1.0 / epoch, "val_acc": 0.5,
                                                       "lr": 0.1, "seconds": 0.01},
                                   best_val_acc=0.5, best_val_loss=1.0 / epoch, best_epoch=epoch,
-                                  last_checkpoint=blob, best_checkpoint=blob, score=0.5)
+                                  last_checkpoint=blob, score=0.5, best_in_last=True,
+                                  previous_in_last=None if epoch == 1 else True)
                 transact(engine, lambda s, t=tid, k=token, r=rec: _epoch(s, engine, t, k, r))
-                transact(engine, lambda s, t=tid, k=token: trial_store.renew_lease(
+                transact(engine, lambda s, t=tid, k=token: attempts.renew_lease(
                     s, engine, t, k, 30.0))
-            transact(engine, lambda s, t=tid, k=token: trial_store.finish(s, engine, t, k, "done"))
+            transact(engine, lambda s, t=tid, k=token: attempts.finish(s, engine, t, k, "done"))
         except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on any
             errors.append(f"trial {tid}: {type(exc).__name__}: {exc}")
     engine.dispose()

@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import Engine, text
 
 from coordinator.rank import TrialOutcome, rank
+from storage import attempts
+from storage import checkpoints as checkpoint_store
 from storage import trials as trial_store
+from storage.attempts import EpochRecord
 from storage.db import make_engine, transact
-from storage.trials import EpochRecord
 from tests.storage_tests.test_trials import claim, make_sweep
 from tests.support.db import rows
 
@@ -49,9 +51,9 @@ def record(engine: Engine, tid: int, token: str, epoch: int, best_epoch: int,
     rec = EpochRecord(epoch=epoch, curve={"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
                                           "val_acc": 0.5, "lr": 0.1, "seconds": 0.01},
                       best_val_acc=0.5, best_val_loss=1.0, best_epoch=best_epoch,
-                      last_checkpoint=b"ck%d" % epoch, best_checkpoint=None, score=0.5,
+                      last_checkpoint=b"ck%d" % epoch, score=0.5,
                       best_in_last=improved)
-    transact(engine, lambda s: trial_store.record_epoch(s, engine, tid, token, 30.0, rec))
+    transact(engine, lambda s: attempts.record_epoch(s, engine, tid, token, 30.0, rec))
 
 
 def checkpoints(engine: Engine, tid: int) -> list[tuple]:
@@ -76,9 +78,9 @@ def test_an_improving_epoch_writes_one_checkpoint_and_finished_trials_have_both(
     assert checkpoints(engine, tid) == [("last", 5, b"ck5")]  # the old best is superseded
     with engine.begin() as conn:
         conn.execute(text("UPDATE trials SET best_epoch = 5 WHERE id = :i"), {"i": tid})
-    transact(engine, lambda s: trial_store.finish(s, engine, tid, "a", "done"))
+    transact(engine, lambda s: attempts.finish(s, engine, tid, "a", "done"))
     assert checkpoints(engine, tid) == [("best", 5, b"ck5"), ("last", 5, b"ck5")]
-    resumable = transact(engine, lambda s: trial_store.checkpoints(s, tid))
+    resumable = transact(engine, lambda s: checkpoint_store.resumable(s, tid))
     assert [(k, e) for k, e, _ in resumable] == [("last", 5), ("best", 5)]
 
 
@@ -90,7 +92,7 @@ def test_finish_keeps_an_older_best(engine: Engine) -> None:
     record(engine, tid, "a", 2, best_epoch=1, improved=False)
     with engine.begin() as conn:
         conn.execute(text("UPDATE trials SET best_epoch = 1 WHERE id = :i"), {"i": tid})
-    transact(engine, lambda s: trial_store.finish(s, engine, tid, "a", "done"))
+    transact(engine, lambda s: attempts.finish(s, engine, tid, "a", "done"))
     assert checkpoints(engine, tid) == [("best", 1, b"ck1"), ("last", 2, b"ck2")]
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from storage import attempts, transitions
 from storage import sweeps as sweep_store
-from storage import transitions
 from storage import trials as trial_store
+from storage.attempts import EpochRecord, LeaseLost
 from storage.db import make_engine, transact
-from storage.trials import EpochRecord, LeaseLost
 from tests.support.db import rows, scalar
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def make_sweep(engine: Engine, n_trials: int = 3, max_attempts: int = 3) -> tupl
 
 
 def claim(engine, tid: int, token: str, lease: float = 30.0):  # type: ignore[no-untyped-def]
-    return transact(engine, lambda s: trial_store.claim(s, engine, tid, token, "w", lease))
+    return transact(engine, lambda s: attempts.claim(s, engine, tid, token, "w", lease))
 
 
 def record(engine: Engine, tid: int, token: str, epoch: int) -> None:
@@ -46,9 +46,8 @@ def record(engine: Engine, tid: int, token: str, epoch: int) -> None:
                                           "val_acc": 0.5, "ema_val_loss": None,
                                           "ema_val_acc": None, "lr": 0.1, "seconds": 0.01},
                       best_val_acc=0.5, best_val_loss=1.0, best_epoch=epoch,
-                      last_checkpoint=b"ck%d" % epoch, best_checkpoint=b"ck%d" % epoch,
-                      score=0.5)
-    transact(engine, lambda s: trial_store.record_epoch(s, engine, tid, token, 30.0, rec))
+                      last_checkpoint=b"ck%d" % epoch, score=0.5, best_in_last=True)
+    transact(engine, lambda s: attempts.record_epoch(s, engine, tid, token, 30.0, rec))
 
 
 def test_params_round_trip_with_types(engine: Engine) -> None:
@@ -80,9 +79,13 @@ def test_curve_and_checkpoint_writes_are_idempotent(engine: Engine) -> None:
     for epoch in (1, 1, 2, 2):
         record(engine, ids[0], "a", epoch)
     assert scalar(engine, "SELECT COUNT(*) FROM curves WHERE trial_id = :i", i=ids[0]) == 2
-    kinds = rows(engine, "SELECT kind, epoch FROM checkpoints WHERE trial_id = :i ORDER BY kind",
-                 i=ids[0])
-    assert kinds == [("best", 2), ("last", 2)]  # replaced in place, not accumulated
+    def kinds() -> list[tuple]:
+        return rows(engine, "SELECT kind, epoch FROM checkpoints WHERE trial_id = :i "
+                            "ORDER BY kind", i=ids[0])
+
+    assert kinds() == [("last", 2)]  # replaced in place, not accumulated; it stands for 'best'
+    transact(engine, lambda s: attempts.finish(s, engine, ids[0], "a", "done"))
+    assert kinds() == [("best", 2), ("last", 2)]  # a finished trial has both
 
 
 def test_expired_lease_is_reaped_then_reclaimed_and_old_owner_is_fenced(engine: Engine) -> None:
@@ -90,7 +93,7 @@ def test_expired_lease_is_reaped_then_reclaimed_and_old_owner_is_fenced(engine: 
     claim(engine, ids[0], "old", lease=0.3)
     assert claim(engine, ids[0], "new") is None  # lease still live
     time.sleep(0.5)
-    requeued, failed = transact(engine, lambda s: trial_store.reap_expired(s, engine))
+    requeued, failed = transact(engine, lambda s: attempts.reap_expired(s, engine))
     assert (requeued, failed) == ([ids[0]], [])
     assert claim(engine, ids[0], "new") is not None
     with pytest.raises(LeaseLost):
@@ -103,7 +106,7 @@ def test_trial_lost_on_every_attempt_ends_failed(engine: Engine) -> None:
     for attempt in range(2):
         assert claim(engine, ids[0], f"t{attempt}", lease=0.1) is not None
         time.sleep(0.25)
-        transact(engine, lambda s: trial_store.reap_expired(s, engine))
+        transact(engine, lambda s: attempts.reap_expired(s, engine))
     status, error = rows(engine, "SELECT status, error FROM trials WHERE id = :i", i=ids[0])[0]
     assert status == "failed" and "attempts exhausted" in error
     assert claim(engine, ids[0], "t9") is None
@@ -114,7 +117,7 @@ def test_stage_advance_cas_succeeds_once_and_only_when_finished(engine: Engine) 
     assert not transact(engine, lambda s: transitions.claim_stage_advance(s, stage))
     for tid in ids:
         claim(engine, tid, f"k{tid}")
-        transact(engine, lambda s, t=tid: trial_store.finish(s, engine, t, f"k{t}", "done"))
+        transact(engine, lambda s, t=tid: attempts.finish(s, engine, t, f"k{t}", "done"))
     assert transact(engine, lambda s: transitions.claim_stage_advance(s, stage))
     assert not transact(engine, lambda s: transitions.claim_stage_advance(s, stage))
 
