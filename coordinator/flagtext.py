@@ -11,7 +11,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.nn.hyper import SPEC
+# SPEC's integer parameters (``tests/coordinator_tests/test_flagtext.py`` keeps this equal to
+# ``worker.nn.hyper.SPEC``): formatting a value must not import that table, which reads the
+# update rules' defaults and so loads NumPy on every ``hpsweep status``.
+INTEGER_PARAMS = frozenset({"hidden_size", "depth", "batch_size", "schedule_every",
+                            "schedule_patience"})
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,7 @@ def flag_action(flag: BoundaryFlag, stage_idx: int, n_stages: int, sweep_name: s
 def format_value(param: str, value: float, scale: str = "linear") -> str:
     """A parameter's value as people write it: integers as integers, log ranges in
     short e-notation, others with ``g``."""
-    spec = SPEC.get(param)
-    if (spec is not None and spec.kind is int) or isinstance(value, int):
+    if param in INTEGER_PARAMS or isinstance(value, int):
         return str(round(value))
     return _fmt_e(value) if scale == "log" else _fmt_g(value)
 
@@ -100,7 +103,7 @@ def _formatter(flag: BoundaryFlag) -> Callable[[float], str]:
 
 def _spec_limit_text(flag: BoundaryFlag) -> str:
     """SPEC's limit on the flag's side if the edge sits on it (for flags rebuilt from rows)."""
-    spec = SPEC.get(flag.param)
+    spec = _spec(flag.param)
     if spec is None:
         return ""
     limit, is_open = (spec.low, spec.low_open) if flag.side == "low" else (spec.high,
@@ -109,6 +112,15 @@ def _spec_limit_text(flag: BoundaryFlag) -> str:
     if limit is None or edge != limit:
         return ""
     return f"{'>' if flag.side == 'low' else '<'}{'' if is_open else '='} {limit:g}"
+
+
+def _spec(param: str) -> Any:
+    """SPEC's entry for ``param``, imported only when a flag is printed: the table reads
+    the update rules' defaults, which loads NumPy, and a status read without flags must
+    not (``tests/storage_tests/test_plain.py``)."""
+    from worker.nn.hyper import SPEC
+
+    return SPEC.get(param)
 
 
 def _fmt_g(x: float) -> str:
