@@ -139,16 +139,14 @@ def test_launch_with_redis_down_saves_the_sweep_and_says_how_to_resume(
 
 
 def _failing_add_trials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The second batch of trials fails to insert: a failure midway through a launch."""
-    real, calls = sweep_store.add_trials, []
+    """The trials fail to insert after the dataset, sweep and stage rows were written in
+    the same (first) transaction: a failure midway through a launch's one transaction.
+    (A failure in a later batch of a big stage 0 keeps the saved sweep, ``launching``,
+    for ``hpsweep resume``: tests/coordinator_tests/test_launch_stream.py.)"""
 
     def add_trials(*args, **kw):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 2:
-            raise StorageError("disk full (injected)")
-        return real(*args, **kw)
+        raise StorageError("disk full (injected)")
 
-    monkeypatch.setattr(launch_mod, "LAUNCH_BATCH", 2)
     monkeypatch.setattr(sweep_store, "add_trials", add_trials)
 
 
