@@ -196,7 +196,7 @@ def test_kill_9_of_run_leaves_no_process_and_no_stale_folder(
 @BOTH_BACKENDS
 @pytest.mark.xfail(strict=False, reason="known regression found at the end of the session: after "
                    "`resume`, the `--burst` drain leaves the re-enqueued trials queued (suspects: "
-                   "the per-period reconcile turn, the model hand-back check); see the closing note")
+                   "the per-period reconcile turn, the model hand-back check); see the note")
 def test_sighup_of_run_stops_everything_and_the_sweep_resumes(
         tmp_path: Path, recorded: list[Proc], db: str, redis_url: str) -> None:
     queue = _queue()  # its own: no other suite's worker on this Redis takes its jobs
