@@ -171,9 +171,30 @@ def finish(s: Session, engine: Engine, trial_id: int, token: str, status: str,
 
 
 def release(s: Session, engine: Engine, trial_id: int, token: str, error: str | None) -> None:
-    """Give the trial back as queued (a transient failure or a graceful stop)."""
+    """Give the trial back as queued after a failed attempt (it counts: the trial fails
+    for good once its attempts run out)."""
     _fence(s, engine, trial_id, token, 0.0, status=TrialStatus.QUEUED.value, error=error,
            lease_token=None)
+
+
+def hand_back(s: Session, engine: Engine, trial_id: int, token: str, why: str) -> None:
+    """Give a running trial back as ``queued`` without using up an attempt (fenced by its
+    lease like ``release``): the worker stopping, a model it cannot train, a pruning
+    verdict that must wait. None of these is the trial's failure; counting them would let
+    a worker that keeps being stopped (or a fleet that keeps handing a trial round) exhaust
+    a trial that never failed."""
+    def build() -> Update:
+        t = _TRIALS.c
+        return (update(_TRIALS)
+                .where(t.id == bindparam("p_id"), t.lease_token == bindparam("p_token"),
+                       t.status == TrialStatus.RUNNING.value)
+                .values(status=TrialStatus.QUEUED.value, lease_token=None,
+                        error=bindparam("p_why"), attempts=t.attempts - 1))
+
+    res = s.execute(cached_statement(engine, "hand-back", build),
+                    {"p_id": trial_id, "p_token": token, "p_why": why})
+    if res.rowcount != 1:
+        raise LeaseLost(f"trial {trial_id}: lease lost (taken over, cancelled or finished)")
 
 
 def reap_expired(s: Session, engine: Engine) -> tuple[list[int], list[int]]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Update, and_, bindparam, select, update
+from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.orm import Session
 
-from storage.attempts import LeaseLost
 from storage.db import bind_of, cached_statement
-from storage.models import Curve, Stage, Trial, TrialStatus
+from storage.models import Curve, Stage, Trial
 
 _TRIALS, _CURVES, _STAGES = Trial.__table__, Curve.__table__, Stage.__table__
 
@@ -69,20 +68,3 @@ def stage_at_epoch(s: Session, stage_id: int, upto_idx: int, epoch: int) -> list
     rows = s.execute(cached_statement(bind_of(s), "stage-at-epoch", build),
                      {"p_stage": stage_id, "p_upto": upto_idx, "p_epoch": epoch})
     return [PeerAt(r[0], r[1], r[2] is not None, *r[3:]) for r in rows]
-
-
-def hand_back(s: Session, trial_id: int, token: str, why: str) -> None:
-    """Give a running trial back as ``queued`` to decide later (fenced by its lease, like
-    ``storage.trials.release``), without using up an attempt: waiting is not a failure."""
-    def build() -> Update:
-        t = _TRIALS.c
-        return (update(_TRIALS)
-                .where(t.id == bindparam("p_id"), t.lease_token == bindparam("p_token"),
-                       t.status == TrialStatus.RUNNING.value)
-                .values(status=TrialStatus.QUEUED.value, lease_token=None,
-                        error=bindparam("p_why"), attempts=t.attempts - 1))
-
-    res = s.execute(cached_statement(bind_of(s), "hand-back", build),
-                    {"p_id": trial_id, "p_token": token, "p_why": why})
-    if res.rowcount != 1:
-        raise LeaseLost(f"trial {trial_id}: lease lost (taken over, cancelled or finished)")

@@ -32,9 +32,10 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.worker import BaseWorker
+from rq.worker import BaseWorker, WorkerStatus
 
 from worker import queue as q
 from worker.jobs import missing_model, runtime
@@ -44,13 +45,45 @@ from worker.reconcile import reconcile
 log = logging.getLogger("hpsweep.worker")
 
 
+def _put_back(conn: Redis, queue: Queue, job: Job, *, front: bool) -> None:
+    """Undo RQ's dequeue of a job not performed: its id leaves the queue's intermediate
+    list for the front (``front``) or the end of the queue; its hash is untouched (still
+    ``queued``) and no registry holds it."""
+    with conn.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+        (pipe.lpush if front else pipe.rpush)(queue.key, job.id)
+        pipe.execute()
+
+
 class _StopAware(BaseWorker):
-    """Mixin: the first stop request also tells the running trial to hand back."""
+    """Mixin: the first stop request also tells the running trial to hand back, and a job
+    dequeued once a stop was requested goes back to the front of its queue unperformed.
+
+    RQ's handler raises ``StopRequested`` from wherever an idle worker happens to be; between
+    the dequeue and the job's start that is inside hpsweep's own checks of the job (below),
+    so the job is put back and the stop is noted on the worker too (``_stop_requested``):
+    were the exception swallowed on the way, RQ's loop would otherwise take job after job,
+    each claimed and handed straight back.
+    """
 
     max_connection_wait_time = 5.0  # RQ's reconnect backoff cap (60 s): serve soon after an outage
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if not runtime().stop_requested:
+            try:
+                return super().execute_job(job, queue)
+            except StopRequested:
+                if self.get_state() == WorkerStatus.BUSY:  # not raised before the job's start
+                    raise
+                _put_back(self.connection, queue, job, front=True)
+                raise
+        _put_back(self.connection, queue, job, front=True)
+        self._stop_requested = True
+        return None
+
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         runtime().stop_requested = True
+        self._stop_requested = True
         try:
             return super().request_stop(signum, frame)
         except RedisError as exc:
@@ -83,10 +116,7 @@ class _OwnDatabaseOnly(BaseWorker):
         own = runtime().identity
         if origin is None or origin.fingerprint == own.fingerprint:
             return super().execute_job(job, queue)
-        with self.connection.pipeline() as pipe:
-            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-            pipe.lpush(queue.key, job.id)
-            pipe.execute()
+        _put_back(self.connection, queue, job, front=True)
         self.wrong_database = (
             f"job {job.id} belongs to database {origin.description}, not to this worker's "
             f"{own.description} (fingerprints {origin.fingerprint[:8]}… and "
@@ -116,10 +146,7 @@ class _OfferedModelsOnly(BaseWorker):
         if missing is None:
             self._first_handed_back, self._pause = None, 0.0
             return super().execute_job(job, queue)
-        with self.connection.pipeline() as pipe:
-            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-            pipe.rpush(queue.key, job.id)
-            pipe.execute()
+        _put_back(self.connection, queue, job, front=False)
         if missing.name not in _told:
             _told.add(missing.name)
             log.warning("worker %s on host %s cannot train model %r (%s): job %s and any "
@@ -153,6 +180,8 @@ def _missing_model(job: Job) -> ModelUnavailable | None:
         return None
     try:
         return missing_model(trial_id)
+    except StopRequested:  # RQ's stop, raised by its signal handler: not this check's error
+        raise
     except Exception as exc:  # noqa: BLE001 - the job function meets (and records) it too
         log.warning("could not check the model of trial %d: %s", trial_id, exc)
         return None
@@ -187,12 +216,12 @@ class _FewerRoundTrips(BaseWorker):
         return super().set_state(state, pipeline)
 
 
-class HpsweepWorker(_OwnDatabaseOnly, _OfferedModelsOnly, _StopAware, _FewerRoundTrips,
+class HpsweepWorker(_StopAware, _OwnDatabaseOnly, _OfferedModelsOnly, _FewerRoundTrips,
                     SimpleWorker):
     pass
 
 
-class HpsweepForkWorker(_OwnDatabaseOnly, _OfferedModelsOnly, _StopAware, Worker):
+class HpsweepForkWorker(_StopAware, _OwnDatabaseOnly, _OfferedModelsOnly, Worker):
     pass
 
 

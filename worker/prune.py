@@ -222,7 +222,7 @@ class PruneGate:
             if self.lost.wait(pause):
                 raise LeaseLost(f"trial {self.trial.id}: lease lost")
             if self.ctx.stop_requested():
-                return self._release("worker stopped; resumable")
+                return self._hand_back("worker stopped; resumable")
             pause = min(POLL[1], pause * 1.5)
 
     def _prune(self, epoch: int, own: store.PeerAt, v: Verdict) -> Stop:
@@ -239,13 +239,9 @@ class PruneGate:
 
         return Stop(TrialStatus.PRUNED.value, transact(self.ctx.engine, work, core=True))
 
-    def _release(self, why: str) -> Stop:
-        transact(self.ctx.engine, lambda s: attempts.release(
-            s, self.ctx.engine, self.trial.id, self.token, why))
-        return Stop("released", None)
-
     def _hand_back(self, why: str) -> Stop:
-        transact(self.ctx.engine, lambda s: store.hand_back(s, self.trial.id, self.token, why))
+        transact(self.ctx.engine, lambda s: attempts.hand_back(
+            s, self.ctx.engine, self.trial.id, self.token, why))
         return Stop("released", None)
 
 

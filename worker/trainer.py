@@ -237,7 +237,7 @@ def run_attempt(ctx: TrialContext, trial_id: int) -> Outcome:
         log.warning("trial %d: %s on worker %s; handed back for another worker", trial.id,
                     exc, ctx.worker)
         why = f"{exc} on worker {ctx.worker}"
-        transact(ctx.engine, lambda s: attempts.release(s, ctx.engine, trial.id, token, why))
+        transact(ctx.engine, lambda s: attempts.hand_back(s, ctx.engine, trial.id, token, why))
         return Outcome(trial.id, "released", trial.stage_id)
     except Exception as exc:
         log.exception("trial %d: attempt %d failed", trial.id, trial.attempts)
@@ -287,7 +287,7 @@ def train(ctx: TrialContext, claim: Claim, token: str,
         if lost.is_set():
             raise LeaseLost(f"trial {trial.id}: lease lost")
         if ctx.stop_requested():
-            transact(ctx.engine, lambda s: attempts.release(
+            transact(ctx.engine, lambda s: attempts.hand_back(
                 s, ctx.engine, trial.id, token, "worker stopped; resumable"))
             return "released", ran, None
         if gate and (stop := gate.check(state.epoch)):  # the stage's prune rule
