@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 LAUNCH_BATCH = 2_000  # trials sampled, inserted and enqueued at a time: ~10 MB in flight
 FIRST_BATCH = 200  # a bigger launch commits this many first: workers start within ~a second
+DEFER_INDEX_FROM = 50_000  # trials left to write from which the params-by-name index waits
 
 
 @dataclass(frozen=True)
@@ -169,21 +170,33 @@ def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
     if on_batch is not None:
         on_batch(ids)
     if len(first) < n:
-        _write_rest(engine, made.stage_id, trials, on_batch)
+        _write_rest(engine, made.stage_id, trials, n - len(first), on_batch)
     return made
 
 
 def _write_rest(engine: Engine, stage_id: int, trials: Iterable[list[sweep_store.TrialSpec]],
-                on_batch: Callable[[list[int]], object] | None) -> bool:
+                remaining: int, on_batch: Callable[[list[int]], object] | None) -> bool:
     """Insert the remaining batches of a launching stage, one transaction each, then mark
-    it running; stops (False) if the sweep stopped running meanwhile (cancelled)."""
-    for batch in trials:
-        ids = transact(engine, lambda s, b=batch: launching_store.add_launch_batch(s, stage_id, b))
-        if ids is None:
-            return False
-        if on_batch is not None:
-            on_batch(ids)
-    return transact(engine, lambda s: launching_store.end_launch(s, stage_id))
+    it running; stops (False) if the sweep stopped running meanwhile (cancelled).
+
+    From ``DEFER_INDEX_FROM`` remaining trials the params-by-name index is dropped first
+    and built again at the end, whatever the end (a launch killed midway leaves it to
+    ``hpsweep resume``, which finishes the launch here, or to ``hpsweep db upgrade``)."""
+    deferred = remaining >= DEFER_INDEX_FROM
+    if deferred:
+        transact(engine, launching_store.suspend_params_index)
+    try:
+        for batch in trials:
+            ids = transact(engine, lambda s, b=batch: launching_store.add_launch_batch(
+                s, stage_id, b))
+            if ids is None:
+                return False
+            if on_batch is not None:
+                on_batch(ids)
+        return transact(engine, lambda s: launching_store.end_launch(s, stage_id))
+    finally:
+        if deferred:
+            transact(engine, launching_store.restore_params_index)
 
 
 def finish_launch(engine: Engine, stage_id: int,
@@ -197,7 +210,10 @@ def finish_launch(engine: Engine, stage_id: int,
     cfg = SweepConfig.from_dict(sweep.config)
     n = cfg.stages[0].trials
     rest = itertools.islice(iter_trials(cfg, 0, dict(cfg.space), n), written, None)
-    _write_rest(engine, stage_id, batches(rest, LAUNCH_BATCH), on_batch)
+    try:
+        _write_rest(engine, stage_id, batches(rest, LAUNCH_BATCH), n - written, on_batch)
+    finally:  # the killed launch may have dropped the index, whatever is left to write
+        transact(engine, launching_store.restore_params_index)
     return n - written
 
 

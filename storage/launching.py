@@ -10,9 +10,25 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from storage.models import Stage, StageStatus, Sweep, SweepStatus, Trial
+from storage.models import Param, Stage, StageStatus, Sweep, SweepStatus, Trial
 from storage.sweeps import SweepInfo, TrialSpec, add_trials, get_sweep
 from storage.transitions import lock_sweep
+
+# The one secondary index of ``params`` (users' queries by name and value). Inserting a
+# million trials' rows into it costs ~45 % of a launch on SQLite (inserts land all over
+# the index, whose pages outgrow the cache); building it again from the finished table
+# costs a few seconds (``benchmarks/launch.py``). Workers read params by trial id only.
+_PARAMS_BY_NAME = next(ix for ix in Param.__table__.indexes if ix.name == "ix_params_name")
+
+
+def suspend_params_index(s: Session) -> None:
+    """Drop the params-by-name index for a big launch (``restore_params_index`` after)."""
+    _PARAMS_BY_NAME.drop(s.connection(), checkfirst=True)
+
+
+def restore_params_index(s: Session) -> None:
+    """Build the params-by-name index again if it is missing (a no-op otherwise)."""
+    _PARAMS_BY_NAME.create(s.connection(), checkfirst=True)
 
 
 def written(s: Session, stage_id: int) -> int:

@@ -25,9 +25,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.orm import Session
 
 from storage import meta
 from storage.db import DatabaseNotFound, StorageError, is_sqlite, make_engine, mask_url
+from storage.launching import restore_params_index
 from storage.models import Base
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -163,9 +165,14 @@ def revision_at(url: str) -> tuple[str, str]:
 
 
 def upgrade_at(url: str) -> tuple[str | None, str]:
-    """Upgrade the hpsweep database at ``url`` to head: (revision before, head)."""
+    """Upgrade the hpsweep database at ``url`` to head: (revision before, head). Also builds
+    the params-by-name index again if a big launch was killed while it was dropped
+    (``storage.launching``)."""
     engine = make_engine(url, create=False, any_revision=True)
     try:
-        return upgrade(engine, create=False)
+        done = upgrade(engine, create=False)
+        with Session(engine) as s, s.begin():
+            restore_params_index(s)
+        return done
     finally:
         engine.dispose()

@@ -15,7 +15,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 from redis import Redis
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from coordinator import launch as launch_mod
 from coordinator.cli import main
@@ -42,6 +42,10 @@ def _stage_status(engine, stage_id: int) -> str:  # type: ignore[no-untyped-def]
     return scalar(engine, "SELECT status FROM stages WHERE id = :s", s=stage_id)
 
 
+def _params_indexed(engine) -> bool:  # type: ignore[no-untyped-def]
+    return "ix_params_name" in {ix["name"] for ix in inspect(engine).get_indexes("params")}
+
+
 def _write(engine, sql: str, **params) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
         conn.execute(text(sql), params)
@@ -51,6 +55,7 @@ def test_batches_commit_and_enqueue_before_the_launch_ends(
         tmp_path, db_url, redis_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(launch_mod, "LAUNCH_BATCH", 4)
     monkeypatch.setattr(launch_mod, "FIRST_BATCH", 3)
+    monkeypatch.setattr(launch_mod, "DEFER_INDEX_FROM", 8)  # the 8 after the first batch
     cfg = load_config(write_config(tmp_path / "c.yaml", stages=[{"trials": 11, "epochs": 1},
                                                                 {"trials": 2, "epochs": 1}]))
     engine, conn = make_engine(db_url), Redis.from_url(redis_url)
@@ -66,13 +71,15 @@ def test_batches_commit_and_enqueue_before_the_launch_ends(
         advanced = transact(engine, lambda s: claim_stage_advance(s, stage_id))
         seen.append((scalar(engine, "SELECT COUNT(*) FROM trials WHERE stage_id = :s",
                             s=stage_id), _stage_status(engine, stage_id),
-                     conn.llen("rq:queue:q"), advanced))
+                     conn.llen("rq:queue:q"), advanced, _params_indexed(engine)))
 
     made = launch_mod.create_sweep(engine, cfg, "q", launch_mod.prepare_dataset(cfg),
                                    on_batch=on_batch)
-    assert seen == [(3, "launching", 3, False), (7, "launching", 7, False),
-                    (11, "launching", 11, False)]
+    # the params-by-name index waits for the end of a big launch (built again after it)
+    assert seen == [(3, "launching", 3, False, True), (7, "launching", 7, False, False),
+                    (11, "launching", 11, False, False)]
     assert _stage_status(engine, made.stage_id) == "running"
+    assert _params_indexed(engine)
     assert transact(engine, lambda s: claim_stage_advance(s, made.stage_id))
     engine.dispose()
 
@@ -84,6 +91,7 @@ from coordinator import launch
 from coordinator.config import load_config
 from storage.db import make_engine
 launch.LAUNCH_BATCH = 50
+launch.DEFER_INDEX_FROM = 1_000
 cfg = load_config(sys.argv[1])
 launch.launch(make_engine(sys.argv[2]), Redis.from_url(sys.argv[3]), cfg, "q")
 """
@@ -107,12 +115,14 @@ def test_a_launch_killed_midway_is_completed_by_resume_with_the_same_trials(
     stage_id, sweep_id = rows(engine, "SELECT id, sweep_id FROM stages")[0]
     assert _stage_status(engine, stage_id) == "launching"
     assert 500 <= written() < 12_000
+    assert not _params_indexed(engine)  # dropped for the launch's duration
 
     res = CliRunner().invoke(main, ["resume", str(sweep_id), "--db", db_url,
                                     "--redis", redis_url])
     assert res.exit_code == 0, res.output
     assert _stage_status(engine, stage_id) == "running"
     assert scalar(engine, "SELECT COUNT(*) FROM trials") == 12_000
+    assert _params_indexed(engine)
 
     whole = launch_mod.create_sweep(engine, load_config(config), "other",
                                     launch_mod.prepare_dataset(load_config(config)))
