@@ -97,6 +97,16 @@ def queued_trials(s: Session, sweep_id: int | None = None,
     return [(t, qn) for t, qn, _ in s.execute(q.order_by(Trial.id))]
 
 
+def still_queued(s: Session, trial_ids: list[int]) -> set[int]:
+    """Which of ``trial_ids`` are ``queued`` now."""
+    found: set[int] = set()
+    for lo in range(0, len(trial_ids), 5_000):  # under every driver's parameter limit
+        chunk = trial_ids[lo:lo + 5_000]
+        found.update(s.scalars(select(Trial.id).where(
+            Trial.id.in_(chunk), Trial.status == TrialStatus.QUEUED.value)))
+    return found
+
+
 def trial_state(s: Session, trial_id: int) -> tuple[str, str] | None:
     """(trial status, sweep status), or None for an unknown trial; a trial of a running
     'seeds' stage reads its sweep as 'running' (its work goes on after the search)."""

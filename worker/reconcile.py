@@ -86,13 +86,24 @@ def reconcile(engine: Engine, conn: Redis, sweep_id: int | None = None,
 def _requeue_missing(engine: Engine, conn: Redis, sweep_id: int | None) -> list[int]:
     """Enqueue the queued trials Redis does not hold, of each sweep's first
     ``ENQUEUE_WINDOW`` queued trials (the window moves on as trials run); returns their
-    ids."""
+    ids.
+
+    A trial missing from Redis is read again before it is enqueued: between the first
+    read and Redis's answer a busy fleet dequeues, runs and finishes many trials, whose
+    jobs RQ then no longer holds; enqueueing those again made ~0.8 duplicate jobs per
+    trial at 128 zero-work workers (``benchmarks/coordination.py``).
+    """
     queued = transact(engine, lambda s: trial_store.queued_trials(s, sweep_id,
                                                                   ENQUEUE_WINDOW))
     live = q.live_job_ids(conn, [q.trial_job_id(t) for t, _ in queued])
+    absent = [(tid, queue_name) for tid, queue_name in queued
+              if q.trial_job_id(tid) not in live]
+    if not absent:
+        return []
+    still = transact(engine, lambda s: trial_store.still_queued(s, [t for t, _ in absent]))
     missing: dict[str, list[int]] = {}
-    for tid, queue_name in queued:
-        if q.trial_job_id(tid) not in live:
+    for tid, queue_name in absent:
+        if tid in still:
             missing.setdefault(queue_name, []).append(tid)
     for queue_name, ids in missing.items():
         q.enqueue_trials(q.make_queue(conn, queue_name), ids, identity(engine))

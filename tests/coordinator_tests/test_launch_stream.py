@@ -154,3 +154,30 @@ def test_redis_carries_a_window_of_queued_trials_that_moves_on(
     flush_besides_lease(conn)
     assert reconcile(engine, conn).requeued == tuple(ids[4:9])
     engine.dispose()
+
+
+def test_a_trial_finished_while_redis_is_asked_is_not_enqueued_again(
+        tmp_path, db_url, redis_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The reconciler reads the queued trials, then asks Redis which jobs it holds; a busy
+    fleet finishes trials in between, and RQ no longer holds their jobs. Those must not be
+    enqueued again (they were, as ~0.8 duplicate jobs per trial at 128 workers)."""
+    cfg = load_config(write_config(tmp_path / "c.yaml", stages=[{"trials": 6, "epochs": 1}]))
+    engine, conn = make_engine(db_url), Redis.from_url(redis_url)
+    launch_mod.launch(engine, conn, cfg, "q")
+    ids = [i for (i,) in rows(engine, "SELECT id FROM trials ORDER BY idx")]
+    conn.delete("rq:queue:q")  # every job gone from Redis: all six look missing
+    for i in ids:
+        conn.delete(f"rq:job:trial-{i}")
+    asked = reconcile_mod.q.live_job_ids
+
+    def workers_finish_two_meanwhile(c, job_ids):  # type: ignore[no-untyped-def]
+        if f"trial-{ids[0]}" in job_ids:  # the question about the trials' jobs
+            _write(engine, "UPDATE trials SET status = 'done' WHERE id IN (:a, :b)",
+                   a=ids[0], b=ids[3])
+        return asked(c, job_ids)
+
+    monkeypatch.setattr(reconcile_mod.q, "live_job_ids", workers_finish_two_meanwhile)
+    assert reconcile(engine, conn).requeued == (ids[1], ids[2], ids[4], ids[5])
+    assert [j.decode() for j in conn.lrange("rq:queue:q", 0, -1)] == \
+        [f"trial-{i}" for i in (ids[1], ids[2], ids[4], ids[5])]
+    engine.dispose()
