@@ -33,7 +33,7 @@ SCHEMA_HEAD = "0004_flag_reason"  # storage.schema.head(); a test compares (no A
 CURVE_COLUMNS = 10  # the curves table's columns (storage.models.Curve); a test compares
 
 CORE_TABLES = ("sweeps", "stages", "trials")  # as storage.meta: what makes a database ours
-BUSY_TIMEOUT_S = 30.0  # as storage.db.BUSY_TIMEOUT_MS
+BUSY_TIMEOUT_S = 30.0  # as storage.sqlite.BUSY_TIMEOUT_MS
 FINAL = ("done", "pruned", "diverged", "failed", "cancelled")  # as FINAL_TRIAL_STATUSES
 
 # The attribute names of storage.sweeps.SweepInfo / StageInfo / FlagRow and

@@ -140,12 +140,12 @@ def test_sqlite_connections_use_wal_and_busy_timeout(sqlite_url: str) -> None:
 def test_sqlite_on_a_network_filesystem_is_refused(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
 
-    from storage import db
+    from storage import db, sqlite
 
     mounts = f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n"
-    assert db.filesystem_type(tmp_path / "sub", mounts) == "nfs4"
-    assert db.filesystem_type(Path("/usr"), mounts) == "ext4"
-    monkeypatch.setattr(db, "filesystem_type", lambda path: "nfs4")
+    assert sqlite.filesystem_type(tmp_path / "sub", mounts) == "nfs4"
+    assert sqlite.filesystem_type(Path("/usr"), mounts) == "ext4"
+    monkeypatch.setattr(sqlite, "filesystem_type", lambda path: "nfs4")
     with pytest.raises(db.StorageError, match="PostgreSQL"):
         make_engine(f"sqlite:///{tmp_path}/x.db")
     assert not (tmp_path / "x.db").exists()
