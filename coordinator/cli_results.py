@@ -59,17 +59,18 @@ def query(sql: str | None, sql_file: Any, db_url: str, fmt: str) -> None:
 def ensemble(sweep: str | None, method: str, k: int, wait: bool, workers: int, db_url: str,
              redis_url: str) -> None:
     """Evaluate an ensemble of SWEEP's models on validation and test; record it."""
-    from coordinator import ensemble as ens
+    from coordinator.ensemble import SeedsPlan
+    from coordinator.ensemble_text import plan_text, result_text
     from coordinator.local_run import ensemble_with_workers
     from coordinator.term import use_color
 
     engine = open_engine(db_url, create=False)  # writes its own rows only, creates no table
     out = ensemble_with_workers(engine, sweep_id_of(engine, sweep), method, k, wait=wait,
                                 workers=workers, db_url=db_url, redis_url=redis_url)
-    if isinstance(out, ens.SeedsPlan):
-        click.echo(ens.plan_text(out))
+    if isinstance(out, SeedsPlan):
+        click.echo(plan_text(out))
         return
-    click.echo(ens.result_text(out, color=use_color(sys.stdout)))
+    click.echo(result_text(out, color=use_color(sys.stdout)))
 
 
 @click.command()

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 
 from coordinator import ensemble as ens
 from coordinator.config import load_config
+from coordinator.ensemble_text import result_text
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage import attempts, transitions
@@ -99,8 +100,8 @@ def test_top_k_of_one_is_the_best_single_model(finished: tuple[str, str]) -> Non
     sweep_id = transact(engine, lambda s: sweep_store.get_sweep(s, name)).id
     r = ens.evaluate(engine, sweep_id, "top-k", 1)
     assert r.ensemble == r.single and r.members[0].trial_id == r.single_trial_id
-    assert "gain" in ens.result_text(r) and "\033[" not in ens.result_text(r)
-    assert "\033[" in ens.result_text(r, color=True)
+    assert "gain" in result_text(r) and "\033[" not in result_text(r)
+    assert "\033[" in result_text(r, color=True)
 
 
 def test_snapshots_are_the_last_k_epochs_of_the_best_trial(finished: tuple[str, str]) -> None:
