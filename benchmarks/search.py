@@ -71,7 +71,8 @@ from coordinator.ensemble import evaluate
 from coordinator.launch import create_sweep, prepare_dataset
 from coordinator.stages import advance
 from storage.db import make_engine, transact
-from worker.data import DatasetCache, Parts, split
+from worker.data import Parts, split
+from worker.dataset_cache import DatasetCache
 from worker.trainer import TrialContext, run_attempt
 
 T = TypeVar("T")

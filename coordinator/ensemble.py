@@ -43,7 +43,8 @@ from storage.db import transact
 from storage.meta import identity
 from storage.models import StageKind, StageStatus, SweepStatus
 from worker import models
-from worker.data import DatasetCache, Splits
+from worker.data import Splits
+from worker.dataset_cache import DatasetCache
 from worker.nn.checkpoint import CheckpointError
 from worker.nn.protocol import predict_proba
 from worker.nn.saved import model_from_checkpoint

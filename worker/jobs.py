@@ -32,7 +32,7 @@ from storage import trials as trial_store
 from storage.db import make_engine, transact
 from worker import models
 from worker import queue as q
-from worker.data import DatasetCache
+from worker.dataset_cache import DatasetCache
 from worker.defaults import DEFAULT_DB
 from worker.lease import LeaseKeeper
 from worker.trainer import TrialContext, run_attempt

@@ -27,7 +27,8 @@ from storage.attempts import ClaimedTrial, EpochRecord, LeaseLost
 from storage.db import transact
 from storage.models import TrialStatus
 from worker import models
-from worker.data import DatasetCache, Splits
+from worker.data import Splits
+from worker.dataset_cache import DatasetCache
 from worker.defaults import SweepSettings
 from worker.lease import LeaseKeeper
 from worker.nn.checkpoint import CheckpointError

@@ -212,7 +212,7 @@ def test_old_databases_are_refused_by_readers_without_writing(
 
 def run_inline(engine, trial_ids) -> None:  # type: ignore[no-untyped-def]
     """Train the trials in this process and advance their stages, as workers would."""
-    from worker.data import DatasetCache
+    from worker.dataset_cache import DatasetCache
     from worker.trainer import TrialContext, run_attempt
 
     ctx = TrialContext(engine=engine, worker="t", lease_seconds=600.0, datasets=DatasetCache())

@@ -190,7 +190,7 @@ def _finisher(db_url: str, rounds: list[tuple[int, str, int]], barrier, results)
     """One worker's finishing path, once per round, all finishers released together:
     the trial's final status (``worker.trainer.finish``), then the advancement job's work
     when the finish says it is due (``coordinator.jobs.advance_stage`` runs ``advance``)."""
-    from worker.data import DatasetCache
+    from worker.dataset_cache import DatasetCache
     from worker.trainer import TrialContext
     from worker.trainer import finish as finish_trial
 

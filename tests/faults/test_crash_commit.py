@@ -17,7 +17,7 @@ from storage.sweeps import trial_ids_by_idx
 from tests.support.configs import write_config
 from tests.support.db import rows
 from tests.support.reference import assert_curves_match, reference_curves
-from worker.data import DatasetCache
+from worker.dataset_cache import DatasetCache
 from worker.trainer import TrialContext, run_attempt
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]

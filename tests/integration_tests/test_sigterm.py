@@ -22,7 +22,7 @@ from storage.sweeps import get_sweep
 from tests.support.configs import write_blobs, write_config
 from tests.support.db import rows, sweep_status, wait_until
 from tests.support.processes import stop_all, worker_logs
-from worker.data import DatasetCache
+from worker.dataset_cache import DatasetCache
 from worker.nn.hyper import Hyper
 from worker.nn.training import TrainState
 from worker.trainer import TrialContext, load_splits

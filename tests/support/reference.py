@@ -60,7 +60,7 @@ def _run_reference(config: Path, tmp: Path) -> Curves:
     from coordinator.stages import advance
     from storage.db import make_engine, transact
     from storage.sweeps import trial_ids_by_idx
-    from worker.data import DatasetCache
+    from worker.dataset_cache import DatasetCache
     from worker.trainer import TrialContext, run_attempt
 
     tmp.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from storage.db import make_engine, transact
 from storage.sweeps import trial_ids_by_idx
 from tests.support.configs import write_config
 from tests.support.db import rows
-from worker.data import DatasetCache
+from worker.dataset_cache import DatasetCache
 from worker.trainer import TrialContext, run_attempt
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from coordinator.datasets import load_source
-from worker.data import DatasetCache, DatasetError, Parts, decode, encode, sha256, split
+from worker.data import DatasetError, Parts, decode, encode, sha256, split
+from worker.dataset_cache import DatasetCache
 
 
 def blobs(n: int, seed: int, D: int = 4) -> tuple[np.ndarray, np.ndarray]:
