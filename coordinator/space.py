@@ -106,16 +106,32 @@ class Range:
         """One value; log ranges uniformly in log10 space, integers inclusive of both ends."""
         if self.integer and self.scale == "linear":
             return int(rng.integers(self.low, self.high + 1))
+        return self._from_unit([rng.random()])[0]
+
+    @property
+    def from_unit_draws(self) -> bool:
+        """Whether a value is one uniform draw on [0, 1) (``rng.random()``) transformed:
+        every range but a linear integer one, whose ``rng.integers`` draws bits its own way."""
+        return not (self.integer and self.scale == "linear")
+
+    def _from_unit(self, u: Any) -> list[Any]:
+        """The values of uniform draws ``u`` (a sequence or an array): what ``sample``
+        returns for each, computed for a whole array at once. ``lo + span * u`` is the
+        arithmetic of NumPy's own ``uniform`` (bit for bit: values sampled before this
+        path existed are unchanged); the powers stay Python's own ``10 ** x`` per value."""
+        lo, hi = self.low, self.high
+        if self.scale == "linear":
+            x = (lo + (hi - lo) * np.asarray(u, dtype=float)).tolist()
+            return [float(min(max(v, lo), hi)) for v in x]
         if self.integer:
             # log-uniform over [low - 0.5, high + 0.5] then round: every integer gets its
             # share of log space, the ends included (low >= 1 so low - 0.5 > 0)
-            x = 10 ** rng.uniform(math.log10(self.low - 0.5), math.log10(self.high + 0.5))
-            return int(min(max(round(x), self.low), self.high))
-        if self.scale == "log":
-            x = 10 ** rng.uniform(math.log10(self.low), math.log10(self.high))
-        else:
-            x = rng.uniform(self.low, self.high)
-        return float(min(max(x, self.low), self.high))
+            a, b = math.log10(lo - 0.5), math.log10(hi + 0.5)
+            e = (a + (b - a) * np.asarray(u, dtype=float)).tolist()
+            return [int(min(max(round(10 ** v), lo), hi)) for v in e]
+        a, b = math.log10(lo), math.log10(hi)
+        e = (a + (b - a) * np.asarray(u, dtype=float)).tolist()
+        return [float(min(max(10 ** v, lo), hi)) for v in e]
 
     def contains(self, value: Any) -> bool:
         """Whether ``value`` is a number in ``[low, high]`` (an integer for integer ranges)."""
@@ -231,11 +247,26 @@ def sample_configs(space: Mapping[str, Dist], n: int,
 
 def iter_configs(space: Mapping[str, Dist], n: int,
                  rng: np.random.Generator) -> Iterator[dict[str, Value]]:
-    """``sample_configs`` one configuration at a time (a launch of millions streams them)."""
+    """``sample_configs`` one configuration at a time (a launch of millions streams them).
+
+    When every range is drawn from one uniform draw (``Range.from_unit_draws``: no choice,
+    no linear integer range), ``CONFIG_BLOCK`` configurations are drawn at once: the same
+    draws in the same order, so the same values as one at a time, ~10x faster."""
     names = sorted(space)
-    for _ in range(n):
-        drawn = {name: space[name].sample(rng) for name in names}
-        yield {name: drawn[name] for name in space}
+    if not all(isinstance(space[k], Range) and space[k].from_unit_draws for k in names):
+        for _ in range(n):
+            drawn = {name: space[name].sample(rng) for name in names}
+            yield {name: drawn[name] for name in space}
+        return
+    ranges = [(name, space[name]) for name in names]
+    for start in range(0, n, CONFIG_BLOCK):
+        u = rng.random((min(CONFIG_BLOCK, n - start), len(names)))  # row i: trial i's draws
+        cols = {name: r._from_unit(u[:, j]) for j, (name, r) in enumerate(ranges)}
+        for i in range(u.shape[0]):
+            yield {name: cols[name][i] for name in space}
+
+
+CONFIG_BLOCK = 2_048
 
 
 # ---------------------------------------------------------------------------- space

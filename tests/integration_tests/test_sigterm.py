@@ -80,11 +80,12 @@ def test_sigterm_hands_the_trial_to_another_worker(db_url, tcp_redis_url, hosts)
         epoch = max(r[0] for r in rows(engine, "SELECT seconds FROM curves"))
         assert took < epoch + 2.0, f"worker took {took:.1f}s to stop (epochs take {epoch:.1f}s)"
 
-        # handed back: queued, resumable from a checkpoint of its last committed epoch
+        # handed back: queued, resumable from a checkpoint of its last committed epoch, and
+        # charged no attempt (a stop is not the trial's failure)
         done_epochs = len(_curve(engine, trial_id))
         assert at_signal <= done_epochs <= at_signal + 1 < EPOCHS
         assert rows(engine, "SELECT status, attempts, worker FROM trials") == [
-            ("queued", 1, "first")]
+            ("queued", 0, "first")]
         assert rows(engine, "SELECT max(epoch) FROM checkpoints WHERE trial_id = :t AND "
                             "kind = 'last'", t=trial_id) == [(done_epochs,)]
         assert f"trial {trial_id}: released" in first.text()
@@ -95,7 +96,7 @@ def test_sigterm_hands_the_trial_to_another_worker(db_url, tcp_redis_url, hosts)
         wait_until(lambda: sweep_status(engine, name) == "done", 60, "sweep done",
                    lambda: worker_logs(workers))
         assert rows(engine, "SELECT status, attempts, worker FROM trials") == [
-            ("done", 2, "second")]
+            ("done", 1, "second")]
         assert f"trial {trial_id}: resuming after epoch {done_epochs}" in second.text()
         assert f"trial {trial_id}: done after {EPOCHS - done_epochs} epoch(s)" in second.text()
         curve = _curve(engine, trial_id)
