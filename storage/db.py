@@ -95,7 +95,7 @@ def _pgbouncer_flag(value: str | tuple[str, ...] | None) -> bool:
     return flag in ("1", "true", "yes", "on")
 
 
-def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
+def _postgres_engine(parsed: URL, readonly: bool, pre_ping: bool) -> Engine:
     """The engine of a PostgreSQL URL, directly or through PgBouncer.
 
     Connection budget: a worker process uses connections for its trial's
@@ -111,6 +111,12 @@ def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
     five runs), no startup ``options`` (PgBouncer refuses them); PgBouncer's own
     ``idle_transaction_timeout`` then ends transactions a frozen worker left open,
     and read-only engines say ``BEGIN READ ONLY`` per transaction.
+
+    ``pre_ping`` tests each pooled connection with a ``SELECT 1`` round trip before use,
+    so that a connection a server restart closed is replaced unseen. A worker turns it
+    off: its every unit of work runs in ``transact``, which retries a dropped
+    connection anyway, and the ping was a third of a zero-work trial's server round
+    trips (``benchmarks/coordination.py``: transactions per trial in ``pg_stat_database``).
     """
     pgbouncer = _pgbouncer_flag(parsed.query.get(PGBOUNCER_PARAM))
     args: dict[str, Any] = {"connect_timeout": 5}
@@ -123,7 +129,7 @@ def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
         if readonly:
             args["options"] += " -c default_transaction_read_only=on"
     engine = create_engine(
-        parsed.difference_update_query([PGBOUNCER_PARAM]), pool_pre_ping=True, pool_size=1,
+        parsed.difference_update_query([PGBOUNCER_PARAM]), pool_pre_ping=pre_ping, pool_size=1,
         max_overflow=1, pool_timeout=60, pool_recycle=1800, connect_args=args)
     if pgbouncer and readonly:
         @event.listens_for(engine, "connect")
@@ -133,7 +139,7 @@ def _postgres_engine(parsed: URL, readonly: bool) -> Engine:
 
 
 def make_engine(url: str, *, readonly: bool = False, create: bool = True,
-                any_revision: bool = False) -> Engine:
+                any_revision: bool = False, pre_ping: bool = True) -> Engine:
     """An engine for ``url``.
 
     ``create``: hpsweep's schema and the database's fingerprint are created where missing
@@ -144,7 +150,9 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True,
     refuses one (``SchemaOutdated``) and writes nothing. ``readonly`` engines also refuse
     writes at the connection level (SQLite ``query_only``, PostgreSQL read-only
     transactions). ``any_revision`` (with ``create=False``): neither upgrade nor refuse, for
-    ``hpsweep db`` and tests that look at an old database.
+    ``hpsweep db`` and tests that look at an old database. ``pre_ping=False`` (PostgreSQL):
+    for callers whose every transaction runs in ``transact`` (workers); see
+    ``_postgres_engine``.
     """
     try:
         parsed = make_url(url)
@@ -158,7 +166,7 @@ def make_engine(url: str, *, readonly: bool = False, create: bool = True,
 
         engine = sqlite_engine(url, creating, readonly)
     elif backend == "postgresql":
-        engine = _postgres_engine(parsed, readonly)
+        engine = _postgres_engine(parsed, readonly, pre_ping)
     else:
         raise BadDatabaseURL(f"unsupported database {mask_url(url)!r}: use sqlite:/// or "
                            "postgresql+psycopg://")

@@ -63,7 +63,9 @@ class Runtime:
         """The worker's database. A worker never creates one (``DatabaseNotFound`` when the
         URL names no hpsweep database); it upgrades an old one's schema (storage.schema)."""
         if self._engine is None:
-            self._engine = make_engine(self.db_url, create=False)
+            # every unit of work of a worker runs in ``transact``, which retries a
+            # dropped connection: no ping round trip before each (``storage.db``)
+            self._engine = make_engine(self.db_url, create=False, pre_ping=False)
         return self._engine
 
     @property
