@@ -29,7 +29,11 @@ ADVANCE_STAGE = "coordinator.jobs.advance_stage"
 ALLOWED_FUNCTIONS = frozenset({RUN_TRIAL, ADVANCE_STAGE})
 TRIAL_TIMEOUT = 24 * 3600  # leases, not RQ timeouts, detect lost trials
 RESULT_TTL = 60
-STARTED_GRACE = 2.0  # a live job claims its trial this soon after RQ marks it started
+# A live job claims its trial this soon after RQ dequeues it or marks it started. Not
+# less: 128 workers on 2 cores (PgBouncer queueing them for 20 server connections) took
+# over 2 s between the two, and each job the reconciler then thought dead ran twice
+# (``benchmarks/coordination.py``: 111 Redis commands per trial against 51 at 2 workers).
+STARTED_GRACE = 10.0
 
 
 class QueueError(RuntimeError):
