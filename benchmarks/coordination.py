@@ -7,7 +7,7 @@ Each point (``backend:workers``; backends ``sqlite``, ``postgresql`` (direct) an
 ``pgbouncer`` (PostgreSQL through a private PgBouncer in transaction mode, 20 server
 connections)) starts a fresh database, a private ``redis-server`` on a loopback port and
 ``hpsweep worker --processes 16`` pools, runs a warm-up sweep (2 trials per worker:
-imports, dataset cache, connections), then a one-stage sweep of max(400, 20 x workers)
+imports, dataset cache, connections), then a one-stage sweep of max(3000, 20 x workers)
 one-epoch trials of ``zero``, a model that trains in ~0 ms (``benchmarks/zero_model.py``,
 registered for these processes only, as the tests register plug-ins), on ``spiral``.
 Between the moments 10 % and 90 % of the trials are final (steady state):
@@ -52,7 +52,7 @@ from coordinator.launch import create_sweep, enqueue_stage, prepare_dataset
 from storage.db import make_engine
 from tests.support import plugins
 
-DEFAULT_POINTS = ("sqlite:2,sqlite:8,postgresql:2,postgresql:8,postgresql:32,"
+DEFAULT_POINTS = ("sqlite:2,sqlite:8,postgresql:2,postgresql:8,postgresql:32,pgbouncer:2,"
                   "pgbouncer:128")
 GOAL = 1.5
 MB_PER_WORKER = 130  # resident memory a worker process may take (80-100 MB measured)
@@ -279,6 +279,11 @@ def report(points: list[Point]) -> None:
     print(f"\ngoal: CPU per trial at 128 workers <= {GOAL}x the 2-worker figure (PostgreSQL): "
           f"{big.backend}:{big.workers} {big.total_ms:.1f} ms vs {base.total_ms:.1f} ms = "
           f"{ratio:.2f}x {verdict}")
+    same = next((p for p in points if p.backend == big.backend and p.workers == 2), None)
+    if same is not None and same is not base:  # PgBouncer at both ends: workers alone vary
+        print(f"  like for like, {big.backend}:2 {same.total_ms:.1f} ms: "
+              f"{big.total_ms / same.total_ms:.2f}x (transaction pooling costs the same at "
+              "any fleet size: no server-side prepared statements, PgBouncer's own CPU)")
 
 
 def main() -> None:
@@ -287,7 +292,7 @@ def main() -> None:
                     help="comma-separated backend:workers (backend sqlite, postgresql or "
                          f"pgbouncer); default {DEFAULT_POINTS}")
     ap.add_argument("--trials", type=int, default=None,
-                    help="trials per measured sweep (default max(400, 20 x workers))")
+                    help="trials per measured sweep (default max(3000, 20 x workers))")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="run the workers under cProfile, write their profiles to DIR and "
                          "print a summary (the CPU figures are then not the measurement)")
@@ -306,7 +311,7 @@ def main() -> None:
             if (why := check_memory(workers)) is not None:
                 print(f"  {backend}:{workers}: skipped, {why}")
                 continue
-            trials = args.trials or max(400, 20 * workers)
+            trials = args.trials or max(3000, 20 * workers)
             results.append(run_point(backend, workers, trials, args.profile))
             print(f"  {backend}:{workers}: {results[-1].rate:.1f} trials/s, "
                   f"{results[-1].total_ms:.1f} CPU ms per trial", flush=True)
