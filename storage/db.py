@@ -95,7 +95,7 @@ def _pgbouncer_flag(value: str | tuple[str, ...] | None) -> bool:
     return flag in ("1", "true", "yes", "on")
 
 
-def _postgres_engine(parsed: URL, readonly: bool, pre_ping: bool) -> Engine:
+def _postgres_engine(parsed: URL, readonly: bool, pre_ping: bool = True) -> Engine:
     """The engine of a PostgreSQL URL, directly or through PgBouncer.
 
     Connection budget: a worker process uses connections for its trial's
