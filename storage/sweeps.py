@@ -10,10 +10,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from storage import bulk
+from storage.db import bind_of, cached_statement
 from storage.models import (
     BoundaryFlag,
     Dataset,
@@ -211,9 +212,12 @@ def get_sweep(s: Session, name_or_id: str | int) -> SweepInfo | None:
     return _sweep_info(*hit) if hit else None
 
 
-def sweep_of_trial(s: Session, trial_id: int) -> int | None:
-    """The id of the sweep a trial belongs to (None for an unknown trial)."""
-    return s.scalar(select(Trial.sweep_id).where(Trial.id == trial_id))
+def sweep_of_trial(s: Session | Connection, trial_id: int) -> int | None:
+    """The id of the sweep a trial belongs to (None for an unknown trial). A prebuilt
+    statement: a worker asks once per job, before it claims the trial."""
+    stmt = cached_statement(bind_of(s), "sweep-of-trial", lambda: select(
+        Trial.__table__.c.sweep_id).where(Trial.__table__.c.id == bindparam("p_trial")))
+    return s.execute(stmt, {"p_trial": trial_id}).scalar()
 
 
 def latest_sweep(s: Session) -> SweepInfo | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rq import get_current_job
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from storage import meta, transitions
@@ -149,18 +149,19 @@ def missing_model(trial_id: int) -> models.ModelUnavailable | None:
     loading), or None: it can, or the trial is unknown (the job function says so)."""
     rt = runtime()
 
-    def work(s: Session) -> str | None:
-        sweep_id = sweep_store.sweep_of_trial(s, trial_id)
-        if sweep_id is None:
-            return None
-        if sweep_id not in rt.sweep_models:
-            info = sweep_store.get_sweep(s, sweep_id)
-            rt.sweep_models[sweep_id] = models.model_name(info.config if info else {})
-        return rt.sweep_models[sweep_id]
+    def sweep_of(c: Connection) -> int | None:
+        return sweep_store.sweep_of_trial(c, trial_id)
 
-    name = transact(rt.engine, work)
-    if name is None:
+    def model_of(s: Session, sweep_id: int) -> str:
+        info = sweep_store.get_sweep(s, sweep_id)
+        return models.model_name(info.config if info else {})
+
+    sweep_id = transact(rt.engine, sweep_of, core=True)  # the common case: one short read
+    if sweep_id is None:
         return None
+    if sweep_id not in rt.sweep_models:
+        rt.sweep_models[sweep_id] = transact(rt.engine, lambda s: model_of(s, sweep_id))
+    name = rt.sweep_models[sweep_id]
     try:
         models.check_offered(name, rt.models)
     except models.ModelUnavailable as exc:

@@ -221,8 +221,18 @@ class HpsweepWorker(_StopAware, _OwnDatabaseOnly, _OfferedModelsOnly, _FewerRoun
     pass
 
 
+# Held by the reconciler thread for its pass, and by a forking worker around ``fork()``: a
+# work horse is a fork of a process with threads, and only the forking thread goes on in
+# it. Forked while the reconciler sat inside SQLite (or a connection pool), a horse inherits
+# that library's mutex held for ever and hangs on it, outliving its worker (seen in
+# ``benchmarks/overhead.py``'s fork rows: a horse asleep on a futex with its worker gone).
+_NO_FORK_NOW = threading.Lock()
+
+
 class HpsweepForkWorker(_StopAware, _OwnDatabaseOnly, _OfferedModelsOnly, Worker):
-    pass
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        with _NO_FORK_NOW:  # in the horse, held until it exits: it never reconciles
+            super().fork_work_horse(job, queue)
 
 
 @dataclass(frozen=True)
@@ -259,7 +269,8 @@ class Reconciler:
                 conn = conn or q.connect(self._url)
                 rt = runtime()
                 if q.reconcile_turn(conn, rt.identity.fingerprint, self._period):
-                    reconcile(rt.engine, conn)
+                    with _NO_FORK_NOW:
+                        reconcile(rt.engine, conn)
             except Exception as exc:  # noqa: BLE001 - keep reconciling; next pass may succeed
                 log.warning("reconcile failed: %s", exc)
                 conn = None
