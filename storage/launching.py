@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateIndex, DropIndex
 
 from storage.models import Param, Stage, StageStatus, Sweep, SweepStatus, Trial
 from storage.sweeps import SweepInfo, TrialSpec, add_trials, get_sweep
@@ -23,12 +24,13 @@ _PARAMS_BY_NAME = next(ix for ix in Param.__table__.indexes if ix.name == "ix_pa
 
 def suspend_params_index(s: Session) -> None:
     """Drop the params-by-name index for a big launch (``restore_params_index`` after)."""
-    _PARAMS_BY_NAME.drop(s.connection(), checkfirst=True)
+    s.execute(DropIndex(_PARAMS_BY_NAME, if_exists=True))
 
 
 def restore_params_index(s: Session) -> None:
-    """Build the params-by-name index again if it is missing (a no-op otherwise)."""
-    _PARAMS_BY_NAME.create(s.connection(), checkfirst=True)
+    """Build the params-by-name index again if it is missing (a no-op otherwise; ``IF NOT
+    EXISTS`` in the statement itself, so two launches ending together cannot collide)."""
+    s.execute(CreateIndex(_PARAMS_BY_NAME, if_not_exists=True))
 
 
 def written(s: Session, stage_id: int) -> int:
