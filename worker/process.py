@@ -48,11 +48,11 @@ log = logging.getLogger("hpsweep.worker")
 def _put_back(conn: Redis, queue: Queue, job: Job, *, front: bool) -> None:
     """Undo RQ's dequeue of a job not performed: its id leaves the queue's intermediate
     list for the front (``front``) or the end of the queue; its hash is untouched (still
-    ``queued``) and no registry holds it."""
-    with conn.pipeline() as pipe:
-        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-        (pipe.lpush if front else pipe.rpush)(queue.key, job.id)
-        pipe.execute()
+    ``queued``) and no registry holds it. Only an id still in that list moves: one put back
+    already (a stop arriving while the model check paused after its own put-back) is not
+    queued twice."""
+    if conn.lrem(queue.intermediate_queue_key, 1, job.id):
+        (conn.lpush if front else conn.rpush)(queue.key, job.id)
 
 
 class _StopAware(BaseWorker):
