@@ -175,13 +175,16 @@ def create_sweep(engine: Engine, cfg: SweepConfig, queue_name: str,
 
 
 def _write_rest(engine: Engine, stage_id: int, trials: Iterable[list[sweep_store.TrialSpec]],
-                remaining: int, on_batch: Callable[[list[int]], object] | None) -> bool:
+                remaining: int, on_batch: Callable[[list[int]], object] | None,
+                *, resumed: bool = False) -> bool:
     """Insert the remaining batches of a launching stage, one transaction each, then mark
     it running; stops (False) if the sweep stopped running meanwhile (cancelled).
 
     From ``DEFER_INDEX_FROM`` remaining trials the params-by-name index is dropped first
     and built again at the end, whatever the end (a launch killed midway leaves it to
-    ``hpsweep resume``, which finishes the launch here, or to ``hpsweep db upgrade``)."""
+    ``hpsweep resume``, which finishes the launch here, or to ``hpsweep db upgrade``).
+    ``resumed``: the index is built again at the end whatever is left to write (the killed
+    launch may have dropped it)."""
     deferred = remaining >= DEFER_INDEX_FROM
     if deferred:
         transact(engine, launching_store.suspend_params_index)
@@ -195,7 +198,7 @@ def _write_rest(engine: Engine, stage_id: int, trials: Iterable[list[sweep_store
                 on_batch(ids)
         return transact(engine, lambda s: launching_store.end_launch(s, stage_id))
     finally:
-        if deferred:
+        if deferred or resumed:
             transact(engine, launching_store.restore_params_index)
 
 
@@ -210,10 +213,8 @@ def finish_launch(engine: Engine, stage_id: int,
     cfg = SweepConfig.from_dict(sweep.config)
     n = cfg.stages[0].trials
     rest = itertools.islice(iter_trials(cfg, 0, dict(cfg.space), n), written, None)
-    try:
-        _write_rest(engine, stage_id, batches(rest, LAUNCH_BATCH), n - written, on_batch)
-    finally:  # the killed launch may have dropped the index, whatever is left to write
-        transact(engine, launching_store.restore_params_index)
+    _write_rest(engine, stage_id, batches(rest, LAUNCH_BATCH), n - written, on_batch,
+                resumed=True)
     return n - written
 
 
